@@ -1,0 +1,67 @@
+package testenv
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Unpack proves that other tools can read an image: skopeo copies ref from
+// the registry into an OCI layout and umoci unpacks it. It returns the
+// unpacked root filesystem. For an index, platform picks the image
+// (nil means linux/amd64).
+func Unpack(t testing.TB, ref string, platform *v1.Platform) string {
+	t.Helper()
+	skopeo, umoci := Binary(t, "skopeo"), Binary(t, "umoci")
+	dir := t.TempDir()
+	layout := filepath.Join(dir, "layout")
+	args := []string{"--insecure-policy"}
+	if platform != nil {
+		args = append(args, "--override-os", platform.OS, "--override-arch", platform.Architecture)
+		if platform.Variant != "" {
+			args = append(args, "--override-variant", platform.Variant)
+		}
+	}
+	args = append(args, "copy", "--src-tls-verify=false", "docker://"+ref, "oci:"+layout+":img")
+	run(t, skopeo, args...)
+	bundle := filepath.Join(dir, "bundle")
+	uargs := []string{"unpack", "--image", layout + ":img", bundle}
+	if os.Geteuid() != 0 {
+		uargs = append([]string{"unpack", "--rootless"}, uargs[1:]...)
+	}
+	run(t, umoci, uargs...)
+	return filepath.Join(bundle, "rootfs")
+}
+
+func run(t testing.TB, bin string, args ...string) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", filepath.Base(bin), args, err, out.String())
+	}
+}
+
+// FileSHA256 returns the hex sha256 of a file, failing the test if it is
+// missing.
+func FileSHA256(t testing.TB, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatalf("opening %s: %v", p, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
