@@ -1,0 +1,44 @@
+// Package archtest checks that r8im's packages keep to their rooms
+// (docs/architecture.md): the dependency direction is
+// cmd/* → jobs → imageops, storage → config.
+package archtest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/r8im/r8im"
+
+// forbidden lists, per package, import path prefixes it must not depend on,
+// directly or transitively.
+var forbidden = map[string][]string{
+	"imageops": {module + "/jobs", module + "/storage", module + "/cmd", "github.com/hibiken/asynq", "github.com/redis/go-redis", "github.com/aws/"},
+	"storage":  {module + "/jobs", module + "/imageops", module + "/cmd", "github.com/hibiken/asynq"},
+	"config":   {module + "/jobs", module + "/storage", module + "/imageops", module + "/cmd", "github.com/hibiken/asynq"},
+	"jobs":     {module + "/cmd"},
+}
+
+func TestDependencyDirection(t *testing.T) {
+	for pkg, bad := range forbidden {
+		t.Run(pkg, func(t *testing.T) {
+			out, err := exec.Command("go", "list", "-json=Deps", module+"/"+pkg).Output()
+			if err != nil {
+				t.Fatalf("go list %s: %v", pkg, err)
+			}
+			var p struct{ Deps []string }
+			if err := json.Unmarshal(out, &p); err != nil {
+				t.Fatal(err)
+			}
+			for _, dep := range p.Deps {
+				for _, b := range bad {
+					if strings.HasPrefix(dep, b) {
+						t.Errorf("%s depends on %s; see docs/architecture.md for the allowed direction", pkg, dep)
+					}
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,3 @@
+// Package storage opens weights sources (s3://, https://, file://) and keeps
+// the publish records in Redis.
+package storage
