@@ -10,7 +10,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Unpack proves that other tools can read an image: skopeo copies ref from
@@ -29,7 +32,13 @@ func Unpack(t testing.TB, ref string, platform *v1.Platform) string {
 			args = append(args, "--override-variant", platform.Variant)
 		}
 	}
-	args = append(args, "copy", "--src-tls-verify=false", "docker://"+ref, "oci:"+layout+":img")
+	args = append(args, "copy", "--src-tls-verify=false")
+	if hasZstdLayers(t, ref, platform) {
+		// Debian's umoci 0.4.7 predates zstd layers: skopeo, which reads
+		// them and checks their digests, hands umoci gzip instead.
+		args = append(args, "--dest-compress", "--dest-compress-format", "gzip")
+	}
+	args = append(args, "docker://"+ref, "oci:"+layout+":img")
 	run(t, skopeo, args...)
 	bundle := filepath.Join(dir, "bundle")
 	uargs := []string{"unpack", "--image", layout + ":img", bundle}
@@ -38,6 +47,34 @@ func Unpack(t testing.TB, ref string, platform *v1.Platform) string {
 	}
 	run(t, umoci, uargs...)
 	return filepath.Join(bundle, "rootfs")
+}
+
+// hasZstdLayers reports whether the image ref (or its platform's image)
+// has a zstd layer.
+func hasZstdLayers(t testing.TB, ref string, platform *v1.Platform) bool {
+	t.Helper()
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := v1.Platform{OS: "linux", Architecture: "amd64"}
+	if platform != nil {
+		p = *platform
+	}
+	img, err := remote.Image(r, remote.WithPlatform(p))
+	if err != nil {
+		t.Fatalf("reading %s: %v", ref, err)
+	}
+	mf, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range mf.Layers {
+		if l.MediaType == types.OCILayerZStd {
+			return true
+		}
+	}
+	return false
 }
 
 func run(t testing.TB, bin string, args ...string) {

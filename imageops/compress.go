@@ -1,0 +1,106 @@
+package imageops
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Default compression levels: gzip's fastest (weights barely compress, so
+// higher levels burn CPU for nothing) and zstd's usual default.
+const (
+	DefaultGzipLevel = gzip.BestSpeed
+	DefaultZstdLevel = 3
+)
+
+// defaultLevel returns the level used when the caller gives 0.
+func defaultLevel(c Compression, level int) int {
+	if level != 0 {
+		return level
+	}
+	switch c {
+	case Gzip:
+		return DefaultGzipLevel
+	case Zstd:
+		return DefaultZstdLevel
+	}
+	return 0
+}
+
+// checkLevel rejects levels that are out of range or not reproducible
+// (klauspost gzip level 0 depends on write sizes).
+func checkLevel(c Compression, level int) error {
+	switch c {
+	case Gzip:
+		if level != gzip.HuffmanOnly && (level < 1 || level > 9) {
+			return invalidf("gzip level %d: use 1 (fastest) to 9 (smallest), or -2 (Huffman only); for no compression use --compression none", level)
+		}
+	case Zstd:
+		if level < 1 || level > 22 {
+			return invalidf("zstd level %d: use 1 (fastest) to 22 (smallest)", level)
+		}
+	case Uncompressed:
+		if level != 0 {
+			return invalidf("--level %d makes no sense with --compression none", level)
+		}
+	}
+	return nil
+}
+
+// newCompressor wraps w in the compressor for c at level. Output is
+// deterministic for the same input, level and library version.
+func newCompressor(w io.Writer, c Compression, level int) (io.WriteCloser, error) {
+	switch c {
+	case Gzip:
+		return gzip.NewWriterLevel(w, level)
+	case Zstd:
+		return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)), zstd.WithEncoderConcurrency(1))
+	case Uncompressed:
+		return nopWriteCloser{w}, nil
+	}
+	return nil, fmt.Errorf("unknown compression %q", c)
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
+
+// layerMediaType picks the layer media type for compression c in a manifest
+// of type mt. zstd layers only exist in OCI manifests; callers convert a
+// Docker manifest to OCI before adding one.
+func layerMediaType(docker bool, c Compression) types.MediaType {
+	switch {
+	case c == Zstd:
+		return types.OCILayerZStd
+	case docker && c == Gzip:
+		return types.DockerLayer
+	case docker:
+		return types.DockerUncompressedLayer
+	case c == Gzip:
+		return types.OCILayer
+	default:
+		return types.OCIUncompressedLayer
+	}
+}
+
+// ociEquivalent maps Docker media types to the OCI types of the same blobs.
+func ociEquivalent(mt types.MediaType) types.MediaType {
+	switch mt {
+	case types.DockerLayer:
+		return types.OCILayer
+	case types.DockerUncompressedLayer:
+		return types.OCIUncompressedLayer
+	case types.DockerForeignLayer:
+		return types.OCIRestrictedLayer
+	case types.DockerManifestSchema2:
+		return types.OCIManifestSchema1
+	case types.DockerConfigJSON:
+		return types.OCIConfigJSON
+	case types.DockerManifestList:
+		return types.OCIImageIndex
+	}
+	return mt
+}

@@ -1,0 +1,89 @@
+package imageops
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Transfer counts what crossed the network for an operation, as observed on
+// the wire: the figures behind "no base layer bytes moved".
+type Transfer struct {
+	UploadedBytes   int64 `json:"uploaded_bytes"`   // blob bytes sent (retries included)
+	DownloadedBytes int64 `json:"downloaded_bytes"` // blob bytes received
+	MountedBlobs    int   `json:"mounted_blobs"`    // blobs cross-repository mounted
+	MountedBytes    int64 `json:"mounted_bytes"`
+	SkippedBlobs    int   `json:"skipped_blobs"` // blobs the destination already had
+	SkippedBytes    int64 `json:"skipped_bytes"`
+}
+
+// meter is an http.RoundTripper that counts blob traffic. It sits below
+// go-containerregistry's auth transport, so it sees the requests as sent.
+type meter struct {
+	uploaded, downloaded, skippedBytes atomic.Int64
+	skipped                            atomic.Int64
+	mu                                 sync.Mutex
+	mounted                            map[string]bool // digests mounted
+}
+
+func newMeter() *meter { return &meter{mounted: map[string]bool{}} }
+
+func (m *meter) wrap(t http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		isBlob := strings.Contains(req.URL.Path, "/blobs/")
+		if isBlob && req.Body != nil && (req.Method == http.MethodPatch || req.Method == http.MethodPut) {
+			req.Body = &countingReadCloser{ReadCloser: req.Body, n: &m.uploaded}
+		}
+		resp, err := t.RoundTrip(req)
+		if err != nil || !isBlob {
+			return resp, err
+		}
+		switch {
+		case req.Method == http.MethodHead && resp.StatusCode == http.StatusOK:
+			m.skipped.Add(1)
+			m.skippedBytes.Add(max(resp.ContentLength, 0))
+		case req.Method == http.MethodGet && resp.StatusCode == http.StatusOK:
+			resp.Body = &countingReadCloser{ReadCloser: resp.Body, n: &m.downloaded}
+		case req.Method == http.MethodPost && resp.StatusCode == http.StatusCreated:
+			if d := req.URL.Query().Get("mount"); d != "" {
+				m.mu.Lock()
+				m.mounted[d] = true
+				m.mu.Unlock()
+			}
+		}
+		return resp, nil
+	})
+}
+
+// transfer totals the counts; sizes maps blob digests to sizes, to price the
+// mounts (a mount response does not say how big the blob is).
+func (m *meter) transfer(sizes map[string]int64) Transfer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := Transfer{
+		UploadedBytes: m.uploaded.Load(), DownloadedBytes: m.downloaded.Load(),
+		SkippedBlobs: int(m.skipped.Load()), SkippedBytes: m.skippedBytes.Load(),
+		MountedBlobs: len(m.mounted),
+	}
+	for d := range m.mounted {
+		t.MountedBytes += sizes[d]
+	}
+	return t
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type countingReadCloser struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *countingReadCloser) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}

@@ -1,0 +1,179 @@
+package imageops
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// DefaultPlatform is the platform picked from a multi-platform base.
+var DefaultPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
+
+// Option configures an operation.
+type Option func(*options)
+
+type options struct {
+	keychain        authn.Keychain
+	cogToken        string
+	defaultRegistry string
+	insecure        bool
+	platform        *v1.Platform // nil means every platform of an index
+	progress        func(Progress)
+	transport       http.RoundTripper
+	jobs            int
+	userAgent       string
+
+	kc authn.Keychain // keychain with the cog token exchange, built once
+}
+
+func makeOptions(opts []Option) *options {
+	o := &options{
+		keychain:        authn.DefaultKeychain,
+		defaultRegistry: "r8.im",
+		platform:        &DefaultPlatform,
+		transport:       remote.DefaultTransport,
+		jobs:            4,
+		userAgent:       "r8im",
+	}
+	for _, opt := range opts {
+		opt(o)
+	}
+	return o
+}
+
+// WithKeychain sets where registry credentials come from (default: the
+// docker config, DOCKER_CONFIG and credential helpers).
+func WithKeychain(k authn.Keychain) Option { return func(o *options) { o.keychain = k } }
+
+// WithCogToken authenticates to the default registry with a Replicate cog
+// token, exchanged for a user name at /cog/v1/verify-token.
+func WithCogToken(token string) Option { return func(o *options) { o.cogToken = token } }
+
+// WithDefaultRegistry is the registry of references that name none
+// (default r8.im).
+func WithDefaultRegistry(host string) Option { return func(o *options) { o.defaultRegistry = host } }
+
+// WithInsecure allows plain HTTP to registries that are not on loopback.
+func WithInsecure(insecure bool) Option { return func(o *options) { o.insecure = insecure } }
+
+// WithPlatform picks the image of a multi-platform base (default
+// linux/amd64); nil applies the operation to every platform.
+func WithPlatform(p *v1.Platform) Option { return func(o *options) { o.platform = p } }
+
+// WithProgress receives progress reports; it must return quickly.
+func WithProgress(f func(Progress)) Option { return func(o *options) { o.progress = f } }
+
+// WithTransport sets the base HTTP transport (default remote.DefaultTransport).
+func WithTransport(t http.RoundTripper) Option { return func(o *options) { o.transport = t } }
+
+// WithJobs bounds concurrent blob transfers (default 4).
+func WithJobs(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.jobs = n
+		}
+	}
+}
+
+// WithUserAgent sets the User-Agent prefix sent to registries.
+func WithUserAgent(ua string) Option { return func(o *options) { o.userAgent = ua } }
+
+// ParsePlatform reads "os/arch[/variant]" or "all" (nil: every platform).
+func ParsePlatform(s string) (*v1.Platform, error) {
+	if s == "all" {
+		return nil, nil
+	}
+	p, err := v1.ParsePlatform(s)
+	if err != nil || p.OS == "" || p.Architecture == "" {
+		return nil, fmt.Errorf("invalid platform %q: use os/arch[/variant] such as linux/amd64, or all", s)
+	}
+	return p, nil
+}
+
+// Progress reports how far a stage has come. Total is 0 when unknown.
+type Progress struct {
+	Stage string
+	Done  int64
+	Total int64
+}
+
+func (o *options) report(stage string, done, total int64) {
+	if o.progress != nil {
+		o.progress(Progress{Stage: stage, Done: done, Total: total})
+	}
+}
+
+// parseRef parses an image reference by tag or digest; a reference without
+// a registry host gets the default registry.
+func (o *options) parseRef(s, what string) (name.Reference, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, invalidf("%s: no image reference given", what)
+	}
+	nopts := []name.Option{name.WithDefaultRegistry(o.defaultRegistry)}
+	if o.insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	ref, err := name.ParseReference(s, nopts...)
+	if err != nil {
+		return nil, invalidf("%s: %q is not an image reference (%v); use host/repo:tag or host/repo@sha256:<64 hex>", what, s, err)
+	}
+	return ref, nil
+}
+
+// parseRepoTag parses a destination "host/repo[:tag]"; digests are refused
+// since the digest of a new image is only known once it is built.
+func (o *options) parseDest(s string) (name.Repository, string, error) {
+	ref, err := o.parseRef(s, "destination")
+	if err != nil {
+		return name.Repository{}, "", err
+	}
+	switch r := ref.(type) {
+	case name.Digest:
+		return name.Repository{}, "", invalidf("destination %q names a digest; give a repository and optionally a tag (host/repo[:tag]): the new image's digest is computed", s)
+	case name.Tag:
+		tag := r.TagStr()
+		if !strings.Contains(s[strings.LastIndex(s, "/")+1:], ":") {
+			tag = "" // name.ParseReference filled in "latest"; keep "no tag" distinct
+		}
+		return r.Context(), tag, nil
+	}
+	return ref.Context(), "", nil
+}
+
+// remoteOptions returns the go-containerregistry options for one operation,
+// with credentials, context, platform, metering and progress wired in.
+func (o *options) remoteOptions(ctx context.Context, m *meter) []remote.Option {
+	t := o.transport
+	if m != nil {
+		t = m.wrap(t)
+	}
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(o.keys()),
+		remote.WithTransport(t),
+		remote.WithJobs(o.jobs),
+		remote.WithUserAgent(o.userAgent),
+	}
+	if o.platform != nil {
+		opts = append(opts, remote.WithPlatform(*o.platform))
+	}
+	return opts
+}
+
+// keys returns the keychain: the cog token exchange for the default registry
+// when a token is set, in front of the configured keychain.
+func (o *options) keys() authn.Keychain {
+	if o.kc == nil {
+		o.kc = o.keychain
+		if o.cogToken != "" {
+			o.kc = newCogKeychain(o.defaultRegistry, o.cogToken, o.insecure, o.transport, o.keychain)
+		}
+	}
+	return o.kc
+}

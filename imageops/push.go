@@ -1,0 +1,148 @@
+package imageops
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+type pushed struct {
+	ref       name.Digest
+	mediaType types.MediaType
+	platforms []PlatformResult
+}
+
+// push writes the new image, or a new index of the new per-platform images
+// when the source was an index and every platform was processed. The tag,
+// if any, is written last, by the manifest that carries it.
+func push(repo name.Repository, tag string, src *source, images []platformImage, toOCI bool, ropts []remote.Option) (*pushed, error) {
+	if src.index == nil {
+		img := images[0].image
+		d, err := img.Digest()
+		if err != nil {
+			return nil, fmt.Errorf("computing the image digest: %w", err)
+		}
+		mt, _ := img.MediaType()
+		var ref name.Reference = repo.Digest(d.String())
+		if tag != "" {
+			ref = repo.Tag(tag)
+		}
+		if err := remote.Write(ref, img, ropts...); err != nil {
+			return nil, registryErr(err, "pushing "+ref.String())
+		}
+		return &pushed{ref: repo.Digest(d.String()), mediaType: mt}, nil
+	}
+	mt, err := src.index.MediaType()
+	if err != nil {
+		return nil, err
+	}
+	if toOCI {
+		mt = ociEquivalent(mt)
+	}
+	var adds []mutate.IndexAddendum
+	out := &pushed{mediaType: mt}
+	for _, pi := range images {
+		d, err := pi.image.Digest()
+		if err != nil {
+			return nil, fmt.Errorf("computing the %s image digest: %w", pi.platform, err)
+		}
+		adds = append(adds, mutate.IndexAddendum{Add: pi.image, Descriptor: v1.Descriptor{Platform: pi.platform}})
+		out.platforms = append(out.platforms, PlatformResult{Platform: pi.platform.String(), Digest: d.String()})
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, mt), adds...)
+	d, err := idx.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("computing the index digest: %w", err)
+	}
+	var ref name.Reference = repo.Digest(d.String())
+	if tag != "" {
+		ref = repo.Tag(tag)
+	}
+	if err := remote.WriteIndex(ref, idx, ropts...); err != nil {
+		return nil, registryErr(err, "pushing "+ref.String())
+	}
+	out.ref = repo.Digest(d.String())
+	return out, nil
+}
+
+// verifyPushed re-reads what was pushed by digest and checks with HEAD that
+// the registry holds every blob it references.
+func verifyPushed(ctx context.Context, o *options, ref name.Digest, ropts []remote.Option) error {
+	desc, err := remote.Get(ref, ropts...)
+	if err != nil {
+		return registryErr(err, "verifying "+ref.String())
+	}
+	var images []v1.Image
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return err
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return err
+		}
+		for _, d := range im.Manifests {
+			img, err := idx.Image(d.Digest)
+			if err != nil {
+				return registryErr(err, fmt.Sprintf("verifying %s@%s", ref.Context(), d.Digest))
+			}
+			images = append(images, img)
+		}
+	} else {
+		img, err := desc.Image()
+		if err != nil {
+			return err
+		}
+		images = append(images, img)
+	}
+	var blobs []v1.Hash
+	for _, img := range images {
+		mf, err := img.Manifest()
+		if err != nil {
+			return registryErr(err, "verifying "+ref.String())
+		}
+		blobs = append(blobs, mf.Config.Digest)
+		for _, l := range mf.Layers {
+			blobs = append(blobs, l.Digest)
+		}
+	}
+	return headBlobs(ctx, o, ref.Context(), blobs)
+}
+
+func headBlobs(ctx context.Context, o *options, repo name.Repository, blobs []v1.Hash) error {
+	auth, err := authn.Resolve(ctx, o.keys(), repo)
+	if err != nil {
+		return err
+	}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, o.transport, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return registryErr(err, "authenticating to "+repo.RegistryStr())
+	}
+	client := &http.Client{Transport: rt}
+	for _, d := range blobs {
+		u := fmt.Sprintf("%s://%s/v2/%s/blobs/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), d)
+		req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("verifying blob %s in %s: %w", d, repo, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("verifying %s: the pushed manifest references blob %s, which the registry answers with %s", repo, d, resp.Status)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+package imageops
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// source is a resolved image reference: the digest it pointed at, and the
+// image(s) an operation applies to.
+type source struct {
+	ref    name.Digest     // repo@digest of the manifest or index the reference named
+	index  v1.ImageIndex   // the index, when the reference named one
+	images []platformImage // one, or one per platform with --platform all
+}
+
+type platformImage struct {
+	platform *v1.Platform // nil for a single-platform reference
+	image    v1.Image
+}
+
+// resolve fetches ref's manifest (never a layer) and selects the image(s)
+// per the platform option: one platform of an index, or all of them.
+func (o *options) resolve(ctx context.Context, ref name.Reference, ropts []remote.Option, what string) (*source, error) {
+	desc, err := remote.Get(ref, ropts...)
+	if err != nil {
+		return nil, registryErr(err, fmt.Sprintf("fetching %s %s", what, ref))
+	}
+	src := &source{ref: ref.Context().Digest(desc.Digest.String())}
+	if !desc.MediaType.IsIndex() {
+		img, err := desc.Image()
+		if err != nil {
+			return nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+		}
+		src.images = []platformImage{{image: img}}
+		return src, nil
+	}
+	idx, err := desc.ImageIndex()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s index %s: %w", what, ref, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s index %s: %w", what, ref, err)
+	}
+	src.index = idx
+	var have []string
+	for _, d := range im.Manifests {
+		if d.Platform == nil || d.Platform.OS == "unknown" || !d.MediaType.IsImage() {
+			continue // attestations and nested indexes are not runnable images
+		}
+		have = append(have, d.Platform.String())
+		if o.platform != nil && !platformMatches(*d.Platform, *o.platform) {
+			continue
+		}
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s %s for %s: %w", what, ref, d.Platform, err)
+		}
+		p := *d.Platform
+		src.images = append(src.images, platformImage{platform: &p, image: img})
+		if o.platform != nil {
+			break
+		}
+	}
+	if len(src.images) == 0 {
+		return nil, invalidf("%s %s has no %s image; it has %s (choose one with --platform, or --platform all)",
+			what, ref, o.platform, strings.Join(have, ", "))
+	}
+	if o.platform != nil {
+		src.index = nil // one platform chosen: the result is a single image
+	}
+	return src, nil
+}
+
+// platformMatches is OS/architecture equality, with the variant compared
+// only when the wanted platform names one.
+func platformMatches(have, want v1.Platform) bool {
+	return have.OS == want.OS && have.Architecture == want.Architecture &&
+		(want.Variant == "" || have.Variant == want.Variant)
+}
+
+// isDocker reports whether a manifest media type is Docker's schema2 family.
+func isDocker(mt types.MediaType) bool {
+	return mt == types.DockerManifestSchema2 || mt == types.DockerManifestList
+}
+
+// docker reports whether the source is in Docker's manifest family.
+func (s *source) docker() bool {
+	if s.index != nil {
+		mt, err := s.index.MediaType()
+		return err == nil && isDocker(mt)
+	}
+	mt, err := s.images[0].image.MediaType()
+	return err == nil && isDocker(mt)
+}
+
+// blobSizes maps the layer digests of the selected images to their sizes.
+func (s *source) blobSizes() map[string]int64 {
+	sizes := map[string]int64{}
+	for _, pi := range s.images {
+		if mf, err := pi.image.Manifest(); err == nil {
+			for _, l := range mf.Layers {
+				sizes[l.Digest.String()] = l.Size
+			}
+		}
+	}
+	return sizes
+}

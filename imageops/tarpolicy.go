@@ -1,0 +1,736 @@
+package imageops
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// DefaultWeightsTarget is where weights land in the image unless a TarPolicy
+// says otherwise.
+const DefaultWeightsTarget = "/src/weights"
+
+const (
+	defaultMaxEntries    = 1_000_000
+	defaultMaxNameLength = 4096
+	// maxKeptViolations bounds the memory a hostile tarball can make us use
+	// for its error; PolicyError.More counts the rest.
+	maxKeptViolations = 1000
+	// maxListedViolations is how many violations PolicyError.Error lists.
+	maxListedViolations = 50
+	copyBufferSize      = 256 << 10
+)
+
+// ErrEmptyTar means the tarball holds no entry besides the target directory
+// and its parents.
+var ErrEmptyTar = errors.New("the weights tarball has no files")
+
+// TarPolicy says where the entries of a weights tarball go in the image and
+// what they may be.
+type TarPolicy struct {
+	// Target is the absolute directory in the image that the tarball fills,
+	// DefaultWeightsTarget when empty. It is cleaned; a relative one is taken
+	// from the image root.
+	Target string
+	// AllowOutsideTarget keeps entries outside Target (and links pointing
+	// outside it) instead of refusing them. The layout is still decided by
+	// the first entry: a tarball whose first entry is under Target keeps its
+	// paths, so src/predict.py stays /src/predict.py. Entries still may not
+	// leave the image root.
+	AllowOutsideTarget bool
+	// ModTime is every entry's modification time, for reproducible layers.
+	// The zero time means the Unix epoch.
+	ModTime time.Time
+	// MaxEntries bounds the number of tar entries; 0 means 1,000,000.
+	MaxEntries int
+	// MaxNameLength bounds the length in bytes of entry names and link
+	// targets; 0 means 4096.
+	MaxNameLength int
+}
+
+// TarStats describes a rewritten tarball. Entries counts the entries copied
+// from the input (not the target directories RewriteTar adds, nor the input's
+// own entries for those directories); Files counts regular files and Bytes
+// their content.
+type TarStats struct {
+	Entries, Files int
+	Bytes          int64
+}
+
+// Violation is one tar entry RewriteTar refuses: Entry is its name as it
+// appears in the input, Reason says why and how to fix it.
+type Violation struct {
+	Entry, Reason string
+}
+
+func (v Violation) String() string {
+	return displayName(v.Entry) + ": " + v.Reason
+}
+
+// PolicyError lists the entries of a weights tarball that break its
+// TarPolicy. It is a permanent error: the tarball must be fixed.
+type PolicyError struct {
+	// Target is the policy's target directory.
+	Target string
+	// Violations lists the refused entries in tarball order (at most 1000).
+	Violations []Violation
+	// More counts the violations found beyond those in Violations.
+	More int
+}
+
+func (e *PolicyError) Error() string {
+	total := len(e.Violations) + e.More
+	var b strings.Builder
+	noun := "entries"
+	if total == 1 {
+		noun = "entry"
+	}
+	fmt.Fprintf(&b, "the weights tarball has %d %s r8im will not write:", total, noun)
+	for i, v := range e.Violations {
+		if i == maxListedViolations {
+			break
+		}
+		b.WriteString("\n  - ")
+		b.WriteString(v.String())
+	}
+	if rest := total - min(len(e.Violations), maxListedViolations); rest > 0 {
+		fmt.Fprintf(&b, "\n  ... and %d more", rest)
+	}
+	return b.String()
+}
+
+// displayName shows an entry name as is when it is printable, quoted when
+// it holds control characters or is empty.
+func displayName(s string) string {
+	if s == "" {
+		return `""`
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) || r == unicode.ReplacementChar {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// RewriteTar reads a weights tarball from r and writes to w the tarball r8im
+// puts in the image, in one streaming pass whose memory does not grow with
+// file sizes:
+//
+//   - w starts with the target directory and its parents (mode 0755, owned
+//     by root); the input's own entries for them ("./", "src/", ...) are
+//     dropped.
+//   - The first other entry decides the layout: under the target ("src/weights/x"
+//     or "/src/weights/x") means every path is kept; anything else means the
+//     tarball is relative and every entry goes under the target.
+//   - Entries keep their name, content and rwx bits; owners become root,
+//     setuid/setgid/sticky bits, xattrs and PAX records are dropped, and
+//     every time is p.ModTime, so the same input gives the same bytes.
+//   - Paths leaving the target (by "..", an absolute name or a link),
+//     devices, fifos, whiteouts, unknown entry types, over-long names, too
+//     many entries, and paths through a symlink of the tarball are refused.
+//
+// At the first refused entry RewriteTar stops writing but reads on, skipping
+// bodies, and returns a *PolicyError naming every refused entry; w then holds
+// a partial tarball to discard. A tarball with no entry of its own gives
+// ErrEmptyTar, one that ends early ErrTruncatedTar, a corrupt one
+// ErrCorruptTar; errors reading r or writing w are returned wrapped.
+func RewriteTar(w io.Writer, r io.Reader, p TarPolicy) (TarStats, error) {
+	rw := newRewriter(p)
+	src := &trailerReader{r: r}
+	tr := tar.NewReader(src)
+	tw := tar.NewWriter(w)
+	var stats TarStats
+
+	for _, dir := range rw.parents {
+		if err := tw.WriteHeader(rw.dirHeader(dir + "/")); err != nil {
+			return stats, fmt.Errorf("writing the weights tarball: %w", err)
+		}
+	}
+
+	var (
+		count, own int
+		last       string
+		readErr    error
+		buf        []byte
+	)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			if src.n > 0 && !src.endsWithZeroBlock() {
+				readErr = fmt.Errorf("%w: it ends after entry %s without the end-of-archive marker; upload the complete file again", ErrTruncatedTar, quoteEntry(last))
+			} else {
+				readErr = drainTrailer(src)
+			}
+			break
+		}
+		if err != nil && !errors.Is(err, tar.ErrInsecurePath) {
+			readErr = tarReadError(err, src, afterEntry(last))
+			break
+		}
+		count++
+		if count > rw.maxEntries {
+			rw.refuse(hdr.Name, fmt.Sprintf("the tarball has more than %d entries; pack the weights into fewer files", rw.maxEntries))
+			break
+		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			continue // PAX global metadata (git archive writes one), not a file
+		}
+		last = hdr.Name
+
+		out, reason := rw.check(hdr)
+		if reason != "" {
+			rw.refuse(hdr.Name, reason)
+			continue
+		}
+		if out == nil {
+			continue // the target or one of its parents
+		}
+		own++
+		if len(rw.violations) > 0 || rw.more > 0 {
+			continue // stop writing, keep collecting violations
+		}
+		if err := tw.WriteHeader(out); err != nil {
+			return stats, fmt.Errorf("writing entry %s to the weights tarball: %w", quoteEntry(hdr.Name), err)
+		}
+		stats.Entries++
+		if out.Typeflag != tar.TypeReg {
+			continue
+		}
+		if int64(len(buf)) < min(out.Size, copyBufferSize) {
+			// Sized to the files seen, so small tarballs stay cheap.
+			buf = make([]byte, min(max(out.Size, 32<<10), copyBufferSize))
+		}
+		if err := copyBody(tw, tr, out.Size, buf); err != nil {
+			if errors.Is(err, errBodyWrite) {
+				return stats, fmt.Errorf("writing entry %s to the weights tarball: %w", quoteEntry(hdr.Name), err)
+			}
+			readErr = tarReadError(err, src, "inside entry "+quoteEntry(hdr.Name))
+			break
+		}
+		stats.Files++
+		stats.Bytes += out.Size
+	}
+
+	var policyErr error
+	if len(rw.violations) > 0 || rw.more > 0 {
+		policyErr = &PolicyError{Target: rw.target, Violations: rw.violations, More: rw.more}
+	}
+	switch {
+	case policyErr != nil && readErr != nil:
+		return stats, errors.Join(policyErr, readErr)
+	case policyErr != nil:
+		return stats, policyErr
+	case readErr != nil:
+		return stats, readErr
+	case own == 0:
+		return stats, ErrEmptyTar
+	}
+	if err := tw.Close(); err != nil {
+		return stats, fmt.Errorf("writing the weights tarball: %w", err)
+	}
+	return stats, nil
+}
+
+// drainTrailer reads what follows the end-of-archive marker: zero padding
+// (tar writes whole records) and, for a compressed input, the end of the
+// stream, whose checksum the decoder verifies only when it gets there. Data
+// after the marker would be ignored by tar.Reader, and most likely is a
+// second tarball appended to the first, so it is refused.
+func drainTrailer(src *trailerReader) error {
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && trailingZeros(buf[:n]) != n {
+			return fmt.Errorf("%w: it has data after its end-of-archive marker (two tarballs concatenated?); create a single tarball of all the files", ErrCorruptTar)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return tarReadError(err, src, "after its end-of-archive marker")
+		}
+	}
+}
+
+var errBodyWrite = errors.New("writing the entry's content")
+
+// copyBody copies exactly size bytes of the current entry; reading errors
+// come back as is, writing errors wrap errBodyWrite.
+func copyBody(tw *tar.Writer, tr *tar.Reader, size int64, buf []byte) error {
+	for size > 0 {
+		n, err := tr.Read(buf[:min(int64(len(buf)), size)])
+		if n > 0 {
+			if _, werr := tw.Write(buf[:n]); werr != nil {
+				return fmt.Errorf("%w: %w", errBodyWrite, werr)
+			}
+			size -= int64(n)
+		}
+		if err == io.EOF {
+			if size > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// afterEntry says where a header failed to read.
+func afterEntry(last string) string {
+	if last == "" {
+		return "at its first entry"
+	}
+	return "after entry " + quoteEntry(last)
+}
+
+// tarReadError classifies an error out of tar.Reader; where says where in
+// the tarball it happened.
+func tarReadError(err error, src *trailerReader, where string) error {
+	switch {
+	case errors.Is(err, ErrTruncatedTar), errors.Is(err, ErrCorruptTar):
+		return err // classified by OpenTarStream's decoder
+	case src.err != nil && src.err != io.EOF && errors.Is(err, src.err):
+		return fmt.Errorf("reading the weights tarball: %w", err) // the source's own failure
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: it ends early, %s; upload the complete file again", ErrTruncatedTar, where)
+	case strings.HasPrefix(err.Error(), "archive/tar:"):
+		return fmt.Errorf("%w: it has invalid tar data %s (%v); recreate the tarball", ErrCorruptTar, where, err)
+	default:
+		return fmt.Errorf("reading the weights tarball: %w", err)
+	}
+}
+
+func quoteEntry(name string) string { return strconv.Quote(name) }
+
+// trailerReader counts the bytes read and the run of zero bytes that ends
+// them, to tell a complete tar (ending in zero blocks) from one cut at a
+// block boundary, which tar.Reader takes for a normal end. It also keeps the
+// source's error.
+type trailerReader struct {
+	r     io.Reader
+	n     int64
+	zeros int64
+	err   error
+}
+
+func (t *trailerReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.n += int64(n)
+		if z := trailingZeros(p[:n]); z == n {
+			t.zeros += int64(n)
+		} else {
+			t.zeros = int64(z)
+		}
+	}
+	if err != nil {
+		t.err = err
+	}
+	return n, err
+}
+
+func (t *trailerReader) endsWithZeroBlock() bool { return t.zeros >= tarBlockSize }
+
+func trailingZeros(b []byte) int {
+	var zero [tarBlockSize]byte
+	end := len(b)
+	for end >= tarBlockSize && string(b[end-tarBlockSize:end]) == string(zero[:]) {
+		end -= tarBlockSize
+	}
+	for end > 0 && b[end-1] == 0 {
+		end--
+	}
+	return len(b) - end
+}
+
+type layout int
+
+const (
+	undecided layout = iota
+	prefixed         // entries carry the target's path: keep them
+	relative         // entries are relative to the target: put them under it
+)
+
+type pathKey [16]byte
+
+func keyOf(p string) pathKey {
+	sum := sha256.Sum256([]byte(p))
+	return pathKey(sum[:16])
+}
+
+// rewriter holds the state of one RewriteTar pass. Paths are kept relative
+// to the image root, cleaned, without a leading slash ("." is the root).
+type rewriter struct {
+	target        string // "/src/weights"
+	rel           string // "src/weights", "" when the target is the root
+	parents       []string
+	allowOutside  bool
+	modTime       time.Time
+	maxEntries    int
+	maxNameLength int
+
+	layout layout
+	first  string // the entry that decided a relative layout, for messages
+	// seen maps the paths of earlier entries (hashed, to bound memory) to
+	// whether they are directories, for hard links.
+	seen map[pathKey]bool
+	// symlinks holds the paths of the tarball's symlinks (hashed), and
+	// symlinkLens their lengths, to refuse entries beneath them cheaply.
+	symlinks    map[pathKey]struct{}
+	symlinkLens map[int]struct{}
+
+	violations []Violation
+	more       int
+}
+
+func newRewriter(p TarPolicy) *rewriter {
+	target := p.Target
+	if target == "" {
+		target = DefaultWeightsTarget
+	}
+	target = path.Clean("/" + target)
+	rw := &rewriter{
+		target:        target,
+		rel:           strings.TrimPrefix(target, "/"),
+		allowOutside:  p.AllowOutsideTarget,
+		modTime:       p.ModTime,
+		maxEntries:    p.MaxEntries,
+		maxNameLength: p.MaxNameLength,
+		seen:          map[pathKey]bool{},
+		symlinks:      map[pathKey]struct{}{},
+		symlinkLens:   map[int]struct{}{},
+	}
+	if rw.modTime.IsZero() {
+		rw.modTime = time.Unix(0, 0)
+	}
+	if rw.maxEntries <= 0 {
+		rw.maxEntries = defaultMaxEntries
+	}
+	if rw.maxNameLength <= 0 {
+		rw.maxNameLength = defaultMaxNameLength
+	}
+	if rw.rel != "" {
+		for i, c := range rw.rel {
+			if c == '/' {
+				rw.parents = append(rw.parents, rw.rel[:i])
+			}
+		}
+		rw.parents = append(rw.parents, rw.rel)
+	}
+	return rw
+}
+
+func (rw *rewriter) refuse(entry, reason string) {
+	if len(rw.violations) < maxKeptViolations {
+		rw.violations = append(rw.violations, Violation{Entry: entry, Reason: reason})
+	} else {
+		rw.more++
+	}
+}
+
+func (rw *rewriter) dirHeader(name string) *tar.Header {
+	return &tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755, ModTime: rw.modTime}
+}
+
+// inTarget reports whether p (relative to the root) is the target or below it.
+func (rw *rewriter) inTarget(p string) bool {
+	if escapes(p) {
+		return false
+	}
+	return rw.rel == "" || p == rw.rel || strings.HasPrefix(p, rw.rel+"/")
+}
+
+// isTargetDir reports whether p is the root, the target or one of its parents.
+func (rw *rewriter) isTargetDir(p string) bool {
+	if p == "." {
+		return true
+	}
+	for _, d := range rw.parents {
+		if p == d {
+			return true
+		}
+	}
+	return false
+}
+
+func escapes(p string) bool { return p == ".." || strings.HasPrefix(p, "../") }
+
+func hasDotDot(name string) bool {
+	for _, c := range strings.Split(name, "/") {
+		if c == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// check applies the policy to one input entry. It returns the header to
+// write, or nil for an entry to drop (the target or one of its parents), or
+// the reason the entry is refused.
+func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
+	name := h.Name
+	if name == "" {
+		return nil, "the entry has an empty name; recreate the tarball"
+	}
+	if len(name) > rw.maxNameLength {
+		return nil, fmt.Sprintf("its name is %d bytes long, over the limit of %d; shorten it", len(name), rw.maxNameLength)
+	}
+	isLink := h.Typeflag == tar.TypeSymlink || h.Typeflag == tar.TypeLink
+	if isLink && len(h.Linkname) > rw.maxNameLength {
+		return nil, fmt.Sprintf("its link target is %d bytes long, over the limit of %d; shorten it", len(h.Linkname), rw.maxNameLength)
+	}
+	if strings.IndexByte(name, 0) >= 0 || isLink && strings.IndexByte(h.Linkname, 0) >= 0 {
+		return nil, "its name or link target contains a NUL byte; recreate the tarball"
+	}
+	typ := h.Typeflag
+	if typ == tar.TypeRegA { // tar.Reader converts these already; be safe
+		typ = tar.TypeReg
+		if strings.HasSuffix(name, "/") {
+			typ = tar.TypeDir
+		}
+	}
+	if reason := typeReason(typ); reason != "" {
+		return nil, reason
+	}
+	for k := range h.PAXRecords {
+		// tar.Reader expands PAX sparse files, so a few bytes could make a
+		// terabyte of zeros: refuse them like the old GNU sparse type.
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return nil, "it is a sparse file (GNU.sparse PAX records); " + onlyFiles + ": recreate the tarball without --sparse"
+		}
+	}
+	for _, c := range strings.Split(name, "/") {
+		if strings.HasPrefix(c, ".wh.") {
+			return nil, "it is a whiteout (an overlay deletion marker, named .wh.*); a weights layer must not delete files of the base image: rename or remove it"
+		}
+	}
+
+	abs := strings.HasPrefix(name, "/")
+	clean := path.Clean(strings.TrimLeft(name, "/"))
+	isDir := typ == tar.TypeDir
+	if isDir && !escapes(clean) && rw.isTargetDir(clean) {
+		return nil, "" // the target or a parent: RewriteTar writes those itself
+	}
+	if rw.layout == undecided {
+		// The first entry decides, with or without AllowOutsideTarget: taking
+		// every name as an image path whenever the flag is given would put a
+		// relative tarball's files at the image root, silently.
+		rw.layout, rw.first = relative, name
+		if !escapes(clean) && rw.inTarget(clean) {
+			rw.layout = prefixed
+		}
+	}
+
+	final, reason := rw.place(name, abs, clean)
+	if reason != "" {
+		return nil, reason
+	}
+	if rw.isTargetDir(final) {
+		if isDir {
+			return nil, "" // e.g. "../" of a relative tarball, with AllowOutsideTarget
+		}
+		return nil, fmt.Sprintf("it would replace the directory /%s with a %s; the target %s and its parents must stay directories", strings.TrimPrefix(final, "."), typeName(typ), rw.target)
+	}
+	if via := rw.throughSymlink(final); via != "" {
+		return nil, fmt.Sprintf("its path goes through /%s, a symlink earlier in the tarball; r8im does not write through symlinks: store the files at their real path", via)
+	}
+
+	out := &tar.Header{
+		Typeflag: typ,
+		Name:     final,
+		Mode:     h.Mode & 0o777,
+		ModTime:  rw.modTime,
+	}
+	switch typ {
+	case tar.TypeDir:
+		out.Name += "/"
+	case tar.TypeReg:
+		out.Size = h.Size
+	case tar.TypeSymlink:
+		if reason := rw.checkSymlink(final, h.Linkname); reason != "" {
+			rw.record(final, typ)
+			return nil, reason
+		}
+		out.Linkname = h.Linkname
+	case tar.TypeLink:
+		linkFinal, reason := rw.checkHardlink(h.Linkname)
+		if reason != "" {
+			rw.record(final, typ)
+			return nil, reason
+		}
+		out.Linkname = linkFinal
+	}
+	rw.record(final, typ)
+	return out, ""
+}
+
+// place maps an entry name to its path in the image, following the layout.
+func (rw *rewriter) place(name string, abs bool, clean string) (string, string) {
+	outside := fmt.Sprintf("it is outside the target %s (use --allow-outside-target to keep it)", rw.target)
+	if abs {
+		if escapes(clean) {
+			return "", "its path leaves the image root through \"..\"; remove the \"..\" components"
+		}
+		if !rw.inTarget(clean) && !rw.isTargetDir(clean) && !rw.allowOutside {
+			return "", fmt.Sprintf("it is an absolute path outside the target %s (use --allow-outside-target to keep it)", rw.target)
+		}
+		return clean, ""
+	}
+	final := clean
+	if rw.layout == relative {
+		if rw.rel != "" && (clean == rw.rel || strings.HasPrefix(clean, rw.rel+"/")) {
+			return "", fmt.Sprintf("it is under %s but the tarball's first entry %q is not, so the tarball mixes layouts: make every entry relative to %s, or start every entry with %s/; to keep %q outside the target, use --allow-outside-target with an entry under %s/ first in the tarball (tar the %s directory first)",
+				rw.target, rw.first, rw.target, rw.rel, rw.first, rw.rel, rw.rel)
+		}
+		final = path.Clean(rw.rel + "/" + clean)
+		if rw.rel == "" {
+			final = clean
+		}
+	}
+	if escapes(final) {
+		return "", "its path leaves the image root through \"..\"; remove the \"..\" components"
+	}
+	if !rw.inTarget(final) && !rw.isTargetDir(final) && !rw.allowOutside {
+		if hasDotDot(name) {
+			return "", fmt.Sprintf("its path leaves the target %s through \"..\"; remove the \"..\" components", rw.target)
+		}
+		return "", outside
+	}
+	return final, ""
+}
+
+// checkSymlink resolves a symlink at final (in the image) the way the kernel
+// would, relative links from the link's directory, absolute ones from the
+// image root, and refuses it when it lands outside the target.
+func (rw *rewriter) checkSymlink(final, link string) string {
+	if link == "" {
+		return "it is a symlink with an empty target; remove it or point it at a file"
+	}
+	var resolved string
+	if strings.HasPrefix(link, "/") {
+		resolved = path.Clean(link)
+	} else {
+		resolved = path.Clean("/" + path.Dir(final) + "/" + link)
+	}
+	rel := strings.TrimPrefix(resolved, "/")
+	if rel == "" {
+		rel = "."
+	}
+	if !rw.inTarget(rel) && !rw.allowOutside {
+		return fmt.Sprintf("it is a symlink to %s, which resolves to %s outside the target %s; point it inside %s (or use --allow-outside-target)", quoteEntry(link), resolved, rw.target, rw.target)
+	}
+	return ""
+}
+
+// checkHardlink maps a hard link's target with the same layout rules as
+// names and requires it to be an earlier non-directory entry.
+func (rw *rewriter) checkHardlink(link string) (string, string) {
+	if link == "" {
+		return "", "it is a hard link with an empty target; remove it or recreate the tarball"
+	}
+	clean := path.Clean(strings.TrimLeft(link, "/"))
+	final := clean
+	if !strings.HasPrefix(link, "/") && rw.layout == relative && rw.rel != "" {
+		final = path.Clean(rw.rel + "/" + clean)
+	}
+	if escapes(clean) || escapes(final) {
+		return "", fmt.Sprintf("it is a hard link to %s, which leaves the image root through \"..\"", quoteEntry(link))
+	}
+	if !rw.inTarget(final) && !rw.allowOutside {
+		return "", fmt.Sprintf("it is a hard link to %s, outside the target %s; link only to files inside %s", quoteEntry(link), rw.target, rw.target)
+	}
+	isDir, ok := rw.seen[keyOf(final)]
+	switch {
+	case !ok:
+		return "", fmt.Sprintf("it is a hard link to %s (/%s), which is not an earlier entry of the tarball; put the file before its links", quoteEntry(link), final)
+	case isDir:
+		return "", fmt.Sprintf("it is a hard link to the directory %s; hard links must point at files", quoteEntry(link))
+	}
+	return final, ""
+}
+
+func (rw *rewriter) record(final string, typ byte) {
+	rw.seen[keyOf(final)] = typ == tar.TypeDir
+	if typ == tar.TypeSymlink {
+		rw.symlinks[keyOf(final)] = struct{}{}
+		rw.symlinkLens[len(final)] = struct{}{}
+	}
+}
+
+// throughSymlink returns the first ancestor of final that is a symlink of
+// the tarball, or "".
+func (rw *rewriter) throughSymlink(final string) string {
+	if len(rw.symlinks) == 0 {
+		return ""
+	}
+	for i := 0; i < len(final); i++ {
+		if final[i] != '/' {
+			continue
+		}
+		if _, ok := rw.symlinkLens[i]; !ok {
+			continue
+		}
+		if _, ok := rw.symlinks[keyOf(final[:i])]; ok {
+			return final[:i]
+		}
+	}
+	return ""
+}
+
+// typeReason refuses every entry type but directories, regular files,
+// symlinks and hard links.
+const onlyFiles = "a weights layer may hold only files, directories and links"
+
+func typeReason(typ byte) string {
+	const only = onlyFiles
+	switch typ {
+	case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink:
+		return ""
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		return "it is a " + typeName(typ) + "; " + only + ": remove it"
+	case tar.TypeGNUSparse:
+		return "it is a GNU sparse file; " + only + ": recreate the tarball without --sparse"
+	}
+	return fmt.Sprintf("it has the unsupported entry type %q (%s); %s: recreate the tarball with plain files", string(rune(typ)), typeName(typ), only)
+}
+
+func typeName(typ byte) string {
+	switch typ {
+	case tar.TypeReg:
+		return "regular file"
+	case tar.TypeDir:
+		return "directory"
+	case tar.TypeSymlink:
+		return "symlink"
+	case tar.TypeLink:
+		return "hard link"
+	case tar.TypeChar:
+		return "character device"
+	case tar.TypeBlock:
+		return "block device"
+	case tar.TypeFifo:
+		return "fifo (named pipe)"
+	case tar.TypeCont:
+		return "contiguous file"
+	case tar.TypeGNUSparse:
+		return "GNU sparse file"
+	case 'D':
+		return "GNU dump directory"
+	case 'M':
+		return "GNU multi-volume continuation"
+	case 'V':
+		return "GNU volume header"
+	}
+	return "unknown type"
+}

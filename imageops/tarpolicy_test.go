@@ -1,0 +1,709 @@
+package imageops_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/r8im/r8im/imageops"
+)
+
+var policyTime = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+
+// tarEntry describes one entry of a test tarball.
+type tarEntry struct {
+	name   string
+	typ    byte // tar.TypeReg when zero
+	body   string
+	link   string
+	mode   int64 // 0644 (files) or 0755 (dirs) when zero
+	uid    int
+	xattrs map[string]string
+	format tar.Format
+}
+
+func tarReg(name, body string) tarEntry { return tarEntry{name: name, body: body} }
+func tarDir(name string) tarEntry       { return tarEntry{name: name, typ: tar.TypeDir} }
+func tarSymlink(name, to string) tarEntry {
+	return tarEntry{name: name, typ: tar.TypeSymlink, link: to}
+}
+func tarHardlink(name, to string) tarEntry {
+	return tarEntry{name: name, typ: tar.TypeLink, link: to}
+}
+
+// buildTarball writes entries as a tar; without the end-of-archive marker
+// when open.
+func buildTarball(tb testing.TB, open bool, entries ...tarEntry) []byte {
+	tb.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, e := range entries {
+		if e.typ == tar.TypeXGlobalHeader {
+			h := &tar.Header{Typeflag: e.typ, Name: e.name, PAXRecords: map[string]string{"comment": "git archive"}}
+			if err := tw.WriteHeader(h); err != nil {
+				tb.Fatalf("writing header %q: %v", e.name, err)
+			}
+			continue
+		}
+		h := &tar.Header{
+			Name:     e.name,
+			Typeflag: e.typ,
+			Linkname: e.link,
+			Mode:     e.mode,
+			Uid:      e.uid,
+			Gid:      e.uid,
+			Uname:    "trainer",
+			Gname:    "trainer",
+			ModTime:  time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC),
+			Format:   e.format,
+		}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+			if h.Typeflag == tar.TypeDir {
+				h.Mode = 0o755
+			}
+		}
+		if h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeCont {
+			h.Size = int64(len(e.body))
+		}
+		if e.xattrs != nil {
+			h.PAXRecords = map[string]string{}
+			for k, v := range e.xattrs {
+				h.PAXRecords["SCHILY.xattr."+k] = v
+			}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			tb.Fatalf("writing header %q: %v", e.name, err)
+		}
+		if h.Size > 0 {
+			if _, err := io.WriteString(tw, e.body); err != nil {
+				tb.Fatalf("writing %q: %v", e.name, err)
+			}
+		}
+	}
+	if open {
+		if err := tw.Flush(); err != nil {
+			tb.Fatal(err)
+		}
+	} else if err := tw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func makeTar(tb testing.TB, entries ...tarEntry) []byte {
+	tb.Helper()
+	return buildTarball(tb, false, entries...)
+}
+
+// rawTarHeader is a ustar header block that archive/tar's Writer would not
+// write (PAX extended headers, GNU sparse records).
+func rawTarHeader(name string, typ byte, size int) []byte {
+	b := make([]byte, 512)
+	copy(b, name)
+	copy(b[100:], "0000644\x00")
+	copy(b[108:], "0000000\x00")
+	copy(b[116:], "0000000\x00")
+	copy(b[124:], fmt.Sprintf("%011o\x00", size))
+	copy(b[136:], fmt.Sprintf("%011o\x00", 0))
+	b[156] = typ
+	copy(b[257:], "ustar\x0000")
+	copy(b[148:], "        ")
+	sum := 0
+	for _, c := range b {
+		sum += int(c)
+	}
+	copy(b[148:], fmt.Sprintf("%06o\x00 ", sum))
+	return b
+}
+
+func padBlock(b []byte) []byte { return append(b, make([]byte, (512-len(b)%512)%512)...) }
+
+func paxRecord(k, v string) string {
+	n := len(k) + len(v) + 3
+	for {
+		s := fmt.Sprintf("%d %s=%s\n", n, k, v)
+		if len(s) == n {
+			return s
+		}
+		n = len(s)
+	}
+}
+
+// paxSparseTar holds src/weights/model.bin, then a PAX (1.0) sparse file of
+// one TiB made of a single hole: archive/tar reads it as a terabyte of zeros.
+func paxSparseTar(tb testing.TB) []byte {
+	tb.Helper()
+	b := buildTarball(tb, true, tarReg("src/weights/model.bin", "w"))
+	recs := paxRecord("GNU.sparse.major", "1") + paxRecord("GNU.sparse.minor", "0") +
+		paxRecord("GNU.sparse.name", "src/weights/huge.bin") + paxRecord("GNU.sparse.realsize", "1099511627776")
+	b = append(b, rawTarHeader("PaxHeaders/huge.bin", 'x', len(recs))...)
+	b = append(b, padBlock([]byte(recs))...)
+	b = append(b, rawTarHeader("src/weights/GNUSparseFile.0/huge.bin", '0', 512)...)
+	b = append(b, padBlock([]byte("0\n"))...)
+	return append(b, make([]byte, 1024)...)
+}
+
+// readEntry is one entry of a rewritten tarball.
+type readEntry struct {
+	hdr  *tar.Header
+	body string
+}
+
+func listTarball(tb testing.TB, b []byte) []readEntry {
+	tb.Helper()
+	var out []readEntry
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			tb.Fatalf("reading the rewritten tar: %v", err)
+		}
+		body, err := io.ReadAll(tr)
+		if err != nil {
+			tb.Fatalf("reading %q: %v", h.Name, err)
+		}
+		out = append(out, readEntry{h, string(body)})
+	}
+}
+
+func names(entries []readEntry) []string {
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.hdr.Name)
+	}
+	return out
+}
+
+func TestRewriteTarRefuses(t *testing.T) {
+	model := tarReg("src/weights/model.bin", "weights")
+	tests := []struct {
+		name    string
+		policy  imageops.TarPolicy
+		entries []tarEntry
+		entry   string // the refused entry
+		reason  string // a part of the reason
+	}{
+		{"dotdot leaving the target", imageops.TarPolicy{},
+			[]tarEntry{model, tarReg("src/weights/../../etc/passwd", "x")}, "src/weights/../../etc/passwd", `leaves the target /src/weights through ".."`},
+		{"dotdot in a relative tarball", imageops.TarPolicy{},
+			[]tarEntry{tarReg("model.bin", "w"), tarReg("../predict.py", "x")}, "../predict.py", `leaves the target /src/weights through ".."`},
+		{"dotdot leaving the root with allow-outside", imageops.TarPolicy{AllowOutsideTarget: true},
+			[]tarEntry{tarReg("model.bin", "w"), tarReg("../../../../x", "x")}, "../../../../x", "leaves the image root"},
+		{"dotdot leaving the root in an absolute path", imageops.TarPolicy{AllowOutsideTarget: true},
+			[]tarEntry{model, tarReg("/../etc/passwd", "x")}, "/../etc/passwd", "leaves the image root"},
+		{"absolute path outside the target", imageops.TarPolicy{},
+			[]tarEntry{model, tarReg("/etc/passwd", "x")}, "/etc/passwd", "absolute path outside the target /src/weights"},
+		{"outside the target", imageops.TarPolicy{},
+			[]tarEntry{model, tarReg("src/predict.py", "x")}, "src/predict.py", "outside the target /src/weights (use --allow-outside-target"},
+		{"mixed layouts", imageops.TarPolicy{},
+			[]tarEntry{tarReg("model.bin", "w"), tarReg("src/weights/other.bin", "x")}, "src/weights/other.bin", "mixes layouts"},
+		{"absolute symlink outside", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/passwd", "/etc/passwd")}, "src/weights/passwd", "resolves to /etc/passwd outside the target"},
+		{"relative symlink outside", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/code", "../predict.py")}, "src/weights/code", "resolves to /src/predict.py outside the target"},
+		{"relative symlink outside in a relative tarball", imageops.TarPolicy{},
+			[]tarEntry{tarReg("model.bin", "w"), tarSymlink("sub/up", "../../..")}, "sub/up", "resolves to / outside the target"},
+		{"symlink with an empty target", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/nothing", "")}, "src/weights/nothing", "empty target"},
+		{"hard link outside", imageops.TarPolicy{},
+			[]tarEntry{model, tarHardlink("src/weights/passwd", "etc/passwd")}, "src/weights/passwd", "outside the target"},
+		{"hard link to a later entry", imageops.TarPolicy{},
+			[]tarEntry{model, tarHardlink("src/weights/copy", "src/weights/later.bin"), tarReg("src/weights/later.bin", "x")},
+			"src/weights/copy", "not an earlier entry"},
+		{"hard link to a directory", imageops.TarPolicy{},
+			[]tarEntry{model, tarDir("src/weights/sub/"), tarHardlink("src/weights/copy", "src/weights/sub")}, "src/weights/copy", "directory"},
+		{"character device", imageops.TarPolicy{},
+			[]tarEntry{model, {name: "src/weights/null", typ: tar.TypeChar}}, "src/weights/null", "character device"},
+		{"block device", imageops.TarPolicy{},
+			[]tarEntry{model, {name: "src/weights/sda", typ: tar.TypeBlock}}, "src/weights/sda", "block device"},
+		{"fifo", imageops.TarPolicy{},
+			[]tarEntry{model, {name: "src/weights/pipe", typ: tar.TypeFifo}}, "src/weights/pipe", "fifo"},
+		{"GNU sparse file", imageops.TarPolicy{},
+			[]tarEntry{model, {name: "src/weights/sparse.bin", typ: tar.TypeGNUSparse, format: tar.FormatGNU}}, "src/weights/sparse.bin", "GNU sparse"},
+		{"PAX sparse file", imageops.TarPolicy{}, nil, // paxSparseTar
+			"src/weights/huge.bin", "sparse file"},
+		{"contiguous file", imageops.TarPolicy{},
+			[]tarEntry{model, {name: "src/weights/cont.bin", typ: tar.TypeCont, body: "abc"}}, "src/weights/cont.bin", "unsupported entry type"},
+		{"whiteout", imageops.TarPolicy{},
+			[]tarEntry{model, tarReg("src/weights/.wh.old.bin", "")}, "src/weights/.wh.old.bin", "whiteout"},
+		{"opaque whiteout", imageops.TarPolicy{},
+			[]tarEntry{model, tarReg("src/weights/.wh..wh..opq", "")}, "src/weights/.wh..wh..opq", "whiteout"},
+		{"name too long", imageops.TarPolicy{MaxNameLength: 40},
+			[]tarEntry{model, tarReg("src/weights/"+strings.Repeat("x", 40), "x")}, "src/weights/" + strings.Repeat("x", 40), "over the limit of 40"},
+		{"too many entries", imageops.TarPolicy{MaxEntries: 2},
+			[]tarEntry{model, tarReg("src/weights/b", "b"), tarReg("src/weights/c", "c")}, "src/weights/c", "more than 2 entries"},
+		{"empty name", imageops.TarPolicy{},
+			[]tarEntry{model, tarReg("", "x")}, "", "empty name"},
+		{"file replacing the target", imageops.TarPolicy{},
+			[]tarEntry{model, tarReg("src/weights", "x")}, "src/weights", "replace the directory /src/weights"},
+		{"symlink replacing a parent", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src", "/tmp")}, "src", "replace the directory /src"},
+		{"entry through a symlink", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/here", "."), tarReg("src/weights/here/x", "x")}, "src/weights/here/x", "goes through /src/weights/here"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.policy.ModTime = policyTime
+			in := makeTar(t, tc.entries...)
+			if tc.entries == nil {
+				in = paxSparseTar(t)
+			}
+			var out bytes.Buffer
+			_, err := imageops.RewriteTar(&out, bytes.NewReader(in), tc.policy)
+			var pe *imageops.PolicyError
+			if !errors.As(err, &pe) {
+				t.Fatalf("RewriteTar = %v, want a *PolicyError", err)
+			}
+			if len(pe.Violations) != 1 {
+				t.Fatalf("violations = %+v, want one", pe.Violations)
+			}
+			v := pe.Violations[0]
+			if v.Entry != tc.entry || !strings.Contains(v.Reason, tc.reason) {
+				t.Errorf("violation = %+v, want entry %q with a reason containing %q", v, tc.entry, tc.reason)
+			}
+			if !strings.Contains(err.Error(), v.Reason) {
+				t.Errorf("error %q does not give the reason", err)
+			}
+		})
+	}
+}
+
+func TestRewriteTarListsEveryViolation(t *testing.T) {
+	in := makeTar(t,
+		tarReg("src/weights/model.bin", "w"),
+		tarReg("src/predict.py", "code"), // after this one nothing more is written
+		tarReg("src/weights/ok.bin", "ok"),
+		tarEntry{name: "src/weights/null", typ: tar.TypeChar},
+		tarReg("src/weights/.wh.config.json", ""),
+		tarSymlink("src/weights/etc", "/etc"),
+	)
+	var out bytes.Buffer
+	_, err := imageops.RewriteTar(&out, bytes.NewReader(in), imageops.TarPolicy{ModTime: policyTime})
+	var pe *imageops.PolicyError
+	if !errors.As(err, &pe) {
+		t.Fatalf("RewriteTar = %v, want a *PolicyError", err)
+	}
+	var got []string
+	for _, v := range pe.Violations {
+		got = append(got, v.Entry)
+	}
+	want := []string{"src/predict.py", "src/weights/null", "src/weights/.wh.config.json", "src/weights/etc"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("violations for %v, want %v", got, want)
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "the weights tarball has 4 entries r8im will not write:\n  - src/predict.py: ") {
+		t.Errorf("error starts %q", msg)
+	}
+	for _, e := range want {
+		if !strings.Contains(msg, "\n  - "+e+": ") {
+			t.Errorf("error does not list %s:\n%s", e, msg)
+		}
+	}
+}
+
+func TestRewriteTarCapsTheListedViolations(t *testing.T) {
+	entries := []tarEntry{tarReg("src/weights/model.bin", "w")}
+	for i := range 60 {
+		entries = append(entries, tarReg(fmt.Sprintf("src/code%02d.py", i), "x"))
+	}
+	entries = append(entries, tarReg("src/weights/bad\nname", "x"), tarReg("/etc/passwd", "x"))
+	var out bytes.Buffer
+	_, err := imageops.RewriteTar(&out, bytes.NewReader(makeTar(t, entries...)), imageops.TarPolicy{})
+	var pe *imageops.PolicyError
+	if !errors.As(err, &pe) || len(pe.Violations) != 61 {
+		t.Fatalf("RewriteTar = %v, want a *PolicyError with 61 violations", err)
+	}
+	msg := err.Error()
+	if got := strings.Count(msg, "\n  - "); got != 50 {
+		t.Errorf("error lists %d violations, want 50", got)
+	}
+	if !strings.HasSuffix(msg, "\n  ... and 11 more") || !strings.Contains(msg, "has 61 entries") {
+		t.Errorf("error does not count the rest:\n%s", msg)
+	}
+}
+
+func TestRewriteTarAccepts(t *testing.T) {
+	tests := []struct {
+		name    string
+		policy  imageops.TarPolicy
+		entries []tarEntry
+		want    []string // names in the output, after the target directories
+	}{
+		{"prefixed", imageops.TarPolicy{},
+			[]tarEntry{tarDir("./"), tarDir("src/"), tarDir("src/weights/"), tarReg("src/weights/model.bin", "weights"),
+				tarDir("src/weights/sub/"), tarReg("src/weights/sub/config.json", "{}")},
+			[]string{"src/weights/model.bin", "src/weights/sub/", "src/weights/sub/config.json"}},
+		{"prefixed with ./", imageops.TarPolicy{},
+			[]tarEntry{tarDir("."), tarReg("./src/weights/model.bin", "weights")},
+			[]string{"src/weights/model.bin"}},
+		{"relative", imageops.TarPolicy{},
+			[]tarEntry{tarDir("./"), tarReg("./model.bin", "weights"), tarDir("sub"), tarReg("sub/config.json", "{}"), tarReg("src/x.py", "py")},
+			[]string{"src/weights/model.bin", "src/weights/sub/", "src/weights/sub/config.json", "src/weights/src/x.py"}},
+		{"absolute under the target", imageops.TarPolicy{},
+			[]tarEntry{tarDir("/src/weights"), tarReg("/src/weights/model.bin", "weights"), tarReg("/src/weights/b.bin", "b")},
+			[]string{"src/weights/model.bin", "src/weights/b.bin"}},
+		{"absolute in a relative tarball", imageops.TarPolicy{},
+			[]tarEntry{tarReg("model.bin", "weights"), tarReg("/src/weights/b.bin", "b")},
+			[]string{"src/weights/model.bin", "src/weights/b.bin"}},
+		{"links inside the target", imageops.TarPolicy{},
+			[]tarEntry{tarReg("src/weights/model.bin", "weights"), tarSymlink("src/weights/latest", "model.bin"),
+				tarSymlink("src/weights/abs", "/src/weights/model.bin"), tarSymlink("src/weights/self", "."),
+				tarHardlink("src/weights/copy", "src/weights/model.bin"), tarHardlink("src/weights/copy2", "/src/weights/model.bin")},
+			[]string{"src/weights/model.bin", "src/weights/latest", "src/weights/abs", "src/weights/self", "src/weights/copy", "src/weights/copy2"}},
+		{"links in a relative tarball", imageops.TarPolicy{},
+			[]tarEntry{tarReg("model.bin", "weights"), tarDir("sub/"), tarSymlink("sub/m", "../model.bin"), tarHardlink("copy", "model.bin")},
+			[]string{"src/weights/model.bin", "src/weights/sub/", "src/weights/sub/m", "src/weights/copy"}},
+		{"allow outside the target", imageops.TarPolicy{AllowOutsideTarget: true},
+			[]tarEntry{tarReg("src/weights/model.bin", "weights"), tarReg("src/predict.py", "code"), tarReg("/etc/motd", "hi"),
+				tarSymlink("src/weights/cache", "/root/.cache"), tarHardlink("src/predict2.py", "src/predict.py")},
+			[]string{"src/weights/model.bin", "src/predict.py", "etc/motd", "src/weights/cache", "src/predict2.py"}},
+		{"allow outside in a relative tarball", imageops.TarPolicy{AllowOutsideTarget: true},
+			[]tarEntry{tarReg("model.bin", "weights"), tarReg("../predict.py", "code")},
+			[]string{"src/weights/model.bin", "src/predict.py"}},
+		{"another target", imageops.TarPolicy{Target: "models/llama/"},
+			[]tarEntry{tarReg("model.bin", "weights")},
+			[]string{"models/llama/model.bin"}},
+		{"root target", imageops.TarPolicy{Target: "/"},
+			[]tarEntry{tarDir("./"), tarReg("src/predict.py", "code"), tarReg("/etc/motd", "hi")},
+			[]string{"src/predict.py", "etc/motd"}},
+		{"git archive global header", imageops.TarPolicy{},
+			[]tarEntry{{name: "pax_global_header", typ: tar.TypeXGlobalHeader}, tarReg("model.bin", "weights")},
+			[]string{"src/weights/model.bin"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.policy.ModTime = policyTime
+			in := makeTar(t, tc.entries...)
+			var out bytes.Buffer
+			stats, err := imageops.RewriteTar(&out, bytes.NewReader(in), tc.policy)
+			if err != nil {
+				t.Fatalf("RewriteTar: %v", err)
+			}
+			got := listTarball(t, out.Bytes())
+			var dirs []string
+			for d := path.Clean("/" + tc.policy.Target); d != "/"; d = path.Dir(d) {
+				dirs = append([]string{d[1:] + "/"}, dirs...)
+			}
+			if tc.policy.Target == "" {
+				dirs = []string{"src/", "src/weights/"}
+			}
+			want := append(dirs, tc.want...)
+			if fmt.Sprint(names(got)) != fmt.Sprint(want) {
+				t.Fatalf("names = %q, want %q", names(got), want)
+			}
+			if stats.Entries != len(tc.want) {
+				t.Errorf("stats = %+v for %d entries", stats, len(tc.want))
+			}
+			inBodies := map[string]string{}
+			for _, e := range tc.entries {
+				inBodies[path.Base(e.name)] = e.body
+			}
+			for _, e := range got {
+				h := e.hdr
+				if h.Uid != 0 || h.Gid != 0 || h.Uname != "" || h.Gname != "" {
+					t.Errorf("%s: owner %d:%d %q:%q, want root", h.Name, h.Uid, h.Gid, h.Uname, h.Gname)
+				}
+				if !h.ModTime.Equal(policyTime) {
+					t.Errorf("%s: mtime %v, want %v", h.Name, h.ModTime, policyTime)
+				}
+				if h.Mode&^0o777 != 0 {
+					t.Errorf("%s: mode %o has more than rwx bits", h.Name, h.Mode)
+				}
+				if len(h.PAXRecords) != 0 || len(h.Xattrs) != 0 { //nolint:staticcheck // Xattrs is what older readers fill
+					t.Errorf("%s: PAX records %v", h.Name, h.PAXRecords)
+				}
+				if h.Typeflag == tar.TypeReg && e.body != inBodies[path.Base(h.Name)] {
+					t.Errorf("%s: body %q, want %q", h.Name, e.body, inBodies[path.Base(h.Name)])
+				}
+			}
+		})
+	}
+}
+
+func TestRewriteTarNormalizesHeaders(t *testing.T) {
+	in := makeTar(t,
+		tarEntry{name: "src/weights/", typ: tar.TypeDir, mode: 0o700},
+		tarEntry{name: "src/weights/run.sh", body: "#!/bin/sh\n", mode: 0o6755, uid: 1000,
+			xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02", "user.x": "y"}},
+		tarEntry{name: "src/weights/tmp/", typ: tar.TypeDir, mode: 0o1777},
+		tarEntry{name: "src/weights/" + strings.Repeat("long", 40) + ".bin", body: "long name"},
+	)
+	var out bytes.Buffer
+	stats, err := imageops.RewriteTar(&out, bytes.NewReader(in), imageops.TarPolicy{ModTime: policyTime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats != (imageops.TarStats{Entries: 3, Files: 2, Bytes: int64(len("#!/bin/sh\n") + len("long name"))}) {
+		t.Errorf("stats = %+v", stats)
+	}
+	modes := map[string]int64{}
+	for _, e := range listTarball(t, out.Bytes()) {
+		modes[e.hdr.Name] = e.hdr.Mode
+		if len(e.hdr.PAXRecords) > 0 && e.hdr.PAXRecords["path"] == "" {
+			t.Errorf("%s: PAX records %v kept", e.hdr.Name, e.hdr.PAXRecords)
+		}
+	}
+	want := map[string]int64{
+		"src/": 0o755, "src/weights/": 0o755, // written by RewriteTar, the input's 0700 is dropped
+		"src/weights/run.sh": 0o755, "src/weights/tmp/": 0o777,
+		"src/weights/" + strings.Repeat("long", 40) + ".bin": 0o644,
+	}
+	if fmt.Sprint(modes) != fmt.Sprint(want) {
+		t.Errorf("modes = %v, want %v (octal: %s)", modes, want, "0755=493 0644=420 0777=511")
+	}
+	if bytes.Contains(out.Bytes(), []byte("security.capability")) || bytes.Contains(out.Bytes(), []byte("trainer")) {
+		t.Error("the output keeps xattrs or owner names")
+	}
+}
+
+func TestRewriteTarIsReproducible(t *testing.T) {
+	entries := []tarEntry{
+		tarReg("model.bin", strings.Repeat("w", 3000)),
+		tarEntry{name: "sub/", typ: tar.TypeDir, uid: 7},
+		tarSymlink("sub/latest", "../model.bin"),
+		tarReg(strings.Repeat("n", 150), "long name"),
+	}
+	in := makeTar(t, entries...)
+	// The same files with other owners and times.
+	for i := range entries {
+		entries[i].uid = 4242
+		entries[i].xattrs = map[string]string{"user.origin": "laptop"}
+	}
+	other := makeTar(t, entries...)
+	if bytes.Equal(in, other) {
+		t.Fatal("test inputs should differ")
+	}
+	var outs [][]byte
+	for _, b := range [][]byte{in, in, other} {
+		var out bytes.Buffer
+		if _, err := imageops.RewriteTar(&out, bytes.NewReader(b), imageops.TarPolicy{ModTime: policyTime}); err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, out.Bytes())
+	}
+	if !bytes.Equal(outs[0], outs[1]) {
+		t.Error("two rewrites of the same tarball differ")
+	}
+	if !bytes.Equal(outs[0], outs[2]) {
+		t.Error("owners and xattrs of the input change the output")
+	}
+}
+
+// errAfterReader returns its data, then err.
+type errAfterReader struct {
+	data []byte
+	err  error
+}
+
+func (r *errAfterReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+func TestRewriteTarBadStreams(t *testing.T) {
+	good := makeTar(t, tarReg("src/weights/model.bin", strings.Repeat("w", 2000)), tarReg("src/weights/b.bin", "b"))
+	garbage := append(append([]byte{}, good[:512*5]...), bytes.Repeat([]byte("garbage!"), 256)...)
+	errNetwork := errors.New("connection reset by peer")
+	tests := []struct {
+		name  string
+		input io.Reader
+		is    error  // the error RewriteTar returns must match
+		not   error  // and must not match
+		msg   string // a part of its message
+	}{
+		{"zero bytes", bytes.NewReader(nil), imageops.ErrEmptyTar, nil, "no files"},
+		{"no entries", bytes.NewReader(makeTar(t)), imageops.ErrEmptyTar, nil, "no files"},
+		{"only the target directories", bytes.NewReader(makeTar(t, tarDir("./"), tarDir("src/"), tarDir("/src/weights/"))), imageops.ErrEmptyTar, nil, "no files"},
+		{"truncated in a body", bytes.NewReader(good[:1000]), imageops.ErrTruncatedTar, io.ErrUnexpectedEOF, `inside entry "src/weights/model.bin"`},
+		{"truncated in a header", bytes.NewReader(good[:512*5+100]), imageops.ErrTruncatedTar, io.ErrUnexpectedEOF, `after entry "src/weights/model.bin"`},
+		{"truncated at a block boundary", bytes.NewReader(buildTarball(t, true, tarReg("src/weights/model.bin", "w"))), imageops.ErrTruncatedTar, io.ErrUnexpectedEOF, "end-of-archive"},
+		{"garbage after an entry", bytes.NewReader(garbage), imageops.ErrCorruptTar, nil, `after entry "src/weights/model.bin"`},
+		{"two tarballs concatenated", bytes.NewReader(append(append([]byte{}, good...), makeTar(t, tarReg("src/weights/c.bin", "c"))...)), imageops.ErrCorruptTar, nil, "two tarballs concatenated"},
+		{"not a tar", strings.NewReader(strings.Repeat("not a tar ", 100)), imageops.ErrCorruptTar, nil, "at its first entry"},
+		{"source error", &errAfterReader{good[:3000], errNetwork}, errNetwork, imageops.ErrTruncatedTar, "reading the weights tarball"},
+		{"source's own unexpected EOF stays transient", &errAfterReader{good[:3000], io.ErrUnexpectedEOF}, io.ErrUnexpectedEOF, imageops.ErrTruncatedTar, "reading the weights tarball"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := imageops.RewriteTar(io.Discard, tc.input, imageops.TarPolicy{})
+			if !errors.Is(err, tc.is) {
+				t.Fatalf("RewriteTar = %v, want %v", err, tc.is)
+			}
+			if tc.not != nil && errors.Is(err, tc.not) {
+				t.Errorf("RewriteTar = %v, which matches %v", err, tc.not)
+			}
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("error %q does not say %q", err, tc.msg)
+			}
+		})
+	}
+}
+
+func TestRewriteTarReadsRecordPadding(t *testing.T) {
+	in := makeTar(t, tarReg("model.bin", "w"))
+	in = append(in, make([]byte, 10240-len(in)%10240)...) // GNU tar's 20-block records
+	if _, err := imageops.RewriteTar(io.Discard, bytes.NewReader(in), imageops.TarPolicy{}); err != nil {
+		t.Fatalf("RewriteTar: %v", err)
+	}
+}
+
+func TestRewriteTarViolationsAndTruncation(t *testing.T) {
+	in := makeTar(t, tarReg("src/weights/a", "a"), tarReg("src/predict.py", strings.Repeat("p", 3000)))
+	_, err := imageops.RewriteTar(io.Discard, bytes.NewReader(in[:2000]), imageops.TarPolicy{})
+	var pe *imageops.PolicyError
+	if !errors.As(err, &pe) || !errors.Is(err, imageops.ErrTruncatedTar) {
+		t.Fatalf("RewriteTar = %v, want the violation and the truncation", err)
+	}
+}
+
+type failingWriter struct{ after int }
+
+var errDiskFull = errors.New("disk full")
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.after < len(p) {
+		return 0, errDiskFull
+	}
+	w.after -= len(p)
+	return len(p), nil
+}
+
+func TestRewriteTarWriteError(t *testing.T) {
+	in := makeTar(t, tarReg("src/weights/model.bin", strings.Repeat("w", 100_000)))
+	for _, after := range []int{0, 3000} {
+		_, err := imageops.RewriteTar(&failingWriter{after: after}, bytes.NewReader(in), imageops.TarPolicy{})
+		if !errors.Is(err, errDiskFull) || !strings.Contains(err.Error(), "writing") {
+			t.Errorf("after %d bytes: RewriteTar = %v, want the write error", after, err)
+		}
+	}
+}
+
+// fuzzSeeds are tarballs from the tests above, accepted and refused.
+func fuzzSeeds(tb testing.TB) [][]byte {
+	tb.Helper()
+	return [][]byte{
+		makeTar(tb, tarDir("./"), tarDir("src/"), tarDir("src/weights/"), tarReg("src/weights/model.bin", "weights"), tarDir("src/weights/sub/"), tarReg("src/weights/sub/c.json", "{}")),
+		makeTar(tb, tarReg("model.bin", "weights"), tarDir("sub"), tarSymlink("sub/m", "../model.bin"), tarHardlink("copy", "model.bin")),
+		makeTar(tb, tarReg("/src/weights/model.bin", "w"), tarSymlink("src/weights/abs", "/src/weights/model.bin"), tarHardlink("src/weights/copy", "/src/weights/model.bin")),
+		makeTar(tb, tarReg("src/weights/model.bin", "w"), tarReg("src/predict.py", "code"), tarReg("../x", "x"), tarReg("/etc/passwd", "x")),
+		makeTar(tb, tarReg("model.bin", "w"), tarReg("src/weights/other.bin", "x"), tarSymlink("up", "../../.."), tarSymlink("e", "")),
+		makeTar(tb, tarReg("src/weights/m", "w"), tarEntry{name: "src/weights/null", typ: tar.TypeChar}, tarEntry{name: "src/weights/p", typ: tar.TypeFifo},
+			tarEntry{name: "src/weights/c", typ: tar.TypeCont, body: "abc"}, tarReg("src/weights/.wh..wh..opq", "")),
+		makeTar(tb, tarReg("src/weights/m", "w"), tarEntry{name: "src/weights/s", typ: tar.TypeGNUSparse, format: tar.FormatGNU}),
+		makeTar(tb, tarReg("src/weights/m", "w"), tarSymlink("src/weights/here", "."), tarReg("src/weights/here/x", "x"), tarSymlink("src", "/tmp"), tarHardlink("src/weights/h", "src/weights/nope")),
+		makeTar(tb, tarEntry{name: "src/weights/run", body: "#!", mode: 0o6755, uid: 1000, xattrs: map[string]string{"security.capability": "x"}},
+			tarReg("src/weights/"+strings.Repeat("long", 40), "l")),
+		makeTar(tb, tarEntry{name: "pax_global_header", typ: tar.TypeXGlobalHeader}, tarReg("a", "a"), tarReg("b/../../c", "c")),
+		buildTarball(tb, true, tarReg("src/weights/model.bin", "w")),
+		paxSparseTar(tb),
+	}
+}
+
+func FuzzRewriteTar(f *testing.F) {
+	for _, seed := range fuzzSeeds(f) {
+		f.Add(seed, false)
+		f.Add(seed, true)
+	}
+	const target = "src/weights"
+	inTarget := func(p string) bool { return p == target || strings.HasPrefix(p, target+"/") }
+	f.Fuzz(func(t *testing.T, data []byte, allowOutside bool) {
+		policy := imageops.TarPolicy{AllowOutsideTarget: allowOutside, ModTime: policyTime, MaxEntries: 1000}
+		var out bytes.Buffer
+		_, err := imageops.RewriteTar(&out, bytes.NewReader(data), policy)
+		if err != nil {
+			var pe *imageops.PolicyError
+			if !errors.As(err, &pe) && !errors.Is(err, imageops.ErrEmptyTar) &&
+				!errors.Is(err, imageops.ErrTruncatedTar) && !errors.Is(err, imageops.ErrCorruptTar) {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("error matches io.ErrUnexpectedEOF: %v", err)
+			}
+			return
+		}
+		// Headers may grow (a prefix can force a PAX header), content may not.
+		if out.Len() > 4*len(data)+4096 {
+			t.Fatalf("%d input bytes became %d output bytes", len(data), out.Len())
+		}
+		var again bytes.Buffer
+		if _, err := imageops.RewriteTar(&again, bytes.NewReader(data), policy); err != nil || !bytes.Equal(out.Bytes(), again.Bytes()) {
+			t.Fatalf("a second rewrite differs (err %v)", err)
+		}
+
+		seen := map[string]bool{}
+		tr := tar.NewReader(bytes.NewReader(out.Bytes()))
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("the output is not a valid tar: %v", err)
+			}
+			name := strings.TrimSuffix(h.Name, "/")
+			if name == "" || strings.HasPrefix(name, "/") || path.Clean(name) != name || name == ".." || strings.HasPrefix(name, "../") {
+				t.Fatalf("output name %q is not a clean relative path", h.Name)
+			}
+			if !allowOutside && !inTarget(name) && name != "src" {
+				t.Fatalf("output entry %q is outside the target", h.Name)
+			}
+			if (name == "src" || name == target) && h.Typeflag != tar.TypeDir {
+				t.Fatalf("output entry %q replaces a target directory", h.Name)
+			}
+			for _, c := range strings.Split(name, "/") {
+				if strings.HasPrefix(c, ".wh.") {
+					t.Fatalf("output entry %q is a whiteout", h.Name)
+				}
+			}
+			if h.Uid != 0 || h.Gid != 0 || h.Mode&^0o777 != 0 || len(h.PAXRecords) > 0 && h.PAXRecords["path"] == "" && h.PAXRecords["linkpath"] == "" && h.PAXRecords["size"] == "" {
+				t.Fatalf("output entry %q keeps owner %d:%d, mode %o or records %v", h.Name, h.Uid, h.Gid, h.Mode, h.PAXRecords)
+			}
+			switch h.Typeflag {
+			case tar.TypeDir, tar.TypeReg:
+			case tar.TypeSymlink:
+				resolved := path.Clean("/" + path.Dir(name) + "/" + h.Linkname)
+				if strings.HasPrefix(h.Linkname, "/") {
+					resolved = path.Clean(h.Linkname)
+				}
+				if !allowOutside && !inTarget(strings.TrimPrefix(resolved, "/")) {
+					t.Fatalf("symlink %q -> %q resolves outside the target", h.Name, h.Linkname)
+				}
+			case tar.TypeLink:
+				if !seen[h.Linkname] || (!allowOutside && !inTarget(h.Linkname)) {
+					t.Fatalf("hard link %q -> %q is not to an earlier entry in the target", h.Name, h.Linkname)
+				}
+			default:
+				t.Fatalf("output entry %q has type %q", h.Name, h.Typeflag)
+			}
+			for d := path.Dir(name); d != "."; d = path.Dir(d) {
+				if seen[d+"\x00symlink"] {
+					t.Fatalf("output entry %q is beneath the symlink %q", h.Name, d)
+				}
+			}
+			if h.Typeflag != tar.TypeDir {
+				seen[name] = true
+			}
+			if h.Typeflag == tar.TypeSymlink {
+				seen[name+"\x00symlink"] = true
+			}
+		}
+	})
+}
