@@ -1,0 +1,114 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/r8im/r8im/imageops"
+)
+
+func newAffixCmd(g *globals) *cobra.Command {
+	var (
+		req         imageops.AffixRequest
+		tarPath     string
+		compression string
+		created     string
+	)
+	cmd := &cobra.Command{
+		Use:   "affix --base REF --dest REPO[:TAG] --tar PATH|-",
+		Short: "Add a weights tarball as a new layer on top of a base image",
+		Long: `affix streams a weights tarball (.tar, .tar.gz or .tar.zst, detected by its
+first bytes) once: its entries are placed under --target, checked, compressed,
+hashed and uploaded in one pass. The base's layers are never downloaded: the
+destination repository gets them by cross-repository mount (or already has
+them). The new image is pushed, re-read by digest and checked blob by blob.
+
+Entries must all lie under the target (src/weights/... style) or all be
+relative (placed under the target). Escaping paths, links leaving the target,
+devices, fifos and whiteouts are refused, as is anything outside the target
+(a stray src/predict.py breaks the model) unless --allow-outside-target.
+
+The same tarball and --created always give the same digests.`,
+		Example: `  r8im affix --base r8.im/acme/sdxl@sha256:d0b0… --dest r8.im/acme/sdxl-ft --tar weights.tar
+  tar -C out -c . | r8im affix --base localhost:5000/base:v1 --dest localhost:5000/ft:v2 --tar - --compression zstd
+  r8im affix --base base:v1 --dest ft --tar w.tar.gz --platform all --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts, progress, err := g.options(cmd)
+			if err != nil {
+				return err
+			}
+			defer progress.Done()
+			c, err := imageops.ParseCompression(compression)
+			if err != nil {
+				return err
+			}
+			req.Compression = c
+			if cmd.Flags().Changed("level") && req.Level == 0 {
+				return fmt.Errorf("--level 0 is not a level; leave --level out for the default, or use --compression none for no compression")
+			}
+			if req.Created, err = createdTime(created); err != nil {
+				return err
+			}
+			switch tarPath {
+			case "":
+				return fmt.Errorf("--tar is required: the weights tarball's path, or - for stdin")
+			case "-":
+				req.Weights = imageops.OnceOpener(cmd.InOrStdin())
+			default:
+				st, err := os.Stat(tarPath)
+				if err != nil {
+					return fmt.Errorf("--tar %s: %w", tarPath, err)
+				}
+				if st.IsDir() {
+					return fmt.Errorf("--tar %s is a directory; make a tarball first, e.g. tar -C %s -cf weights.tar .", tarPath, tarPath)
+				}
+				req.WeightsSize = st.Size()
+				req.Weights = func() (io.ReadCloser, error) { return os.Open(tarPath) }
+			}
+			res, err := imageops.Affix(cmd.Context(), req, opts...)
+			progress.Done()
+			if err != nil {
+				return err
+			}
+			return g.printResult(cmd, res, res.Ref, res.Stages)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Base, "base", "", "base image, by tag or digest (required)")
+	f.StringVar(&req.Dest, "dest", "", "destination repository and optional tag, host/repo[:tag] (required)")
+	f.StringVar(&tarPath, "tar", "", "weights tarball (.tar, .tar.gz, .tar.zst), or - for stdin (required)")
+	f.StringVar(&req.Target, "target", imageops.DefaultTarget, "directory in the image where the weights go")
+	f.StringVar(&compression, "compression", "gzip", "layer compression: gzip, zstd or none (zstd makes the image OCI)")
+	f.IntVar(&req.Level, "level", 0, "compression level (default: gzip 1, zstd 3)")
+	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default: $SOURCE_DATE_EPOCH if set, else now)")
+	f.BoolVar(&req.AllowOutsideTarget, "allow-outside-target", false, "keep tarball entries outside --target instead of refusing them (the first entry must be under the target)")
+	for _, name := range []string{"base", "dest", "tar"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+// createdTime parses --created, else SOURCE_DATE_EPOCH, else now.
+func createdTime(flag string) (time.Time, error) {
+	if flag != "" {
+		t, err := time.Parse(time.RFC3339, flag)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("--created %q is not an RFC 3339 time such as 2024-05-01T12:00:00Z", flag)
+		}
+		return t, nil
+	}
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		secs, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds since 1970", s)
+		}
+		return time.Unix(secs, 0), nil
+	}
+	return time.Now(), nil
+}

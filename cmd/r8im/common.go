@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/r8im/r8im/config"
+	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/cli"
+)
+
+// globals are the flags every verb shares.
+type globals struct {
+	cfg      *config.R8im
+	platform string
+	json     bool
+	quiet    bool
+}
+
+func (g *globals) register(root *cobra.Command) {
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.platform, "platform", "linux/amd64", "platform to use from a multi-platform image (os/arch[/variant]), or all")
+	pf.BoolVar(&g.json, "json", false, "print the result as JSON on stdout")
+	pf.BoolVarP(&g.quiet, "quiet", "q", false, "no progress on stderr")
+}
+
+// options turns the configuration and flags into imageops options, with
+// progress reported on stderr.
+func (g *globals) options(cmd *cobra.Command) ([]imageops.Option, *cli.Progress, error) {
+	p, err := imageops.ParsePlatform(g.platform)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dc := g.cfg.Registry.DockerConfig; dc != "" {
+		// go-containerregistry's default keychain reads DOCKER_CONFIG.
+		if err := os.Setenv("DOCKER_CONFIG", dc); err != nil {
+			return nil, nil, err
+		}
+	}
+	progress := cli.NewProgress(cmd.ErrOrStderr(), g.quiet || g.json && !isTerminal(cmd.ErrOrStderr()))
+	return []imageops.Option{
+		imageops.WithDefaultRegistry(g.cfg.Registry.Host),
+		imageops.WithCogToken(string(g.cfg.Registry.Token)),
+		imageops.WithInsecure(g.cfg.Registry.Insecure),
+		imageops.WithPlatform(p),
+		imageops.WithProgress(progress.Report),
+		imageops.WithUserAgent("r8im/" + strings.Fields(cli.Version())[0]),
+	}, progress, nil
+}
+
+// printResult writes the JSON form, or the reference line, on stdout, and
+// the stage timings on stderr.
+func (g *globals) printResult(cmd *cobra.Command, result any, ref string, stages []imageops.Stage) error {
+	if g.json {
+		return cli.PrintJSON(cmd.OutOrStdout(), result)
+	}
+	if !g.quiet {
+		for _, s := range stages {
+			fmt.Fprintf(cmd.ErrOrStderr(), "%-8s took %.2fs\n", s.Name, s.Seconds)
+		}
+	}
+	if ref != "" {
+		fmt.Fprintln(cmd.OutOrStdout(), ref)
+	}
+	return nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

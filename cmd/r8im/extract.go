@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/r8im/r8im/imageops"
+)
+
+func newExtractCmd(g *globals) *cobra.Command {
+	var (
+		output string
+		dir    string
+		eo     imageops.ExtractOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "extract REF [-o FILE|-] [--dir DIR]",
+		Short: "Stream only the weights out of an image, as a tar or into a directory",
+		Long: `extract finds an image's weights layers (r8im's markers, the "# weights"
+history convention, cog's COPY --from=weights, else the src/weights files of
+COPY . /src layers), downloads only those, applies whiteouts between them with
+the newest layer winning, and writes a tar (stdout by default) or files under
+--dir. Paths escaping --dir are refused.`,
+		Example: `  r8im extract r8.im/acme/sdxl-ft:v2 -o weights.tar
+  r8im extract localhost:5000/models/ft:v2 --dir ./weights --strip-target`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dir != "" && output != "" {
+				return fmt.Errorf("give -o (a tar) or --dir (files), not both")
+			}
+			opts, progress, err := g.options(cmd)
+			if err != nil {
+				return err
+			}
+			var res *imageops.ExtractResult
+			if dir != "" {
+				res, err = imageops.ExtractToDir(cmd.Context(), args[0], dir, eo, opts...)
+			} else {
+				res, err = extractTar(cmd, args[0], output, eo, opts)
+			}
+			progress.Done()
+			if err != nil {
+				return err
+			}
+			if !g.quiet && !g.json {
+				fmt.Fprintf(cmd.ErrOrStderr(), "extracted %d files (%d bytes) from %d layer(s) of %s\n", res.Files, res.Bytes, len(res.Layers), res.Ref)
+			}
+			if g.json {
+				if output == "" && dir == "" {
+					return fmt.Errorf("--json needs -o FILE or --dir: stdout carries the tar")
+				}
+				return g.printResult(cmd, res, "", nil)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&output, "output", "o", "", "write the tar to FILE (- or empty: stdout)")
+	f.StringVar(&dir, "dir", "", "write the files under DIR instead of a tar")
+	f.BoolVar(&eo.StripTarget, "strip-target", false, "write paths relative to the weights directory (src/weights/a → a)")
+	f.StringVar(&eo.Target, "target", imageops.DefaultTarget, "the weights directory in the image")
+	return cmd
+}
+
+// extractTar writes the tar to stdout or to a file created next to its final
+// name and renamed when complete, so a failure leaves no half-written file.
+func extractTar(cmd *cobra.Command, ref, output string, eo imageops.ExtractOptions, opts []imageops.Option) (*imageops.ExtractResult, error) {
+	if output == "" || output == "-" {
+		if isTerminal(cmd.OutOrStdout()) {
+			return nil, fmt.Errorf("refusing to write a tar to a terminal: use -o FILE, --dir DIR, or a pipe")
+		}
+		return imageops.Extract(cmd.Context(), ref, cmd.OutOrStdout(), eo, opts...)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(output), "."+filepath.Base(output)+".partial-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	res, err := imageops.Extract(cmd.Context(), ref, io.Writer(tmp), eo, opts...)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, os.Rename(tmp.Name(), output)
+}
