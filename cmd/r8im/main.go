@@ -20,13 +20,22 @@ func newRoot(lookup config.LookupFunc) *cobra.Command {
 		`r8im adds weights to existing images without docker, without a GPU and
 without downloading base layers: it talks to the registry directly.
 
-Verbs (see the README's status table for what is built): affix, extract,
-layers, remix, zstd.
+  affix    add a weights tarball as a new layer on top of a base image
+  layers   summarize an image's layers
+  extract  stream only the weights out of an image
+  remix    the code of one image with the weights of another
+  zstd     recompress an image's layers to zstd
+
+Results go to stdout (repo@sha256:…, or JSON with --json); progress and
+timings go to stderr.
 
 Registry credentials come from the docker config (DOCKER_CONFIG, credential
 helpers) or from a Replicate cog token (--token / COG_TOKEN).`,
-		"  r8im --help\n  COG_TOKEN=... r8im --registry r8.im <verb> --help")
+		"  r8im affix --base r8.im/acme/base@sha256:… --dest r8.im/acme/ft --tar weights.tar\n  r8im layers r8.im/acme/ft:v1")
 	cfg.RegisterFlags(root.PersistentFlags())
 	root.PersistentPreRunE = cli.LoadConfig(cfg, lookup)
+	g := &globals{cfg: cfg}
+	g.register(root)
+	root.AddCommand(newAffixCmd(g), newLayersCmd(g), newExtractCmd(g), newRemixCmd(g), newZstdCmd(g))
 	return root
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -183,9 +184,9 @@ func Push(t testing.TB, ref string, artifact remote.Taggable) name.Digest {
 	}
 	switch a := artifact.(type) {
 	case v1.Image:
-		err = remote.Write(r, a)
+		err = remote.Write(r, a, remote.WithAuthFromKeychain(authn.DefaultKeychain))
 	case v1.ImageIndex:
-		err = remote.WriteIndex(r, a)
+		err = remote.WriteIndex(r, a, remote.WithAuthFromKeychain(authn.DefaultKeychain))
 	default:
 		t.Fatalf("Push: %T is neither an image nor an index", artifact)
 	}

@@ -19,8 +19,9 @@ type Proxy struct {
 	Host string // host:port to use in image references instead of the registry's
 
 	mu         sync.Mutex
-	downloaded map[string]int64 // blob digest → bytes of GET responses
-	uploaded   int64            // bytes of PATCH/PUT bodies to blob uploads
+	cogTokens  map[string]string // token → user name for /cog/v1/verify-token
+	downloaded map[string]int64  // blob digest → bytes of GET responses
+	uploaded   int64             // bytes of PATCH/PUT bodies to blob uploads
 	faults     []Fault
 }
 
@@ -53,6 +54,10 @@ func CountingProxy(t testing.TB, upstream string) *Proxy {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/cog/v1/verify-token" {
+			p.verifyToken(w, r)
+			return
+		}
 		if f, ok := p.takeFault(r); ok {
 			if f.Status != 0 {
 				_, _ = io.Copy(io.Discard, r.Body)
@@ -89,6 +94,34 @@ func (p *Proxy) add(m *map[string]int64, key string, n int64) {
 	p.mu.Lock()
 	(*m)[key] += n
 	p.mu.Unlock()
+}
+
+// AcceptCogToken makes the proxy answer Replicate's token exchange
+// (POST /cog/v1/verify-token, form field token) with user for token, as
+// r8.im does on the registry's own host.
+func (p *Proxy) AcceptCogToken(token, user string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cogTokens == nil {
+		p.cogTokens = map[string]string{}
+	}
+	p.cogTokens[token] = user
+}
+
+func (p *Proxy) verifyToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.ParseForm() != nil {
+		http.Error(w, "POST a form with a token", http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	user, ok := p.cogTokens[r.PostForm.Get("token")]
+	p.mu.Unlock()
+	if !ok {
+		http.Error(w, `{"detail": "invalid token"}`, http.StatusUnauthorized)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"username": "`+user+`"}`)
 }
 
 // Inject queues a fault.

@@ -6,7 +6,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // RegistryServer is a running distribution registry speaking plain HTTP on
@@ -24,23 +27,52 @@ func Registry(t testing.TB) *RegistryServer {
 	if h := os.Getenv("R8IM_TEST_REGISTRY"); h != "" {
 		return &RegistryServer{Host: h}
 	}
+	return startRegistry(t, "")
+}
+
+// AuthRegistry starts a registry that requires basic auth (htpasswd) for
+// user with password. It is always a local server: tests of authentication
+// need to control the credentials.
+func AuthRegistry(t testing.TB, user, password string) *RegistryServer {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startRegistry(t, htpasswd)
+}
+
+func startRegistry(t testing.TB, htpasswd string) *RegistryServer {
+	t.Helper()
 	bin := Binary(t, "docker-registry")
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	s, port := startServer(t, bin, nil, func(port int) []string {
 		cfg := filepath.Join(dir, fmt.Sprintf("config-%d.yml", port))
-		if err := os.WriteFile(cfg, []byte(registryConfig(data, port)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(registryConfig(data, port, htpasswd)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return []string{"serve", cfg}
 	}, func(ctx context.Context, port int) error {
-		return httpOK(ctx, "http://"+addr(port)+"/v2/")
+		err := httpOK(ctx, "http://"+addr(port)+"/v2/")
+		if htpasswd != "" && err != nil && strings.Contains(err.Error(), "401") {
+			return nil // up, and asking for credentials
+		}
+		return err
 	})
 	return &RegistryServer{Host: addr(port), DataDir: data, server: s}
 }
 
-func registryConfig(dataDir string, port int) string {
-	return fmt.Sprintf(`version: 0.1
+func registryConfig(dataDir string, port int, htpasswd string) string {
+	auth := ""
+	if htpasswd != "" {
+		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: r8im-test\n    path: %s\n", htpasswd)
+	}
+	return auth + fmt.Sprintf(`version: 0.1
 log:
   level: warn
   accesslog:

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -61,7 +62,7 @@ func hasZstdLayers(t testing.TB, ref string, platform *v1.Platform) bool {
 	if platform != nil {
 		p = *platform
 	}
-	img, err := remote.Image(r, remote.WithPlatform(p))
+	img, err := remote.Image(r, remote.WithPlatform(p), remote.WithAuthFromKeychain(authn.DefaultKeychain))
 	if err != nil {
 		t.Fatalf("reading %s: %v", ref, err)
 	}
