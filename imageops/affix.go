@@ -85,27 +85,18 @@ type PlatformResult struct {
 // already has them or they are mounted from the base's repository (copied,
 // and reported as such, only when the base is on another registry).
 func Affix(ctx context.Context, req AffixRequest, opts ...Option) (*AffixResult, error) {
-	o := makeOptions(opts)
 	if err := req.normalize(); err != nil {
 		return nil, err
 	}
-	baseRef, err := o.parseRef(req.Base, "base")
+	op, err := begin(ctx, opts, req.Dest)
 	if err != nil {
 		return nil, err
 	}
-	repo, tag, err := o.parseDest(req.Dest)
+	baseRef, src, err := op.resolve(op.o, req.Base, "base")
 	if err != nil {
 		return nil, err
 	}
-	m := newMeter()
-	ropts := o.remoteOptions(ctx, m)
-	st := newStages(o)
-
-	st.start("resolve")
-	src, err := o.resolve(ctx, baseRef, ropts, "base")
-	if err != nil {
-		return nil, err
-	}
+	st, repo, tag := op.st, op.repo, op.tag
 	toOCI := req.Compression == Zstd || !src.docker()
 
 	st.start("upload")
@@ -118,14 +109,13 @@ func Affix(ctx context.Context, req AffixRequest, opts ...Option) (*AffixResult,
 			return err
 		},
 	}
-	if err := remote.WriteLayer(repo, layer, ropts...); err != nil {
+	if err := remote.WriteLayer(repo, layer, op.ropts...); err != nil {
 		if cause := layer.cause(); cause != nil {
 			return nil, cause
 		}
 		return nil, registryErr(err, "uploading the weights layer to "+repo.String())
 	}
 
-	st.start("push")
 	var images []platformImage
 	for _, pi := range src.images {
 		img, err := affixImage(pi.image, layer, req, toOCI)
@@ -134,16 +124,10 @@ func Affix(ctx context.Context, req AffixRequest, opts ...Option) (*AffixResult,
 		}
 		images = append(images, platformImage{platform: pi.platform, image: img})
 	}
-	pushed, err := push(repo, tag, src, images, toOCI, ropts)
+	pushed, err := op.publish(src, images, toOCI)
 	if err != nil {
 		return nil, err
 	}
-
-	st.start("verify")
-	if err := verifyPushed(ctx, o, pushed.ref, ropts); err != nil {
-		return nil, err
-	}
-	st.stop()
 
 	digest, _ := layer.Digest()
 	diffID, _ := layer.DiffID()
@@ -155,7 +139,7 @@ func Affix(ctx context.Context, req AffixRequest, opts ...Option) (*AffixResult,
 			Size: layer.size, UncompressedSize: layer.uncompSize, Files: stats.Files,
 		},
 		Platforms: pushed.platforms,
-		Transfer:  m.transfer(src.blobSizes()),
+		Transfer:  op.m.transfer(src.blobSizes()),
 		Stages:    st.list,
 	}, nil
 }

@@ -39,35 +39,22 @@ type RemixResult struct {
 // manifests and configs are read; on one registry every layer is mounted, so
 // no layer byte moves (Transfer says what did).
 func Remix(ctx context.Context, req RemixRequest, opts ...Option) (*RemixResult, error) {
-	o := makeOptions(opts)
-	aRef, err := o.parseRef(req.Base, "base")
+	op, err := begin(ctx, opts, req.Dest)
 	if err != nil {
 		return nil, err
 	}
-	bRef, err := o.parseRef(req.Weights, "weights image")
+	_, a, err := op.resolve(op.o, req.Base, "base")
 	if err != nil {
 		return nil, err
 	}
-	repo, tag, err := o.parseDest(req.Dest)
-	if err != nil {
-		return nil, err
-	}
-	m := newMeter()
-	ropts := o.remoteOptions(ctx, m)
-	st := newStages(o)
-
-	st.start("resolve")
-	a, err := o.resolve(ctx, aRef, ropts, "base")
-	if err != nil {
-		return nil, err
-	}
-	// B is read for the same platforms as A.
-	bo := *o
+	// B is read for every platform, to match each of A's.
+	bo := *op.o
 	bo.platform = nil
-	b, err := bo.resolve(ctx, bRef, ropts, "weights image")
+	bRef, b, err := op.resolve(&bo, req.Weights, "weights image")
 	if err != nil {
 		return nil, err
 	}
+	st, tag := op.st, op.tag
 
 	st.start("remix")
 	res := &RemixResult{Base: a.ref.String(), Weights: b.ref.String(), Tag: tag}
@@ -87,22 +74,16 @@ func Remix(ctx context.Context, req RemixRequest, opts ...Option) (*RemixResult,
 		images = append(images, platformImage{platform: pa.platform, image: img})
 	}
 
-	st.start("push")
-	pushed, err := push(repo, tag, a, images, toOCI, ropts)
+	pushed, err := op.publish(a, images, toOCI)
 	if err != nil {
 		return nil, err
 	}
-	st.start("verify")
-	if err := verifyPushed(ctx, o, pushed.ref, ropts); err != nil {
-		return nil, err
-	}
-	st.stop()
 	sizes := a.blobSizes()
 	for d, n := range b.blobSizes() {
 		sizes[d] = n
 	}
 	res.Ref, res.Digest, res.MediaType = pushed.ref.String(), pushed.ref.DigestStr(), string(pushed.mediaType)
-	res.Platforms, res.Transfer, res.Stages = pushed.platforms, m.transfer(sizes), st.list
+	res.Platforms, res.Transfer, res.Stages = pushed.platforms, op.m.transfer(sizes), st.list
 	return res, nil
 }
 

@@ -22,6 +22,9 @@ type stages struct {
 func newStages(o *options) *stages { return &stages{o: o} }
 
 func (s *stages) start(name string) {
+	if s.cur == name {
+		return // e.g. remix resolving its second image
+	}
 	s.stop()
 	s.cur, s.t0 = name, time.Now()
 	s.o.report(name, 0, 0)

@@ -79,24 +79,14 @@ const dockerLayerZstd types.MediaType = "application/vnd.docker.image.rootfs.dif
 // converted concurrently (WithJobs); one shared by several platforms is
 // converted once.
 func Recompress(ctx context.Context, req ZstdRequest, opts ...Option) (*ZstdResult, error) {
-	o := makeOptions(opts)
 	if err := req.normalize(); err != nil {
 		return nil, err
 	}
-	srcRef, err := o.parseRef(req.Source, "source")
+	op, err := begin(ctx, opts, req.Dest)
 	if err != nil {
 		return nil, err
 	}
-	repo, tag, err := o.parseDest(req.Dest)
-	if err != nil {
-		return nil, err
-	}
-	m := newMeter()
-	ropts := o.remoteOptions(ctx, m)
-	st := newStages(o)
-
-	st.start("resolve")
-	src, err := o.resolve(ctx, srcRef, ropts, "source")
+	_, src, err := op.resolve(op.o, req.Source, "source")
 	if err != nil {
 		return nil, err
 	}
@@ -105,12 +95,11 @@ func Recompress(ctx context.Context, req ZstdRequest, opts ...Option) (*ZstdResu
 		return nil, err
 	}
 
-	st.start("recompress")
-	if err := o.recompress(ctx, repo, src, convs, req.Level, m); err != nil {
+	op.st.start("recompress")
+	if err := op.o.recompress(ctx, op.repo, src, convs, req.Level, op.m); err != nil {
 		return nil, err
 	}
 
-	st.start("push")
 	images := make([]platformImage, 0, len(plans))
 	for _, p := range plans {
 		img, err := p.build()
@@ -119,20 +108,14 @@ func Recompress(ctx context.Context, req ZstdRequest, opts ...Option) (*ZstdResu
 		}
 		images = append(images, platformImage{platform: p.platform, image: img})
 	}
-	pushed, err := push(repo, tag, src, images, true, ropts)
+	pushed, err := op.publish(src, images, true)
 	if err != nil {
 		return nil, err
 	}
 
-	st.start("verify")
-	if err := verifyPushed(ctx, o, pushed.ref, ropts); err != nil {
-		return nil, err
-	}
-	st.stop()
-
 	res := &ZstdResult{
-		Ref: pushed.ref.String(), Digest: pushed.ref.DigestStr(), Tag: tag, MediaType: string(pushed.mediaType),
-		Source: src.ref.String(), Platforms: pushed.platforms, Transfer: m.transfer(src.blobSizes()), Stages: st.list,
+		Ref: pushed.ref.String(), Digest: pushed.ref.DigestStr(), Tag: op.tag, MediaType: string(pushed.mediaType),
+		Source: src.ref.String(), Platforms: pushed.platforms, Transfer: op.m.transfer(src.blobSizes()), Stages: op.st.list,
 	}
 	for _, c := range convs {
 		res.Layers = append(res.Layers, c.result())

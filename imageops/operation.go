@@ -1,0 +1,61 @@
+package imageops
+
+import (
+	"context"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// operation is what every write operation (affix, remix, zstd) sets up: the
+// options, a meter on the wire, go-containerregistry's options, the stage
+// timer, and the destination.
+type operation struct {
+	ctx   context.Context
+	o     *options
+	m     *meter
+	ropts []remote.Option
+	st    *stages
+	repo  name.Repository
+	tag   string
+}
+
+// begin parses the destination and prepares the operation.
+func begin(ctx context.Context, opts []Option, dest string) (*operation, error) {
+	o := makeOptions(opts)
+	repo, tag, err := o.parseDest(dest)
+	if err != nil {
+		return nil, err
+	}
+	m := newMeter()
+	return &operation{ctx: ctx, o: o, m: m, ropts: o.remoteOptions(ctx, m), st: newStages(o), repo: repo, tag: tag}, nil
+}
+
+// resolve parses an input reference and fetches its manifest(s), timed as
+// the "resolve" stage.
+func (op *operation) resolve(o *options, ref, what string) (name.Reference, *source, error) {
+	r, err := o.parseRef(ref, what)
+	if err != nil {
+		return nil, nil, err
+	}
+	op.st.start("resolve")
+	src, err := o.resolve(op.ctx, r, op.ropts, what)
+	return r, src, err
+}
+
+// publish pushes the images — as a new index when src was one and every
+// platform was processed — then re-reads the result by digest and checks
+// its blobs, timed as "push" and "verify".
+func (op *operation) publish(src *source, images []platformImage, toOCI bool) (*pushed, error) {
+	op.st.start("push")
+	p, err := push(op.repo, op.tag, src, images, toOCI, op.ropts)
+	if err != nil {
+		return nil, err
+	}
+	op.st.start("verify")
+	if err := verifyPushed(op.ctx, op.o, p.ref, op.ropts); err != nil {
+		return nil, err
+	}
+	op.st.stop()
+	return p, nil
+}
