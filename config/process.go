@@ -126,6 +126,7 @@ type Enqueue struct {
 	Redis     Redis
 	Registry  Registry
 	Log       Log
+	Tasks     Tasks
 	RecordTTL time.Duration
 }
 
@@ -135,6 +136,7 @@ func NewEnqueue() *Enqueue {
 	c.Redis.bind(c.b)
 	c.Registry.bind(c.b)
 	c.Log.bind(c.b)
+	c.Tasks.bind(c.b)
 	c.b.bind(durationVar(&c.RecordTTL, DefaultRecordTTL), "record-ttl", "", []string{"R8IM_RECORD_TTL"}, plain,
 		"how long publish records are kept in Redis")
 	return c
@@ -146,6 +148,7 @@ func (c *Enqueue) Validate() error {
 	ps = append(ps, c.Redis.validate(c.b)...)
 	ps = append(ps, c.Registry.validate(c.b)...)
 	ps = append(ps, c.Log.validate(c.b)...)
+	ps = append(ps, c.Tasks.validate(c.b)...)
 	ps = append(ps, validateTTL(c.b, c.RecordTTL)...)
 	return asError(ps)
 }

@@ -41,3 +41,11 @@ func registryErr(err error, doing string) error {
 	}
 	return fmt.Errorf("%s: %w", doing, err)
 }
+
+// IsPermanent reports whether retrying the operation cannot help: a bad
+// request or input, a policy violation, something missing, refused
+// credentials. Network errors, 5xx and 429 are not permanent.
+func IsPermanent(err error) bool {
+	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnauthorized) ||
+		errors.Is(err, ErrNoWeights) || isInputError(err)
+}

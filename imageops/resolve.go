@@ -112,3 +112,18 @@ func (s *source) blobSizes() map[string]int64 {
 	}
 	return sizes
 }
+
+// Resolve returns the digest reference (host/repo@sha256:…) that ref names
+// now, reading only the manifest's headers.
+func Resolve(ctx context.Context, ref string, opts ...Option) (string, error) {
+	o := makeOptions(opts)
+	r, err := o.parseRef(ref, "image")
+	if err != nil {
+		return "", err
+	}
+	desc, err := remote.Head(r, o.remoteOptions(ctx, nil)...)
+	if err != nil {
+		return "", registryErr(err, "resolving "+ref)
+	}
+	return r.Context().Digest(desc.Digest.String()).String(), nil
+}

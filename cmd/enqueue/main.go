@@ -3,28 +3,71 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/internal/cli"
+	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/storage"
 )
 
 func main() { cli.Main(newRoot(os.LookupEnv)) }
 
+// app is what the subcommands share once the configuration is loaded.
+type app struct {
+	cfg  *config.Enqueue
+	json bool
+}
+
 func newRoot(lookup config.LookupFunc) *cobra.Command {
-	cfg := config.NewEnqueue()
+	a := &app{cfg: config.NewEnqueue()}
 	root := cli.Root("enqueue",
 		"Queue r8im publishing work and follow it",
 		`enqueue puts affix, remix and zstd tasks on r8im's Redis queues for the
-workers, and reports on them. See the README's status table for the verbs
-that are built.
+workers, and reports on them. Tasks have stable ids: enqueueing the same work
+again reports the existing task ("already queued" or "already done") instead
+of adding a second one.
 
 Every flag can also be set by the environment variable named in its help.`,
-		"  REDIS_URL=redis://127.0.0.1:6379/0 enqueue config")
-	cfg.RegisterFlags(root.PersistentFlags())
-	root.PersistentPreRunE = cli.LoadConfig(cfg, lookup)
-	root.AddCommand(cli.ConfigCommand("enqueue", cfg))
+		`  enqueue affix --base r8.im/acme/base@sha256:… --weights s3://runs/42/weights.tar --dest r8.im/acme/ft:42 --event-id run-42 --wait
+  enqueue status affix:run-42
+  enqueue list --state failed`)
+	a.cfg.RegisterFlags(root.PersistentFlags())
+	root.PersistentFlags().BoolVar(&a.json, "json", false, "print results as JSON")
+	root.PersistentPreRunE = cli.LoadConfig(a.cfg, lookup)
+	root.AddCommand(cli.ConfigCommand("enqueue", a.cfg),
+		a.affixCmd(), a.remixCmd(), a.zstdCmd(),
+		a.statusCmd(), a.waitCmd(), a.listCmd(), a.retryCmd(), a.cancelCmd())
 	return root
+}
+
+// connect opens Redis (checking that it answers) and the record store.
+func (a *app) connect(ctx context.Context) (redis.UniversalClient, *storage.Records, error) {
+	rdb, err := a.cfg.Redis.NewClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("Redis at %s does not answer (%v): start it, or point REDIS_URL at it", a.cfg.Redis.URL, err)
+	}
+	return rdb, storage.NewRecords(rdb, a.cfg.RecordTTL), nil
+}
+
+// enqueuer opens everything a submitting command needs.
+func (a *app) enqueuer(ctx context.Context) (*jobs.Enqueuer, *storage.Records, func(), error) {
+	rdb, records, err := a.connect(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	e := jobs.NewEnqueuer(rdb, records, a.cfg.Tasks)
+	return e, records, func() { e.Close(); rdb.Close() }, nil
 }

@@ -35,21 +35,16 @@ func (g *globals) options(cmd *cobra.Command) ([]imageops.Option, *cli.Progress,
 	if err != nil {
 		return nil, nil, err
 	}
-	if dc := g.cfg.Registry.DockerConfig; dc != "" {
-		// go-containerregistry's default keychain reads DOCKER_CONFIG.
-		if err := os.Setenv("DOCKER_CONFIG", dc); err != nil {
-			return nil, nil, err
-		}
+	opts, err := cli.ImageOptions(g.cfg.Registry)
+	if err != nil {
+		return nil, nil, err
 	}
 	progress := cli.NewProgress(cmd.ErrOrStderr(), g.quiet || g.json && !isTerminal(cmd.ErrOrStderr()))
-	return []imageops.Option{
-		imageops.WithDefaultRegistry(g.cfg.Registry.Host),
-		imageops.WithCogToken(string(g.cfg.Registry.Token)),
-		imageops.WithInsecure(g.cfg.Registry.Insecure),
+	return append(opts,
 		imageops.WithPlatform(p),
 		imageops.WithProgress(progress.Report),
-		imageops.WithUserAgent("r8im/" + strings.Fields(cli.Version())[0]),
-	}, progress, nil
+		imageops.WithUserAgent("r8im/"+strings.Fields(cli.Version())[0]),
+	), progress, nil
 }
 
 // printResult writes the JSON form, or the reference line, on stdout, and

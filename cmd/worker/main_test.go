@@ -11,7 +11,7 @@ func env(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
 
-func run(t *testing.T, vars map[string]string, args ...string) (string, error) {
+func runWorker(t *testing.T, vars map[string]string, args ...string) (string, error) {
 	t.Helper()
 	root := newRoot(env(vars))
 	var out bytes.Buffer
@@ -23,7 +23,7 @@ func run(t *testing.T, vars map[string]string, args ...string) (string, error) {
 }
 
 func TestConfigPrintsRedactedEffectiveSettings(t *testing.T) {
-	out, err := run(t, map[string]string{
+	out, err := runWorker(t, map[string]string{
 		"REDIS_URL": "redis://:hunter2@redis.internal:6379/2", "COG_TOKEN": "r8_tok3n",
 		"R8IM_CONCURRENCY": "3", "AWS_ACCESS_KEY_ID": "AKIAX", "AWS_SECRET_ACCESS_KEY": "s3cr3t",
 	}, "--concurrency", "7", "config")
@@ -48,7 +48,7 @@ func TestConfigPrintsRedactedEffectiveSettings(t *testing.T) {
 }
 
 func TestConfigReportsEveryProblem(t *testing.T) {
-	_, err := run(t, map[string]string{"R8IM_CONCURRENCY": "lots", "REDIS_URL": "http://x", "R8IM_QUEUES": "pubish=1"}, "config")
+	_, err := runWorker(t, map[string]string{"R8IM_CONCURRENCY": "lots", "REDIS_URL": "http://x", "R8IM_QUEUES": "pubish=1"}, "config")
 	if err == nil {
 		t.Fatal("worker config accepted a bad configuration")
 	}
@@ -59,15 +59,8 @@ func TestConfigReportsEveryProblem(t *testing.T) {
 	}
 }
 
-func TestWorkerRefusesToConsumeWithoutHandlers(t *testing.T) {
-	_, err := run(t, nil)
-	if err != errNoHandlers {
-		t.Fatalf("worker = %v, want errNoHandlers", err)
-	}
-}
-
 func TestHelpListsEnvironmentNames(t *testing.T) {
-	out, err := run(t, map[string]string{"COG_TOKEN": "r8_tok3n"}, "--help")
+	out, err := runWorker(t, map[string]string{"COG_TOKEN": "r8_tok3n"}, "--help")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,3 +42,36 @@ func TestDependencyDirection(t *testing.T) {
 		})
 	}
 }
+
+// forbiddenDirect lists imports a package must not make itself (they may
+// still come in through a package it uses): jobs is the only package that
+// knows asynq exists.
+var forbiddenDirect = map[string][]string{
+	"cmd/worker":  {"github.com/hibiken/asynq"},
+	"cmd/enqueue": {"github.com/hibiken/asynq"},
+	"cmd/r8im":    {"github.com/hibiken/asynq", module + "/jobs", module + "/storage"},
+	"storage":     {"github.com/hibiken/asynq"},
+	"config":      {"github.com/hibiken/asynq"},
+}
+
+func TestDirectImports(t *testing.T) {
+	for pkg, bad := range forbiddenDirect {
+		t.Run(pkg, func(t *testing.T) {
+			out, err := exec.Command("go", "list", "-json=Imports", module+"/"+pkg).Output()
+			if err != nil {
+				t.Fatalf("go list %s: %v", pkg, err)
+			}
+			var p struct{ Imports []string }
+			if err := json.Unmarshal(out, &p); err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range p.Imports {
+				for _, b := range bad {
+					if strings.HasPrefix(imp, b) {
+						t.Errorf("%s imports %s; see docs/architecture.md", pkg, imp)
+					}
+				}
+			}
+		})
+	}
+}

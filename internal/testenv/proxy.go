@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy sits in front of a registry, counts blob bytes as they cross it, and
@@ -23,6 +24,14 @@ type Proxy struct {
 	downloaded map[string]int64  // blob digest → bytes of GET responses
 	uploaded   int64             // bytes of PATCH/PUT bodies to blob uploads
 	faults     []Fault
+	throttle   int64 // upload bytes per second; 0 = unlimited
+}
+
+// Throttle slows blob uploads through the proxy to bytesPerSec.
+func (p *Proxy) Throttle(bytesPerSec int64) {
+	p.mu.Lock()
+	p.throttle = bytesPerSec
+	p.mu.Unlock()
 }
 
 // Fault makes the next Count requests matching Method and a path containing
@@ -79,7 +88,11 @@ func CountingProxy(t testing.TB, upstream string) *Proxy {
 			r.Body = &countBody{ReadCloser: r.Body, add: func(n int64) {
 				p.mu.Lock()
 				p.uploaded += n
+				rate := p.throttle
 				p.mu.Unlock()
+				if rate > 0 {
+					time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
+				}
 			}}
 		}
 		rp.ServeHTTP(w, r)

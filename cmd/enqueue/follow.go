@@ -1,0 +1,221 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+
+	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/cli"
+	"github.com/r8im/r8im/storage"
+)
+
+// errFailed makes `wait` exit non-zero after printing the reason.
+var errFailed = errors.New("the task failed")
+
+func (a *app) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "status ID",
+		Short:   "Show the record of a task: state, result, sizes, timings, last error",
+		Example: "  enqueue status affix:run-42 --json",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rdb, records, err := a.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			rec, err := records.Get(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if a.json {
+				return cli.PrintJSON(cmd.OutOrStdout(), rec)
+			}
+			printRecord(cmd.OutOrStdout(), rec)
+			return nil
+		},
+	}
+}
+
+func (a *app) waitCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "wait ID",
+		Short:   "Follow a task until it ends; print the image, exit non-zero if it failed",
+		Example: "  enqueue wait affix:run-42 && echo published",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rdb, records, err := a.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			return a.follow(cmd, records, args[0])
+		},
+	}
+}
+
+// follow polls the record, shows progress on stderr, and prints the result.
+func (a *app) follow(cmd *cobra.Command, records *storage.Records, id string) error {
+	progress := cli.NewProgress(cmd.ErrOrStderr(), a.json)
+	defer progress.Done()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		rec, err := records.Get(cmd.Context(), id)
+		switch {
+		case errors.Is(err, storage.ErrNoRecord):
+			// Not written yet (just enqueued): keep waiting.
+		case err != nil:
+			return err
+		case rec.State == storage.StateSucceeded:
+			progress.Done()
+			if a.json {
+				return cli.PrintJSON(cmd.OutOrStdout(), rec)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), rec.Result)
+			return nil
+		case rec.State == storage.StateFailed:
+			progress.Done()
+			if a.json {
+				_ = cli.PrintJSON(cmd.OutOrStdout(), rec)
+			}
+			return fmt.Errorf("%w: %s: %s (after %d attempt(s); `enqueue retry %s` once fixed)", errFailed, id, rec.LastError, rec.Attempts, id)
+		case rec.State == storage.StateRunning:
+			progress.Report(imageops.Progress{Stage: "running", Done: rec.ProgressDone, Total: rec.ProgressTotal})
+		}
+		select {
+		case <-cmd.Context().Done():
+			return cmd.Context().Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *app) listCmd() *cobra.Command {
+	var (
+		state string
+		queue string
+		limit int
+	)
+	cmd := &cobra.Command{
+		Use:     "list [--state queued|running|succeeded|failed] [--queue Q]",
+		Short:   "List task records, newest first",
+		Example: "  enqueue list --state failed --queue publish",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rdb, records, err := a.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			var recs []storage.Record
+			states := []storage.State{storage.State(state)}
+			if state == "" {
+				states = []storage.State{storage.StateQueued, storage.StateRunning, storage.StateSucceeded, storage.StateFailed}
+			}
+			for _, st := range states {
+				rs, err := records.List(cmd.Context(), st, limit)
+				if err != nil {
+					return err
+				}
+				for _, r := range rs {
+					if queue == "" || r.Queue == queue {
+						recs = append(recs, r)
+					}
+				}
+			}
+			if a.json {
+				return cli.PrintJSON(cmd.OutOrStdout(), recs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTYPE\tQUEUE\tSTATE\tUPDATED\tRESULT / ERROR")
+			for _, r := range recs {
+				detail := r.Result
+				if r.State == storage.StateFailed || detail == "" {
+					detail = r.LastError
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Type, r.Queue, r.State, humanize.Time(r.UpdatedAt), detail)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", "", "only records in this state")
+	cmd.Flags().StringVar(&queue, "queue", "", "only tasks of this queue")
+	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many per state")
+	return cmd
+}
+
+func (a *app) retryCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "retry ID",
+		Short:   "Run a failed (archived) task again",
+		Example: "  enqueue retry affix:run-42",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, _, closeAll, err := a.enqueuer(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			if err := e.Retry(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "requeued %s\n", args[0])
+			return nil
+		},
+	}
+}
+
+func (a *app) cancelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "cancel ID",
+		Short:   "Cancel a task: delete it if queued, stop it if running",
+		Example: "  enqueue cancel affix:run-42",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, _, closeAll, err := a.enqueuer(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			if err := e.Cancel(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "cancelled %s\n", args[0])
+			return nil
+		},
+	}
+}
+
+func printRecord(w io.Writer, r *storage.Record) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s\t%s\n", k, v)
+		}
+	}
+	row("id", r.ID)
+	row("type", r.Type)
+	row("queue", r.Queue)
+	row("event", r.EventID)
+	row("state", string(r.State))
+	row("result", r.Result)
+	row("base", r.BaseDigest)
+	row("layer", r.LayerDigest)
+	if r.LayerSize > 0 {
+		row("layer size", humanize.IBytes(uint64(r.LayerSize)))
+	}
+	if r.State == storage.StateRunning && r.ProgressTotal > 0 {
+		row("progress", fmt.Sprintf("%s / %s", humanize.IBytes(uint64(r.ProgressDone)), humanize.IBytes(uint64(r.ProgressTotal))))
+	}
+	row("attempts", fmt.Sprint(r.Attempts))
+	row("last error", r.LastError)
+	row("updated", r.UpdatedAt.Format(time.RFC3339))
+	_ = tw.Flush()
+}

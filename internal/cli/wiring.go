@@ -1,0 +1,42 @@
+package cli
+
+import (
+	"io"
+	"log/slog"
+	"os"
+
+	"golang.org/x/term"
+
+	"github.com/r8im/r8im/config"
+	"github.com/r8im/r8im/imageops"
+)
+
+// NewLogger builds the process logger: JSON, or text when the format is
+// text, or auto and w is a terminal.
+func NewLogger(c config.Log, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.SlogLevel()}
+	text := c.Format == "text"
+	if f, ok := w.(*os.File); ok && c.Format == "auto" {
+		text = term.IsTerminal(int(f.Fd()))
+	}
+	if text {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// ImageOptions turns the registry settings into imageops options. A
+// DOCKER_CONFIG setting is exported to the environment, where
+// go-containerregistry's default keychain reads it.
+func ImageOptions(reg config.Registry) ([]imageops.Option, error) {
+	if reg.DockerConfig != "" {
+		if err := os.Setenv("DOCKER_CONFIG", reg.DockerConfig); err != nil {
+			return nil, err
+		}
+	}
+	return []imageops.Option{
+		imageops.WithDefaultRegistry(reg.Host),
+		imageops.WithCogToken(string(reg.Token)),
+		imageops.WithInsecure(reg.Insecure),
+	}, nil
+}

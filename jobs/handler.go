@@ -1,0 +1,265 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/storage"
+)
+
+// RecordStore is what the handlers need of the publish records
+// (storage.Records).
+type RecordStore interface {
+	Create(ctx context.Context, rec storage.Record) (bool, error)
+	Get(ctx context.Context, id string) (*storage.Record, error)
+	Start(ctx context.Context, id string, attempt int) error
+	Progress(ctx context.Context, id string, done, total int64) error
+	Succeed(ctx context.Context, id string, s storage.Success) (bool, error)
+	Fail(ctx context.Context, id, msg string, final bool) error
+}
+
+// WeightsSource opens a weights tarball by URL (storage.Sources).
+type WeightsSource interface {
+	Open(ctx context.Context, url string) (io.ReadCloser, int64, error)
+}
+
+// Handler processes r8im's tasks. Every handler honours ctx on all I/O, so a
+// task that times out or is cancelled really stops.
+type Handler struct {
+	Records RecordStore
+	Sources WeightsSource
+	// Options configure every image operation: registry credentials,
+	// transport, default registry.
+	Options []imageops.Option
+	Log     *slog.Logger
+	// ProgressEvery is how often a running task's record is updated
+	// (default 1s).
+	ProgressEvery time.Duration
+}
+
+// Mux routes the task types to their handlers, with logging.
+func (h *Handler) Mux() *asynq.ServeMux {
+	mux := asynq.NewServeMux()
+	mux.Use(h.logging)
+	mux.HandleFunc(TypeAffix, h.affix)
+	mux.HandleFunc(TypeRemix, h.remix)
+	mux.HandleFunc(TypeZstd, h.zstd)
+	return mux
+}
+
+// job is the work of one task: it returns the success to record.
+type job func(ctx context.Context, opts []imageops.Option) (storage.Success, error)
+
+func (h *Handler) affix(ctx context.Context, t *asynq.Task) error {
+	var p AffixPayload
+	if err := decode(t, &p); err != nil {
+		return h.run(ctx, t, nil, err)
+	}
+	return h.run(ctx, t, func(ctx context.Context, opts []imageops.Option) (storage.Success, error) {
+		weights, size, err := h.openOnce(ctx, p.Weights)
+		if err != nil {
+			return storage.Success{}, err
+		}
+		defer weights.close()
+		c := imageops.Gzip
+		if p.Compression != "" {
+			c, _ = imageops.ParseCompression(p.Compression) // validated
+		}
+		res, err := imageops.Affix(ctx, imageops.AffixRequest{
+			Base: p.Base, Dest: p.Dest, Weights: weights.open, WeightsSize: size, Target: p.Target,
+			Compression: c, Level: p.Level, Created: p.Created,
+		}, opts...)
+		if err != nil {
+			return storage.Success{}, err
+		}
+		return storage.Success{
+			Result: res.Ref, BaseDigest: res.Base, LayerDigest: res.Layer.Digest, LayerDiffID: res.Layer.DiffID,
+			LayerSize: res.Layer.Size, UncompressedSize: res.Layer.UncompressedSize,
+			UploadedBytes: res.Transfer.UploadedBytes, MountedBytes: res.Transfer.MountedBytes, Stages: stageMap(res.Stages),
+		}, nil
+	}, nil, p.platformOpt())
+}
+
+func (h *Handler) remix(ctx context.Context, t *asynq.Task) error {
+	var p RemixPayload
+	if err := decode(t, &p); err != nil {
+		return h.run(ctx, t, nil, err)
+	}
+	return h.run(ctx, t, func(ctx context.Context, opts []imageops.Option) (storage.Success, error) {
+		res, err := imageops.Remix(ctx, imageops.RemixRequest{Base: p.Base, Weights: p.Weights, Dest: p.Dest, Created: p.Created}, opts...)
+		if err != nil {
+			return storage.Success{}, err
+		}
+		s := storage.Success{Result: res.Ref, BaseDigest: res.Base, UploadedBytes: res.Transfer.UploadedBytes,
+			MountedBytes: res.Transfer.MountedBytes, Stages: stageMap(res.Stages)}
+		if len(res.Added) > 0 {
+			s.LayerDigest = res.Added[len(res.Added)-1]
+		}
+		return s, nil
+	}, nil, platformOpt(p.Platform))
+}
+
+func (h *Handler) zstd(ctx context.Context, t *asynq.Task) error {
+	var p ZstdPayload
+	if err := decode(t, &p); err != nil {
+		return h.run(ctx, t, nil, err)
+	}
+	return h.run(ctx, t, func(ctx context.Context, opts []imageops.Option) (storage.Success, error) {
+		res, err := imageops.Recompress(ctx, imageops.ZstdRequest{Source: p.Source, Dest: p.Dest, Level: p.Level, MinSize: p.MinSize}, opts...)
+		if err != nil {
+			return storage.Success{}, err
+		}
+		s := storage.Success{Result: res.Ref, BaseDigest: res.Source, UploadedBytes: res.Transfer.UploadedBytes,
+			MountedBytes: res.Transfer.MountedBytes, Stages: stageMap(res.Stages)}
+		for _, l := range res.Layers {
+			s.LayerSize += l.NewSize
+		}
+		return s, nil
+	}, nil, platformOpt(p.Platform))
+}
+
+// run records the task's life around do: running, progress about once a
+// second, then success (exactly once) or the failure's reason. Permanent
+// failures end the task with asynq.SkipRetry; others are retried.
+func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, extra ...imageops.Option) error {
+	id, _ := asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	// Records are written even when ctx has ended (timeout, shutdown):
+	// the reason must not be lost with the task's context.
+	bg := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	}
+	rctx, cancel := bg()
+	// Tasks enqueued by other means than Enqueuer get their record here
+	// (Create does nothing when it exists).
+	queue, _ := asynq.GetQueueName(ctx)
+	rec := storage.Record{ID: id, Type: t.Type(), Queue: queue}
+	if json.Valid(t.Payload()) {
+		rec.Inputs = t.Payload()
+	}
+	if _, serr := h.Records.Create(rctx, rec); serr != nil {
+		cancel()
+		return fmt.Errorf("recording %s: %w", id, serr)
+	}
+	if serr := h.Records.Start(rctx, id, retried+1); serr != nil {
+		cancel()
+		return fmt.Errorf("recording the start of %s: %w", id, serr) // Redis trouble: retry later
+	}
+	cancel()
+
+	var success storage.Success
+	if err == nil {
+		progress := h.progress(ctx, id)
+		opts := append(append(append([]imageops.Option{}, h.Options...), extra...), imageops.WithProgress(progress.report))
+		success, err = do(ctx, opts)
+		progress.stop()
+	}
+
+	rctx, cancel = bg()
+	defer cancel()
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// Cancelled or timed out: asynq decides (requeue on shutdown,
+			// retry on timeout); the record keeps the reason.
+			_ = h.Records.Fail(rctx, id, "interrupted: "+err.Error(), false)
+			return err
+		}
+		permanent := isPermanent(err)
+		if ferr := h.Records.Fail(rctx, id, err.Error(), permanent || retried >= maxRetry); ferr != nil {
+			logger(ctx, h.Log).Error("recording a failure", "error", ferr)
+		}
+		if permanent {
+			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		}
+		return err
+	}
+	first, serr := h.Records.Succeed(rctx, id, success)
+	if serr != nil {
+		// The image is pushed; retrying re-pushes the same digests and
+		// records the success then.
+		return fmt.Errorf("recording the success of %s: %w", id, serr)
+	}
+	logger(ctx, h.Log).Info("published", "result", success.Result, "first_record", first)
+	return nil
+}
+
+// isPermanent is true for failures a retry cannot fix.
+func isPermanent(err error) bool {
+	return errors.Is(err, ErrInvalidPayload) || imageops.IsPermanent(err) ||
+		errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrDenied) ||
+		errors.Is(err, storage.ErrInvalidURL) || errors.Is(err, storage.ErrChanged)
+}
+
+func decode(t *asynq.Task, v interface{ Validate() error }) error {
+	if err := json.Unmarshal(t.Payload(), v); err != nil {
+		return fmt.Errorf("%w (%s): not valid JSON for this task type: %v", ErrInvalidPayload, t.Type(), err)
+	}
+	return v.Validate()
+}
+
+// onceReader serves the reader from the first Open to the first read pass
+// and opens the URL again for retries.
+type onceReader struct {
+	mu    sync.Mutex
+	first io.ReadCloser
+	again func() (io.ReadCloser, error)
+}
+
+func (h *Handler) openOnce(ctx context.Context, url string) (*onceReader, int64, error) {
+	rc, size, err := h.Sources.Open(ctx, url)
+	if err != nil {
+		return nil, 0, fmt.Errorf("opening the weights: %w", err)
+	}
+	return &onceReader{first: rc, again: func() (io.ReadCloser, error) {
+		rc, _, err := h.Sources.Open(ctx, url)
+		return rc, err
+	}}, size, nil
+}
+
+func (o *onceReader) open() (io.ReadCloser, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.first != nil {
+		rc := o.first
+		o.first = nil
+		return rc, nil
+	}
+	return o.again()
+}
+
+func (o *onceReader) close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.first != nil {
+		_ = o.first.Close()
+		o.first = nil
+	}
+}
+
+func (p AffixPayload) platformOpt() imageops.Option { return platformOpt(p.Platform) }
+
+func platformOpt(s string) imageops.Option {
+	if s == "" {
+		s = "linux/amd64"
+	}
+	p, _ := imageops.ParsePlatform(s) // validated
+	return imageops.WithPlatform(p)
+}
+
+func stageMap(stages []imageops.Stage) map[string]float64 {
+	m := make(map[string]float64, len(stages))
+	for _, s := range stages {
+		m[s.Name] += s.Seconds
+	}
+	return m
+}

@@ -1,0 +1,292 @@
+package jobs_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/r8im/r8im/config"
+	"github.com/r8im/r8im/internal/testenv"
+	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/storage"
+)
+
+var created = time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
+
+// env is a real Redis, registry (behind a counting, fault-injecting proxy)
+// and MinIO, with the pieces a worker and an enqueuer are made of.
+type env struct {
+	redis   *testenv.RedisServer
+	rdb     redis.UniversalClient
+	reg     *testenv.RegistryServer
+	proxy   *testenv.Proxy
+	s3      *testenv.S3Server
+	records *storage.Records
+	enq     *jobs.Enqueuer
+	base    string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{redis: testenv.Redis(t), reg: testenv.Registry(t), s3: testenv.S3(t)}
+	e.proxy = testenv.CountingProxy(t, e.reg.Host)
+	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr})
+	t.Cleanup(func() { e.rdb.Close() })
+	e.records = storage.NewRecords(e.rdb, time.Hour)
+	e.enq = jobs.NewEnqueuer(e.rdb, e.records, config.NewEnqueue().Tasks)
+	t.Cleanup(func() { e.enq.Close() })
+	e.base = testenv.PushBase(t, e.proxy.Host, "base/jobs", testenv.OCI).String()
+	return e
+}
+
+// worker runs an in-process worker until the test ends (or stop is called).
+func (e *env) worker(t *testing.T, concurrency int) (stop func()) {
+	t.Helper()
+	var s3cfg config.S3
+	s3cfg.Endpoint, s3cfg.Region, s3cfg.PathStyle = e.s3.Endpoint, e.s3.Region, true
+	s3cfg.AccessKeyID, s3cfg.SecretAccessKey = config.Secret(e.s3.AccessKey), config.Secret(e.s3.SecretKey)
+	s3cfg.ChunkSize, s3cfg.Concurrency = 4<<20, 4
+	sources, err := storage.NewSources(context.Background(), s3cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv := jobs.NewServer(e.rdb, jobs.ServerConfig{
+		Concurrency: concurrency, Queues: config.DefaultQueues, ShutdownTimeout: 5 * time.Second, Log: log,
+		RetryDelay: func(int, error) time.Duration { return 200 * time.Millisecond },
+	}, &jobs.Handler{Records: e.records, Sources: sources, Log: log, ProgressEvery: 100 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// waitFor polls the record until it reaches a final state.
+func (e *env) waitFor(t *testing.T, id string, timeout time.Duration) *storage.Record {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		rec, err := e.records.Get(context.Background(), id)
+		if err == nil && (rec.State == storage.StateSucceeded || rec.State == storage.StateFailed) {
+			return rec
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rec, err := e.records.Get(context.Background(), id)
+	t.Fatalf("task %s did not finish in %s: %+v, %v", id, timeout, rec, err)
+	return nil
+}
+
+func (e *env) affix(t *testing.T, eventID, weightsURL, dest string) jobs.Enqueued {
+	t.Helper()
+	res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: eventID, Payload: jobs.AffixPayload{
+		EventID: eventID, Base: e.base, Weights: weightsURL, Dest: dest, Created: created,
+	}})
+	if err != nil {
+		t.Fatalf("enqueueing %s: %v", eventID, err)
+	}
+	return res
+}
+
+func TestAffixFromS3EndToEnd(t *testing.T) {
+	e := newEnv(t)
+	tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 3, FileSize: 5 << 20, Seed: 61})
+	url := e.s3.PutObject(t, "runs/61/weights.tar", tarPath)
+	e.worker(t, 2)
+
+	res := e.affix(t, "run-61", url, e.proxy.Host+"/models/e2e:61")
+	if res.Existing || res.ID != "affix:run-61" {
+		t.Fatalf("first enqueue = %+v", res)
+	}
+	rec := e.waitFor(t, res.ID, time.Minute)
+	if rec.State != storage.StateSucceeded || !strings.HasPrefix(rec.Result, e.proxy.Host+"/models/e2e@sha256:") {
+		t.Fatalf("record %+v", rec)
+	}
+	if rec.LayerDigest == "" || rec.LayerDiffID == "" || rec.UploadedBytes < rec.LayerSize || rec.Attempts != 1 || rec.BaseDigest == "" {
+		t.Errorf("record lacks the publish's details: %+v", rec)
+	}
+	for _, stage := range []string{"resolve", "upload", "push", "verify"} {
+		if _, ok := rec.Stages[stage]; !ok {
+			t.Errorf("record has no %s timing: %v", stage, rec.Stages)
+		}
+	}
+	// One entry on the published stream, for downstream consumers.
+	entries, err := e.rdb.XRange(context.Background(), storage.PublishedStream, "-", "+").Result()
+	if err != nil || len(entries) != 1 || fmt.Sprint(entries[0].Values["result"]) != rec.Result {
+		t.Fatalf("stream entries %v, %v", entries, err)
+	}
+	// The image is valid for other tools and holds the tarball's bytes.
+	root := testenv.Unpack(t, strings.Replace(rec.Result, e.proxy.Host, e.reg.Host, 1), nil)
+	for _, f := range files {
+		if got := testenv.FileSHA256(t, filepath.Join(root, "src/weights", f.Name)); got != f.SHA256 {
+			t.Fatalf("%s: %s, want %s", f.Name, got, f.SHA256)
+		}
+	}
+
+	// The same event again: nothing new is queued.
+	again := e.affix(t, "run-61", url, e.proxy.Host+"/models/e2e:61")
+	if !again.Existing || again.ID != res.ID || again.State != storage.StateSucceeded {
+		t.Fatalf("duplicate event = %+v; want the existing, succeeded task", again)
+	}
+	if n, _ := e.rdb.XLen(context.Background(), storage.PublishedStream).Result(); n != 1 {
+		t.Fatalf("%d stream entries after a duplicate event, want 1", n)
+	}
+}
+
+func TestDuplicateWhileQueued(t *testing.T) {
+	e := newEnv(t) // no worker: the task stays queued
+	a := e.affix(t, "run-dup", "s3://b/k.tar", e.reg.Host+"/models/dup")
+	b := e.affix(t, "run-dup", "s3://b/k.tar", e.reg.Host+"/models/dup")
+	if a.Existing || !b.Existing || a.ID != b.ID {
+		t.Fatalf("enqueues = %+v, %+v; want one task reported twice", a, b)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(e.rdb).GetQueueInfo(jobs.QueuePublish)
+	if err != nil || info.Size != 1 {
+		t.Fatalf("publish queue %+v, %v; want exactly one task", info, err)
+	}
+}
+
+func TestFailuresAreClassified(t *testing.T) {
+	e := newEnv(t)
+	tarPath, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Seed: 62})
+	url := e.s3.PutObject(t, "runs/62/weights.tar", tarPath)
+	e.worker(t, 2)
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+
+	t.Run("invalid payload is archived at once", func(t *testing.T) {
+		client := asynq.NewClientFromRedisClient(e.rdb)
+		defer client.Close()
+		if _, err := client.Enqueue(asynq.NewTask(jobs.TypeAffix, []byte(`{"event_id": "bad one", "base": "nope"}`), asynq.TaskID("affix:bad"), asynq.Queue(jobs.QueuePublish), asynq.MaxRetry(5))); err != nil {
+			t.Fatal(err)
+		}
+		rec := e.waitFor(t, "affix:bad", 30*time.Second)
+		if rec.State != storage.StateFailed || rec.Attempts != 1 || !strings.Contains(rec.LastError, "event_id") || !strings.Contains(rec.LastError, "weights") {
+			t.Fatalf("record %+v; want failed after 1 attempt naming every bad field", rec)
+		}
+		waitArchived(t, insp, jobs.QueuePublish, "affix:bad")
+	})
+
+	t.Run("missing base fails with a reason", func(t *testing.T) {
+		res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, Payload: jobs.AffixPayload{
+			EventID: "run-nobase", Base: e.reg.Host + "/base/missing:v1", Weights: url, Dest: e.reg.Host + "/models/x", Created: created,
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := e.waitFor(t, res.ID, 30*time.Second)
+		if rec.State != storage.StateFailed || rec.Attempts != 1 || !strings.Contains(rec.LastError, "not found") {
+			t.Fatalf("record %+v; want failed at once, saying the base is not found", rec)
+		}
+	})
+
+	t.Run("missing weights fail with a reason", func(t *testing.T) {
+		res := e.affix(t, "run-noweights", "s3://"+e.s3.Bucket+"/runs/none.tar", e.reg.Host+"/models/y")
+		rec := e.waitFor(t, res.ID, 30*time.Second)
+		if rec.State != storage.StateFailed || rec.Attempts != 1 || !strings.Contains(rec.LastError, "none.tar") {
+			t.Fatalf("record %+v; want failed at once, naming the missing object", rec)
+		}
+	})
+
+	t.Run("transient registry failure is retried", func(t *testing.T) {
+		// Every upload attempt of the first task execution fails: go-containerregistry's
+		// own retries give up, the task fails, asynq retries it, and it succeeds.
+		e.proxy.Inject(testenv.Fault{Method: "PATCH", PathContains: "/models/flaky/blobs/uploads/", Status: 503, Count: 4})
+		res := e.affix(t, "run-flaky", url, e.proxy.Host+"/models/flaky:v1")
+		rec := e.waitFor(t, res.ID, time.Minute)
+		if rec.State != storage.StateSucceeded || rec.Attempts < 2 {
+			t.Fatalf("record %+v; want success after a retry", rec)
+		}
+	})
+}
+
+func waitArchived(t *testing.T, insp *asynq.Inspector, queue, id string) {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		if info, err := insp.GetTaskInfo(queue, id); err == nil && info.State == asynq.TaskStateArchived {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	info, err := insp.GetTaskInfo(queue, id)
+	t.Fatalf("task %s is %+v, %v; want archived", id, info, err)
+}
+
+func TestTwoWorkersShareFiftyTasks(t *testing.T) {
+	e := newEnv(t)
+	tarPath, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 1, FileSize: 64 << 10, Seed: 63})
+	url := e.s3.PutObject(t, "runs/63/weights.tar", tarPath)
+	const n = 50
+	var ids []string
+	for i := 0; i < n; i++ {
+		res := e.affix(t, fmt.Sprintf("run-many-%d", i), url, fmt.Sprintf("%s/models/many:%d", e.reg.Host, i))
+		ids = append(ids, res.ID)
+	}
+	e.worker(t, 4)
+	e.worker(t, 4)
+	for _, id := range ids {
+		if rec := e.waitFor(t, id, 2*time.Minute); rec.State != storage.StateSucceeded {
+			t.Fatalf("%s: %+v", id, rec)
+		}
+	}
+	recs, err := e.records.List(context.Background(), storage.StateSucceeded, 1000)
+	if err != nil || len(recs) != n {
+		t.Fatalf("%d succeeded records (%v), want %d", len(recs), err, n)
+	}
+	if l, _ := e.rdb.XLen(context.Background(), storage.PublishedStream).Result(); l != n {
+		t.Fatalf("%d stream entries, want %d", l, n)
+	}
+}
+
+func TestCancelStopsTheUpload(t *testing.T) {
+	e := newEnv(t)
+	// A big tarball on disk, fed through file:// and a slow proxy upload:
+	// the task runs long enough to be cancelled mid-upload.
+	tarPath, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 4, FileSize: 64 << 20, Seed: 64})
+	e.proxy.Throttle(20 << 20) // 20 MB/s: the upload takes >10s
+	e.worker(t, 1)
+	res := e.affix(t, "run-cancel", "file://"+tarPath, e.proxy.Host+"/models/cancel:v1")
+	// Wait until it runs and has made progress, then cancel.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rec, err := e.records.Get(context.Background(), res.ID)
+		if err == nil && rec.State == storage.StateRunning && rec.ProgressDone > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task never ran with progress: %+v %v", rec, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := e.enq.Cancel(context.Background(), res.ID); err != nil {
+		t.Fatal(err)
+	}
+	// After the cancel, uploads stop: the proxy's byte count stops growing.
+	time.Sleep(500 * time.Millisecond)
+	before := e.proxy.Uploaded()
+	time.Sleep(time.Second)
+	if after := e.proxy.Uploaded(); after != before {
+		t.Fatalf("uploads went on after cancel: %d → %d bytes", before, after)
+	}
+	rec, _ := e.records.Get(context.Background(), res.ID)
+	if rec.State != storage.StateFailed || !strings.Contains(rec.LastError, "cancelled") {
+		t.Fatalf("a cancelled task's record: %+v", rec)
+	}
+}

@@ -1,0 +1,205 @@
+package jobs
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/r8im/r8im/imageops"
+)
+
+// Payloads hold references and ids only, never credentials: the worker's
+// own environment authenticates (DESIGN.md §7).
+
+// AffixPayload asks for a weights tarball to be affixed onto a base image.
+type AffixPayload struct {
+	EventID     string    `json:"event_id"`
+	Base        string    `json:"base"`    // image reference, by tag or digest
+	Weights     string    `json:"weights"` // s3://bucket/key, https://… (presigned), file:///path
+	Dest        string    `json:"dest"`    // host/repo[:tag]
+	Target      string    `json:"target,omitempty"`
+	Compression string    `json:"compression,omitempty"`
+	Level       int       `json:"level,omitempty"`
+	Platform    string    `json:"platform,omitempty"` // os/arch, or all
+	Created     time.Time `json:"created"`            // the training run's completion: retries are reproducible
+}
+
+// RemixPayload asks for the code of Base with the weights of Weights.
+type RemixPayload struct {
+	EventID  string    `json:"event_id,omitempty"`
+	Base     string    `json:"base"`
+	Weights  string    `json:"weights"`
+	Dest     string    `json:"dest"`
+	Platform string    `json:"platform,omitempty"`
+	Created  time.Time `json:"created,omitempty"` // zero: the weights image's own time
+}
+
+// ZstdPayload asks for an image's layers to be recompressed with zstd.
+type ZstdPayload struct {
+	Source   string `json:"source"` // by digest: host/repo@sha256:…
+	Dest     string `json:"dest"`
+	Level    int    `json:"level,omitempty"`
+	MinSize  int64  `json:"min_size,omitempty"`
+	Platform string `json:"platform,omitempty"`
+	BatchID  string `json:"batch_id,omitempty"`
+}
+
+// ErrInvalidPayload marks a payload that can never be processed.
+var ErrInvalidPayload = errors.New("invalid task payload")
+
+// problems collects every bad field of a payload.
+type problems []string
+
+func (ps *problems) addf(field, format string, args ...any) {
+	*ps = append(*ps, field+": "+fmt.Sprintf(format, args...))
+}
+
+func (ps problems) err(typ string) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w (%s): %s", ErrInvalidPayload, typ, strings.Join(ps, "; "))
+}
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// Validate names every bad field.
+func (p AffixPayload) Validate() error {
+	var ps problems
+	if !idPattern.MatchString(p.EventID) {
+		ps.addf("event_id", "%q must be 1-128 characters of letters, digits, '.', '_', ':' or '-'", p.EventID)
+	}
+	checkRef(&ps, "base", p.Base)
+	checkWeightsURL(&ps, "weights", p.Weights)
+	checkDest(&ps, "dest", p.Dest)
+	if p.Target != "" && (!path.IsAbs(p.Target) || path.Clean(p.Target) == "/") {
+		ps.addf("target", "%q must be an absolute directory below /, such as /src/weights", p.Target)
+	}
+	c := imageops.Gzip
+	if p.Compression != "" {
+		var err error
+		if c, err = imageops.ParseCompression(p.Compression); err != nil {
+			ps.addf("compression", "%v", err)
+		}
+	}
+	if p.Level != 0 && (c == imageops.Uncompressed || c == imageops.Gzip && (p.Level < -2 || p.Level > 9 || p.Level == 0) || c == imageops.Zstd && (p.Level < 1 || p.Level > 22)) {
+		ps.addf("level", "%d is not a %s level", p.Level, c)
+	}
+	checkPlatform(&ps, p.Platform)
+	if p.Created.IsZero() {
+		ps.addf("created", "required: the training run's completion time (RFC 3339), which makes retries reproducible")
+	}
+	return ps.err(TypeAffix)
+}
+
+// Validate names every bad field.
+func (p RemixPayload) Validate() error {
+	var ps problems
+	if p.EventID != "" && !idPattern.MatchString(p.EventID) {
+		ps.addf("event_id", "%q must be 1-128 characters of letters, digits, '.', '_', ':' or '-'", p.EventID)
+	}
+	checkRef(&ps, "base", p.Base)
+	checkRef(&ps, "weights", p.Weights)
+	checkDest(&ps, "dest", p.Dest)
+	checkPlatform(&ps, p.Platform)
+	return ps.err(TypeRemix)
+}
+
+// Validate names every bad field.
+func (p ZstdPayload) Validate() error {
+	var ps problems
+	if checkRef(&ps, "source", p.Source) {
+		if _, err := name.NewDigest(p.Source); err != nil {
+			ps.addf("source", "%q must name a digest (host/repo@sha256:…), so the task id is stable; resolve the tag first", p.Source)
+		}
+	}
+	checkDest(&ps, "dest", p.Dest)
+	if p.Level != 0 && (p.Level < 1 || p.Level > 22) {
+		ps.addf("level", "%d is not a zstd level (1-22)", p.Level)
+	}
+	if p.MinSize < 0 {
+		ps.addf("min_size", "%d must not be negative", p.MinSize)
+	}
+	checkPlatform(&ps, p.Platform)
+	if p.BatchID != "" && !idPattern.MatchString(p.BatchID) {
+		ps.addf("batch_id", "%q must be 1-128 characters of letters, digits, '.', '_', ':' or '-'", p.BatchID)
+	}
+	return ps.err(TypeZstd)
+}
+
+// checkRef wants a full reference with a registry host: payloads are
+// processed far from where they were written, so no default registry applies.
+func checkRef(ps *problems, field, ref string) bool {
+	if ref == "" {
+		ps.addf(field, "required: an image reference such as r8.im/acme/model@sha256:…")
+		return false
+	}
+	r, err := name.ParseReference(ref, name.StrictValidation)
+	if err != nil {
+		ps.addf(field, "%q is not an image reference with a tag or digest (%v)", ref, err)
+		return false
+	}
+	if !strings.HasPrefix(ref, r.Context().RegistryStr()+"/") {
+		ps.addf(field, "%q must name its registry host (e.g. r8.im/%s)", ref, ref)
+		return false
+	}
+	return true
+}
+
+func checkDest(ps *problems, field, dest string) {
+	if dest == "" {
+		ps.addf(field, "required: host/repo[:tag]")
+		return
+	}
+	if strings.Contains(dest, "@") {
+		ps.addf(field, "%q names a digest; give host/repo[:tag], the digest is computed", dest)
+		return
+	}
+	r, err := name.ParseReference(dest)
+	if err != nil || !strings.HasPrefix(dest, r.Context().RegistryStr()+"/") {
+		ps.addf(field, "%q is not host/repo[:tag] with a registry host", dest)
+	}
+}
+
+func checkWeightsURL(ps *problems, field, raw string) {
+	if raw == "" {
+		ps.addf(field, "required: s3://bucket/key, https://… or file:///path")
+		return
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		ps.addf(field, "not a URL; use s3://bucket/key, https://… or file:///path")
+		return
+	}
+	switch u.Scheme {
+	case "s3":
+		if u.Host == "" || strings.Trim(u.Path, "/") == "" {
+			ps.addf(field, "s3 URLs need a bucket and a key: s3://bucket/path/weights.tar")
+		}
+	case "https", "http":
+		if u.Host == "" {
+			ps.addf(field, "the URL has no host")
+		}
+	case "file":
+		if !path.IsAbs(u.Path) {
+			ps.addf(field, "file URLs need an absolute path: file:///data/weights.tar")
+		}
+	default:
+		ps.addf(field, "scheme %q is not supported; use s3://, https:// or file://", u.Scheme)
+	}
+}
+
+func checkPlatform(ps *problems, p string) {
+	if p == "" {
+		return
+	}
+	if _, err := imageops.ParsePlatform(p); err != nil {
+		ps.addf("platform", "%v", err)
+	}
+}

@@ -1,0 +1,77 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// ServerConfig is what the worker's configuration decides for the server.
+type ServerConfig struct {
+	Concurrency     int
+	Queues          map[string]int
+	ShutdownTimeout time.Duration
+	Log             *slog.Logger
+	// RetryDelay overrides asynq's exponential backoff (tests use a short one).
+	RetryDelay func(retried int, err error) time.Duration
+}
+
+// Server runs the handlers on the queues.
+type Server struct {
+	srv *asynq.Server
+	mux *asynq.ServeMux
+}
+
+// NewServer builds a server over rdb. Several servers on one Redis share
+// the work.
+func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h *Handler) *Server {
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	var retryDelay asynq.RetryDelayFunc
+	if cfg.RetryDelay != nil {
+		retryDelay = func(n int, err error, _ *asynq.Task) time.Duration { return cfg.RetryDelay(n, err) }
+	}
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		RetryDelayFunc:  retryDelay,
+		Concurrency:     cfg.Concurrency,
+		Queues:          cfg.Queues,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          slogAdapter{log},
+		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+			// The logging middleware has already said why; nothing more here.
+		}),
+	})
+	return &Server{srv: srv, mux: h.Mux()}
+}
+
+// Run processes tasks until ctx ends, then shuts down gracefully: running
+// tasks get ShutdownTimeout to finish, then are requeued.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.srv.Start(s.mux); err != nil {
+		return fmt.Errorf("starting the task server: %w", err)
+	}
+	<-ctx.Done()
+	s.srv.Shutdown()
+	return nil
+}
+
+// slogAdapter is asynq's Logger over slog.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a slogAdapter) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a slogAdapter) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a slogAdapter) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+
+// Fatal exits, as asynq expects of its logger (its default is log.Fatal).
+func (a slogAdapter) Fatal(args ...any) {
+	a.l.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
+	os.Exit(1)
+}
