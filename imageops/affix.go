@@ -84,7 +84,7 @@ type PlatformResult struct {
 // verifies the result. Base layers are never downloaded: the destination
 // already has them or they are mounted from the base's repository (copied,
 // and reported as such, only when the base is on another registry).
-func Affix(ctx context.Context, req AffixRequest, opts ...Option) (*AffixResult, error) {
+func Affix(ctx context.Context, req AffixRequest, opts ...Option) (_ *AffixResult, err error) {
 	if err := req.normalize(); err != nil {
 		return nil, err
 	}
@@ -92,6 +92,7 @@ func Affix(ctx context.Context, req AffixRequest, opts ...Option) (*AffixResult,
 	if err != nil {
 		return nil, err
 	}
+	defer func() { err = op.finish(err) }()
 	baseRef, src, err := op.resolve(op.o, req.Base, "base")
 	if err != nil {
 		return nil, err

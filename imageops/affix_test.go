@@ -320,3 +320,20 @@ func TestAffixAllowOutsideTargetReplacesCode(t *testing.T) {
 		}
 	}
 }
+
+// A registry that answers 429 with Retry-After: the failure carries the
+// pause it asked for, for the worker's retry to honour.
+func TestAffixReportsRetryAfter(t *testing.T) {
+	reg := testenv.Registry(t)
+	proxy := testenv.CountingProxy(t, reg.Host)
+	base := testenv.PushBase(t, reg.Host, "base/busy", testenv.OCI)
+	tarPath, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Seed: 81})
+	proxy.Inject(testenv.Fault{Method: "POST", PathContains: "/models/busy/blobs/uploads/", Status: 429, RetryAfter: "7", Count: 100})
+	_, err := imageops.Affix(context.Background(), imageops.AffixRequest{
+		Base: base.String(), Dest: proxy.Host + "/models/busy", Weights: fileOpener(tarPath), Created: created,
+	})
+	var ra *imageops.RetryAfterError
+	if !errors.As(err, &ra) || ra.After != 7*time.Second || imageops.IsPermanent(err) {
+		t.Fatalf("Affix against a busy registry = %v; want a transient RetryAfterError of 7s", err)
+	}
+}

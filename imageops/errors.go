@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -49,3 +50,16 @@ func IsPermanent(err error) bool {
 	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnauthorized) ||
 		errors.Is(err, ErrNoWeights) || isInputError(err)
 }
+
+// RetryAfterError is a transient failure during which the registry asked
+// for a pause (Retry-After on a 429 or 5xx): a retry should wait After.
+type RetryAfterError struct {
+	After time.Duration
+	Err   error
+}
+
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("%v (the registry asked to retry after %s)", e.Err, e.After)
+}
+
+func (e *RetryAfterError) Unwrap() error { return e.Err }

@@ -4,9 +4,11 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Transfer counts what crossed the network for an operation, as observed on
@@ -28,6 +30,7 @@ type meter struct {
 	mu                                 sync.Mutex
 	mounted                            map[string]bool // digests mounted
 	committed                          map[string]bool // digests uploaded by this operation
+	retryAfter                         atomic.Int64    // the longest Retry-After seen (ns)
 }
 
 func newMeter() *meter { return &meter{mounted: map[string]bool{}, committed: map[string]bool{}} }
@@ -39,8 +42,16 @@ func (m *meter) wrap(t http.RoundTripper) http.RoundTripper {
 			req.Body = &countingReadCloser{ReadCloser: req.Body, n: &m.uploaded}
 		}
 		resp, err := t.RoundTrip(req)
-		if err != nil || !isBlob {
+		if err != nil {
 			return resp, err
+		}
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+			if d := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); d > time.Duration(m.retryAfter.Load()) {
+				m.retryAfter.Store(int64(d))
+			}
+		}
+		if !isBlob {
+			return resp, nil
 		}
 		digest := path.Base(req.URL.Path)
 		switch {
@@ -85,6 +96,21 @@ func (m *meter) transfer(sizes map[string]int64) Transfer {
 		t.MountedBytes += sizes[d]
 	}
 	return t
+}
+
+// parseRetryAfter reads a Retry-After header: seconds, or an HTTP date.
+// Absurd values are capped at an hour.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), time.Hour)
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

@@ -2,6 +2,7 @@ package imageops
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -58,4 +59,16 @@ func (op *operation) publish(src *source, images []platformImage, toOCI bool) (*
 	}
 	op.st.stop()
 	return p, nil
+}
+
+// finish gives a transient failure the registry's Retry-After, if it sent
+// one, so the caller's retry can honour it.
+func (op *operation) finish(err error) error {
+	if err == nil || IsPermanent(err) {
+		return err
+	}
+	if d := time.Duration(op.m.retryAfter.Load()); d > 0 {
+		return &RetryAfterError{After: d, Err: err}
+	}
+	return err
 }

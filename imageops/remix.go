@@ -38,11 +38,12 @@ type RemixResult struct {
 // layers, with A's config and a history that lines up with the layers. Only
 // manifests and configs are read; on one registry every layer is mounted, so
 // no layer byte moves (Transfer says what did).
-func Remix(ctx context.Context, req RemixRequest, opts ...Option) (*RemixResult, error) {
+func Remix(ctx context.Context, req RemixRequest, opts ...Option) (_ *RemixResult, err error) {
 	op, err := begin(ctx, opts, req.Dest)
 	if err != nil {
 		return nil, err
 	}
+	defer func() { err = op.finish(err) }()
 	_, a, err := op.resolve(op.o, req.Base, "base")
 	if err != nil {
 		return nil, err

@@ -78,7 +78,7 @@ const dockerLayerZstd types.MediaType = "application/vnd.docker.image.rootfs.dif
 // below MinSize are kept and mounted, never re-uploaded. Layers are
 // converted concurrently (WithJobs); one shared by several platforms is
 // converted once.
-func Recompress(ctx context.Context, req ZstdRequest, opts ...Option) (*ZstdResult, error) {
+func Recompress(ctx context.Context, req ZstdRequest, opts ...Option) (_ *ZstdResult, err error) {
 	if err := req.normalize(); err != nil {
 		return nil, err
 	}
@@ -86,6 +86,7 @@ func Recompress(ctx context.Context, req ZstdRequest, opts ...Option) (*ZstdResu
 	if err != nil {
 		return nil, err
 	}
+	defer func() { err = op.finish(err) }()
 	_, src, err := op.resolve(op.o, req.Source, "source")
 	if err != nil {
 		return nil, err

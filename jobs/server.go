@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/r8im/r8im/imageops"
 )
 
 // ServerConfig is what the worker's configuration decides for the server.
@@ -34,12 +37,8 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h *Handler) *Server 
 	if log == nil {
 		log = slog.Default()
 	}
-	var retryDelay asynq.RetryDelayFunc
-	if cfg.RetryDelay != nil {
-		retryDelay = func(n int, err error, _ *asynq.Task) time.Duration { return cfg.RetryDelay(n, err) }
-	}
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		RetryDelayFunc:  retryDelay,
+		RetryDelayFunc:  retryDelay(cfg.RetryDelay),
 		Concurrency:     cfg.Concurrency,
 		Queues:          cfg.Queues,
 		ShutdownTimeout: cfg.ShutdownTimeout,
@@ -74,4 +73,20 @@ func (a slogAdapter) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "compon
 func (a slogAdapter) Fatal(args ...any) {
 	a.l.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
 	os.Exit(1)
+}
+
+// retryDelay is asynq's exponential backoff (or base), lengthened to the
+// pause a registry asked for with Retry-After.
+func retryDelay(base func(int, error) time.Duration) asynq.RetryDelayFunc {
+	return func(n int, err error, t *asynq.Task) time.Duration {
+		d := asynq.DefaultRetryDelayFunc(n, err, t)
+		if base != nil {
+			d = base(n, err)
+		}
+		var ra *imageops.RetryAfterError
+		if errors.As(err, &ra) && ra.After > d {
+			return ra.After
+		}
+		return d
+	}
 }

@@ -42,6 +42,7 @@ type Fault struct {
 	PathContains string
 	Status       int
 	Count        int
+	RetryAfter   string // Retry-After header sent with Status, if any
 }
 
 // CountingProxy starts a proxy to the registry at upstream (host:port),
@@ -70,7 +71,9 @@ func CountingProxy(t testing.TB, upstream string) *Proxy {
 		if f, ok := p.takeFault(r); ok {
 			if f.Status != 0 {
 				_, _ = io.Copy(io.Discard, r.Body)
-				w.Header().Set("Retry-After", "0")
+				if f.RetryAfter != "" {
+					w.Header().Set("Retry-After", f.RetryAfter)
+				}
 				http.Error(w, "injected fault", f.Status)
 				return
 			}
