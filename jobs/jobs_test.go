@@ -195,6 +195,20 @@ func TestFailuresAreClassified(t *testing.T) {
 		if rec.State != storage.StateFailed || rec.Attempts != 1 || !strings.Contains(rec.LastError, "not found") {
 			t.Fatalf("record %+v; want failed at once, saying the base is not found", rec)
 		}
+		// Once the cause is fixed, an operator's retry publishes it.
+		waitArchived(t, insp, jobs.QueuePublish, res.ID)
+		testenv.Push(t, e.reg.Host+"/base/missing:v1", testenv.BaseImage(t, testenv.OCI, testenv.Amd64))
+		if err := e.enq.Retry(context.Background(), res.ID); err != nil {
+			t.Fatalf("Retry: %v", err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for rec.State != storage.StateSucceeded && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			rec, _ = e.records.Get(context.Background(), res.ID)
+		}
+		if rec.State != storage.StateSucceeded {
+			t.Fatalf("after the base was pushed and the task retried: %+v", rec)
+		}
 	})
 
 	t.Run("missing weights fail with a reason", func(t *testing.T) {

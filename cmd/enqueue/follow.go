@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/cli"
+	"github.com/r8im/r8im/jobs"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -152,31 +154,19 @@ func (a *app) listCmd() *cobra.Command {
 }
 
 func (a *app) retryCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:     "retry ID",
-		Short:   "Run a failed (archived) task again",
-		Example: "  enqueue retry affix:run-42",
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			e, _, closeAll, err := a.enqueuer(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer closeAll()
-			if err := e.Retry(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "requeued %s\n", args[0])
-			return nil
-		},
-	}
+	return a.taskCmd("retry", "Run a failed (archived or cancelled) task again", "requeued", (*jobs.Enqueuer).Retry)
 }
 
 func (a *app) cancelCmd() *cobra.Command {
+	return a.taskCmd("cancel", "Cancel a task for good: archive it if waiting, stop it if running (retry runs it again)", "cancelled", (*jobs.Enqueuer).Cancel)
+}
+
+// taskCmd is a command that does one thing to one task.
+func (a *app) taskCmd(verb, short, done string, do func(*jobs.Enqueuer, context.Context, string) error) *cobra.Command {
 	return &cobra.Command{
-		Use:     "cancel ID",
-		Short:   "Cancel a task: delete it if queued, stop it if running",
-		Example: "  enqueue cancel affix:run-42",
+		Use:     verb + " ID",
+		Short:   short,
+		Example: "  enqueue " + verb + " affix:run-42",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			e, _, closeAll, err := a.enqueuer(cmd.Context())
@@ -184,10 +174,10 @@ func (a *app) cancelCmd() *cobra.Command {
 				return err
 			}
 			defer closeAll()
-			if err := e.Cancel(cmd.Context(), args[0]); err != nil {
+			if err := do(e, cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "cancelled %s\n", args[0])
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s %s\n", done, args[0])
 			return nil
 		},
 	}
