@@ -127,6 +127,7 @@ type Enqueue struct {
 	Registry  Registry
 	Log       Log
 	Tasks     Tasks
+	Events    Events
 	RecordTTL time.Duration
 }
 
@@ -137,6 +138,7 @@ func NewEnqueue() *Enqueue {
 	c.Registry.bind(c.b)
 	c.Log.bind(c.b)
 	c.Tasks.bind(c.b)
+	c.Events.bind(c.b)
 	c.b.bind(durationVar(&c.RecordTTL, DefaultRecordTTL), "record-ttl", "", []string{"R8IM_RECORD_TTL"}, plain,
 		"how long publish records are kept in Redis")
 	return c
@@ -149,6 +151,7 @@ func (c *Enqueue) Validate() error {
 	ps = append(ps, c.Registry.validate(c.b)...)
 	ps = append(ps, c.Log.validate(c.b)...)
 	ps = append(ps, c.Tasks.validate(c.b)...)
+	ps = append(ps, c.Events.validate(c.b)...)
 	ps = append(ps, validateTTL(c.b, c.RecordTTL)...)
 	return asError(ps)
 }
