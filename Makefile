@@ -10,7 +10,7 @@ export R8IM_BIN_DIR := $(BIN_DIR)
 # Pinned, known-good MinIO (internal/testenv.MinIOVersion must match; a test checks).
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 # command:package pairs installed from Debian when the command is missing.
-APT_DEPS := redis-server:redis-server docker-registry:docker-registry skopeo:skopeo umoci:umoci docker-compose:docker-compose
+APT_DEPS := redis-server:redis-server docker-registry:docker-registry skopeo:skopeo umoci:umoci docker-compose:docker-compose openssl:openssl curl:curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The same flags as the container image build: static, reproducible paths.
@@ -36,7 +36,7 @@ deps: ## install what the tests run (idempotent): Debian packages, pinned MinIO
 	  echo "deps: building MinIO $(MINIO_VERSION) into $(BIN_DIR) (about 4 minutes, once)"; \
 	  mkdir -p "$(BIN_DIR)" && cd /tmp && GOFLAGS= GOBIN="$(BIN_DIR)" $(GO) install github.com/minio/minio@$(MINIO_VERSION); \
 	fi
-	@echo "deps: redis-server, docker-registry, skopeo, umoci, docker-compose and minio are installed"
+	@echo "deps: redis-server, docker-registry, skopeo, umoci, docker-compose, openssl, curl and minio are installed"
 
 build: ## build r8im, worker and enqueue into ./bin (static)
 	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o bin/ ./cmd/...
@@ -58,3 +58,6 @@ test: deps lint ## install deps, lint, then run every test with the race detecto
 fuzz: ## run each fuzz target for FUZZTIME (default 20s) on top of the committed corpus
 	$(GO) test -run '^$$' -fuzz '^FuzzRewriteTar$$' -fuzztime $(FUZZTIME) ./imageops/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReference$$' -fuzztime $(FUZZTIME) ./imageops/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSignature$$' -fuzztime $(FUZZTIME) ./events/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./events/
+	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./events/

@@ -45,6 +45,8 @@ type Request struct {
 	Queue    string
 	EventID  string
 	Metadata json.RawMessage
+	// CallbackURL is kept in the record for the result callback.
+	CallbackURL string
 }
 
 // Enqueue adds the task unless a task with its id is already queued or has
@@ -79,6 +81,7 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r Request) (Enqueued, error) {
 	}
 	if _, err := e.records.Create(ctx, storage.Record{
 		ID: id, Type: task.Type(), Queue: r.Queue, EventID: r.EventID, Inputs: task.Payload(), Metadata: r.Metadata,
+		CallbackURL: r.CallbackURL,
 	}); err != nil {
 		return out, fmt.Errorf("recording %s (it is queued): %w", id, err)
 	}

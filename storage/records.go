@@ -62,13 +62,16 @@ var ErrNoRecord = errors.New("no such record")
 // event id for events). Records never contain credentials: the payloads they
 // copy carry ids and references only.
 type Record struct {
-	ID       string          `json:"id"`
-	Type     string          `json:"type"` // "image:affix", ...
-	Queue    string          `json:"queue"`
-	EventID  string          `json:"event_id,omitempty"`
-	State    State           `json:"state"`
-	Inputs   json.RawMessage `json:"inputs,omitempty"`   // the task payload
-	Metadata json.RawMessage `json:"metadata,omitempty"` // free-form, from the event
+	ID      string `json:"id"`
+	Type    string `json:"type"` // "image:affix", ...
+	Queue   string `json:"queue"`
+	EventID string `json:"event_id,omitempty"`
+	// CallbackURL is where the final record is to be POSTed (from the
+	// event); kept from enqueue on.
+	CallbackURL string          `json:"callback_url,omitempty"`
+	State       State           `json:"state"`
+	Inputs      json.RawMessage `json:"inputs,omitempty"`   // the task payload
+	Metadata    json.RawMessage `json:"metadata,omitempty"` // free-form, from the event
 
 	BaseDigest       string             `json:"base_digest,omitempty"` // resolved base repo@sha256:…
 	Result           string             `json:"result,omitempty"`      // repo@sha256:…
@@ -198,7 +201,7 @@ func (r *Records) Create(ctx context.Context, rec Record) (created bool, err err
 	}
 	fields := []any{"id", rec.ID, "attempts", 0}
 	for _, f := range [][2]string{
-		{"type", rec.Type}, {"queue", rec.Queue}, {"event_id", rec.EventID},
+		{"type", rec.Type}, {"queue", rec.Queue}, {"event_id", rec.EventID}, {"callback_url", rec.CallbackURL},
 		{"inputs", string(rec.Inputs)}, {"metadata", string(rec.Metadata)},
 	} {
 		if f[1] != "" {
@@ -402,7 +405,7 @@ func (r *Records) listState(ctx context.Context, index string, state State, limi
 // decodeRecord reads a record hash; fields are named as in Record's JSON.
 func decodeRecord(h map[string]string) (*Record, error) {
 	rec := &Record{
-		ID: h["id"], Type: h["type"], Queue: h["queue"], EventID: h["event_id"],
+		ID: h["id"], Type: h["type"], Queue: h["queue"], EventID: h["event_id"], CallbackURL: h["callback_url"],
 		State: State(h["state"]), BaseDigest: h["base_digest"], Result: h["result"],
 		LayerDigest: h["layer_digest"], LayerDiffID: h["layer_diff_id"], LastError: h["last_error"],
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/r8im/r8im/events"
 	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/storage"
 )
@@ -161,5 +162,50 @@ func TestEnqueueErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("enqueue %v = %v; want an error mentioning %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+func TestServe(t *testing.T) {
+	rds := testenv.Redis(t)
+	vars := map[string]string{"REDIS_URL": rds.URL()}
+	if _, _, err := enqueue(t, vars, "serve"); err == nil || !strings.Contains(err.Error(), "R8IM_EVENT_SECRETS") {
+		t.Fatalf("serve without a secret = %v; want a refusal naming R8IM_EVENT_SECRETS", err)
+	}
+	addr := freeAddr(t)
+	secret := "0123456789abcdef0123456789abcdef"
+	vars = map[string]string{
+		"REDIS_URL": rds.URL(), "R8IM_EVENT_SECRETS": secret, "R8IM_EVENTS_ADDR": addr,
+		"R8IM_ALLOWED_SOURCES": "s3://weights/*", "R8IM_ALLOWED_DESTINATIONS": "r8.im/acme/*",
+	}
+	root := newRoot(func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
+	root.SetArgs([]string{"serve"})
+	root.SetErr(&bytes.Buffer{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	body := []byte(`{"id": "run-9", "base": "r8.im/acme/base:v1", "weights": "s3://weights/9.tar",
+		"destination": {"repo": "r8.im/acme/ft"}, "completed_at": "2026-11-24T10:00:00Z"}`)
+	var resp *http.Response
+	for i := 0; i < 50; i++ { // until it listens
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/events/training-completed", bytes.NewReader(body))
+		req.Header.Set(events.SignatureHeader, events.Sign([]byte(secret), time.Now(), body))
+		var err error
+		if resp, err = http.DefaultClient.Do(req); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if resp == nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("signed event: %v", resp)
+	}
+	resp.Body.Close()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v after its context ended", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
 	}
 }

@@ -19,6 +19,7 @@ var forbidden = map[string][]string{
 	"storage":  {module + "/jobs", module + "/imageops", module + "/cmd", "github.com/hibiken/asynq"},
 	"config":   {module + "/jobs", module + "/storage", module + "/imageops", module + "/cmd", "github.com/hibiken/asynq"},
 	"jobs":     {module + "/cmd"},
+	"events":   {module + "/cmd"},
 }
 
 func TestDependencyDirection(t *testing.T) {
@@ -51,6 +52,7 @@ var forbiddenDirect = map[string][]string{
 	"cmd/enqueue": {"github.com/hibiken/asynq"},
 	"cmd/r8im":    {"github.com/hibiken/asynq", module + "/jobs", module + "/storage"},
 	"storage":     {"github.com/hibiken/asynq"},
+	"events":      {"github.com/hibiken/asynq"},
 	"config":      {"github.com/hibiken/asynq"},
 }
 
