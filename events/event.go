@@ -300,7 +300,7 @@ func jsonNames(v any) map[string]bool {
 var Compressions = []string{"gzip", "zstd", "none"}
 
 // idPattern is jobs' event id pattern: the event id becomes the task id.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+var idPattern = jobs.EventIDPattern // an event id becomes part of a task id
 
 // tagPattern is the distribution spec's tag.
 var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)

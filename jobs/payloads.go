@@ -67,12 +67,14 @@ func (ps problems) err(typ string) error {
 	return fmt.Errorf("%w (%s): %s", ErrInvalidPayload, typ, strings.Join(ps, "; "))
 }
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+// EventIDPattern is what an event (and batch) id may look like: it becomes
+// part of a task id and a Redis key.
+var EventIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 
 // Validate names every bad field.
 func (p AffixPayload) Validate() error {
 	var ps problems
-	if !idPattern.MatchString(p.EventID) {
+	if !EventIDPattern.MatchString(p.EventID) {
 		ps.addf("event_id", "%q must be 1-128 characters of letters, digits, '.', '_', ':' or '-'", p.EventID)
 	}
 	checkRef(&ps, "base", p.Base)
@@ -101,7 +103,7 @@ func (p AffixPayload) Validate() error {
 // Validate names every bad field.
 func (p RemixPayload) Validate() error {
 	var ps problems
-	if p.EventID != "" && !idPattern.MatchString(p.EventID) {
+	if p.EventID != "" && !EventIDPattern.MatchString(p.EventID) {
 		ps.addf("event_id", "%q must be 1-128 characters of letters, digits, '.', '_', ':' or '-'", p.EventID)
 	}
 	checkRef(&ps, "base", p.Base)
@@ -127,7 +129,7 @@ func (p ZstdPayload) Validate() error {
 		ps.addf("min_size", "%d must not be negative", p.MinSize)
 	}
 	checkPlatform(&ps, p.Platform)
-	if p.BatchID != "" && !idPattern.MatchString(p.BatchID) {
+	if p.BatchID != "" && !EventIDPattern.MatchString(p.BatchID) {
 		ps.addf("batch_id", "%q must be 1-128 characters of letters, digits, '.', '_', ':' or '-'", p.BatchID)
 	}
 	return ps.err(TypeZstd)

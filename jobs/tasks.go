@@ -89,7 +89,7 @@ func NewRemixTask(p RemixPayload) (*asynq.Task, error) {
 
 // TaskID is the task id of a remix: a hash of its inputs.
 func (p RemixPayload) TaskID() string {
-	return "remix:" + inputsID(p.Base, p.Weights, p.Dest, p.Platform, p.Created.UTC().Format(time.RFC3339))
+	return "remix:" + InputsID(p.Base, p.Weights, p.Dest, p.Platform, p.Created.UTC().Format(time.RFC3339))
 }
 
 // NewZstdTask builds the task for p; its id comes from the source digest,
@@ -104,7 +104,7 @@ func NewZstdTask(p ZstdPayload) (*asynq.Task, error) {
 // TaskID is the task id of a recompression: a hash of the source digest,
 // the destination, the level, the minimum size and the platform.
 func (p ZstdPayload) TaskID() string {
-	return "zstd:" + inputsID(p.Source, p.Dest, fmt.Sprint(p.Level), fmt.Sprint(p.MinSize), p.Platform)
+	return "zstd:" + InputsID(p.Source, p.Dest, fmt.Sprint(p.Level), fmt.Sprint(p.MinSize), p.Platform)
 }
 
 func newTask(typ string, payload any, id string) (*asynq.Task, error) {
@@ -115,8 +115,8 @@ func newTask(typ string, payload any, id string) (*asynq.Task, error) {
 	return asynq.NewTask(typ, b, asynq.TaskID(id)), nil
 }
 
-// inputsID is a short stable hash of a task's inputs.
-func inputsID(parts ...string) string {
+// InputsID is a short stable hash of a task's inputs.
+func InputsID(parts ...string) string {
 	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
 	return hex.EncodeToString(sum[:16])
 }

@@ -4,9 +4,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
@@ -49,15 +47,9 @@ Every flag can also be set by the environment variable named in its help.`,
 
 // connect opens Redis (checking that it answers) and the record store.
 func (a *app) connect(ctx context.Context) (redis.UniversalClient, *storage.Records, error) {
-	rdb, err := a.cfg.Redis.NewClient()
+	rdb, err := cli.ConnectRedis(ctx, a.cfg.Redis)
 	if err != nil {
 		return nil, nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := rdb.Ping(pctx).Err(); err != nil {
-		rdb.Close()
-		return nil, nil, fmt.Errorf("Redis at %s does not answer (%v): start it, or point REDIS_URL at it", a.cfg.Redis.URL, err)
 	}
 	return rdb, storage.NewRecords(rdb, a.cfg.RecordTTL), nil
 }

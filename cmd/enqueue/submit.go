@@ -1,11 +1,7 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"strings"
-	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
@@ -81,13 +77,13 @@ derived from the inputs, so running the same command twice queues it once.`,
 				}
 				p.Compression = string(c)
 			}
-			t, err := parseCreated(created)
+			t, err := cli.CreatedTime(created)
 			if err != nil {
 				return err
 			}
 			p.Created = t
 			if p.EventID == "" {
-				p.EventID = "op-" + hashOf(p.Base, p.Weights, p.Dest, p.Target, p.Compression, fmt.Sprint(p.Level), p.Platform)
+				p.EventID = "op-" + jobs.InputsID(p.Base, p.Weights, p.Dest, p.Target, p.Compression, fmt.Sprint(p.Level), p.Platform)
 			}
 			return a.submit(cmd, s, p, p.EventID)
 		},
@@ -102,7 +98,7 @@ derived from the inputs, so running the same command twice queues it once.`,
 	f.StringVar(&compression, "compression", "", "gzip (default), zstd or none")
 	f.IntVar(&p.Level, "level", 0, "compression level (default: gzip 1, zstd 3)")
 	f.StringVar(&p.Platform, "platform", "", "platform of a multi-platform base (default linux/amd64), or all")
-	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default now; retries keep it)")
+	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default $SOURCE_DATE_EPOCH, else now; retries keep it)")
 	f.StringVar(&p.EventID, "event-id", "", "the training event this publishes (default: derived from the inputs)")
 	s.register(cmd)
 	return cmd
@@ -121,7 +117,7 @@ func (a *app) remixCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if created != "" {
-				t, err := parseCreated(created)
+				t, err := cli.CreatedTime(created)
 				if err != nil {
 					return err
 				}
@@ -180,20 +176,4 @@ worker recompresses exactly this image) and queues the recompression.`,
 	f.StringVar(&p.Platform, "platform", "", "platform (default linux/amd64), or all")
 	s.register(cmd)
 	return cmd
-}
-
-func parseCreated(s string) (time.Time, error) {
-	if s == "" {
-		return time.Now().UTC().Truncate(time.Second), nil
-	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("--created %q is not an RFC 3339 time such as 2024-05-01T12:00:00Z", s)
-	}
-	return t, nil
-}
-
-func hashOf(parts ...string) string {
-	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
-	return hex.EncodeToString(sum[:8])
 }

@@ -4,12 +4,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/cli"
 )
 
 func newAffixCmd(g *globals) *cobra.Command {
@@ -52,7 +51,7 @@ The same tarball and --created always give the same digests.`,
 			if cmd.Flags().Changed("level") && req.Level == 0 {
 				return fmt.Errorf("--level 0 is not a level; leave --level out for the default, or use --compression none for no compression")
 			}
-			if req.Created, err = createdTime(created); err != nil {
+			if req.Created, err = cli.CreatedTime(created); err != nil {
 				return err
 			}
 			switch tarPath {
@@ -92,23 +91,4 @@ The same tarball and --created always give the same digests.`,
 		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
-}
-
-// createdTime parses --created, else SOURCE_DATE_EPOCH, else now.
-func createdTime(flag string) (time.Time, error) {
-	if flag != "" {
-		t, err := time.Parse(time.RFC3339, flag)
-		if err != nil {
-			return time.Time{}, fmt.Errorf("--created %q is not an RFC 3339 time such as 2024-05-01T12:00:00Z", flag)
-		}
-		return t, nil
-	}
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		secs, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds since 1970", s)
-		}
-		return time.Unix(secs, 0), nil
-	}
-	return time.Now(), nil
 }

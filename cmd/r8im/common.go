@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -39,7 +37,7 @@ func (g *globals) options(cmd *cobra.Command) ([]imageops.Option, *cli.Progress,
 	if err != nil {
 		return nil, nil, err
 	}
-	progress := cli.NewProgress(cmd.ErrOrStderr(), g.quiet || g.json && !isTerminal(cmd.ErrOrStderr()))
+	progress := cli.NewProgress(cmd.ErrOrStderr(), g.quiet || g.json && !cli.IsTerminal(cmd.ErrOrStderr()))
 	return append(opts,
 		imageops.WithPlatform(p),
 		imageops.WithProgress(progress.Report),
@@ -62,13 +60,4 @@ func (g *globals) printResult(cmd *cobra.Command, result any, ref string, stages
 		fmt.Fprintln(cmd.OutOrStdout(), ref)
 	}
 	return nil
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/cli"
 )
 
 func newExtractCmd(g *globals) *cobra.Command {
@@ -70,7 +71,7 @@ the newest layer winning, and writes a tar (stdout by default) or files under
 // name and renamed when complete, so a failure leaves no half-written file.
 func extractTar(cmd *cobra.Command, ref, output string, eo imageops.ExtractOptions, opts []imageops.Option) (*imageops.ExtractResult, error) {
 	if output == "" || output == "-" {
-		if isTerminal(cmd.OutOrStdout()) {
+		if cli.IsTerminal(cmd.OutOrStdout()) {
 			return nil, fmt.Errorf("refusing to write a tar to a terminal: use -o FILE, --dir DIR, or a pipe")
 		}
 		return imageops.Extract(cmd.Context(), ref, cmd.OutOrStdout(), eo, opts...)

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/cli"
 )
 
 func newRemixCmd(g *globals) *cobra.Command {
@@ -30,7 +31,7 @@ B's, so the same A and B always give the same digest.`,
 				return err
 			}
 			if created != "" {
-				if req.Created, err = createdTime(created); err != nil {
+				if req.Created, err = cli.CreatedTime(created); err != nil {
 					return err
 				}
 			}

@@ -48,7 +48,7 @@ Every flag can also be set by the environment variable named in its help.`,
 
 func run(ctx context.Context, cfg *config.Worker, cmd *cobra.Command) error {
 	log := cli.NewLogger(cfg.Log, cmd.ErrOrStderr())
-	rdb, err := connectRedis(ctx, cfg.Redis)
+	rdb, err := cli.ConnectRedis(ctx, cfg.Redis)
 	if err != nil {
 		return err
 	}
@@ -80,22 +80,6 @@ func run(ctx context.Context, cfg *config.Worker, cmd *cobra.Command) error {
 	err = srv.Run(ctx)
 	log.Info("worker stopped")
 	return err
-}
-
-// connectRedis opens the client and checks that Redis answers, so a wrong
-// REDIS_URL fails at start with a clear message instead of in every task.
-func connectRedis(ctx context.Context, r config.Redis) (redis.UniversalClient, error) {
-	rdb, err := r.NewClient()
-	if err != nil {
-		return nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := rdb.Ping(pctx).Err(); err != nil {
-		rdb.Close()
-		return nil, fmt.Errorf("Redis at %s does not answer (%v): start it, or point REDIS_URL at it", r.URL, err)
-	}
-	return rdb, nil
 }
 
 // serveHTTP serves /healthz (Redis reachable) and /metrics.

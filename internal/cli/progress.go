@@ -3,12 +3,10 @@ package cli
 import (
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/dustin/go-humanize"
-	"golang.org/x/term"
 
 	"github.com/r8im/r8im/imageops"
 )
@@ -28,8 +26,7 @@ type Progress struct {
 
 // NewProgress reports to w; a bar is drawn only when w is a terminal.
 func NewProgress(w io.Writer, quiet bool) *Progress {
-	f, ok := w.(*os.File)
-	return &Progress{w: w, quiet: quiet, tty: ok && term.IsTerminal(int(f.Fd()))}
+	return &Progress{w: w, quiet: quiet, tty: IsTerminal(w)}
 }
 
 // Report is an imageops.WithProgress callback.

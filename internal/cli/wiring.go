@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"os"
 
-	"golang.org/x/term"
-
 	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/imageops"
 )
@@ -15,10 +13,7 @@ import (
 // text, or auto and w is a terminal.
 func NewLogger(c config.Log, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: c.SlogLevel()}
-	text := c.Format == "text"
-	if f, ok := w.(*os.File); ok && c.Format == "auto" {
-		text = term.IsTerminal(int(f.Fd()))
-	}
+	text := c.Format == "text" || c.Format == "auto" && IsTerminal(w)
 	if text {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
