@@ -24,7 +24,11 @@ import (
 type streamLayer struct {
 	// produce writes the layer's uncompressed tar to w. An error it returns
 	// that is permanent (bad input) should be marked with permanent().
-	produce     func(w io.Writer) error
+	produce func(w io.Writer) error
+	// verify, if set, checks the diffID once produce is done and before the
+	// stream ends, so a failed check aborts the upload: the blob is never
+	// committed. Its error is permanent.
+	verify      func(diffID v1.Hash) error
 	compression Compression
 	level       int
 	mediaType   types.MediaType
@@ -129,17 +133,12 @@ func (l *streamLayer) pass(out io.Writer) error {
 	diffID := sha256.New()
 	uncompressed := &countingWriter{}
 	if err := l.produce(io.MultiWriter(cw, diffID, uncompressed)); err != nil {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		var p permanentError
-		if errors.As(err, &p) {
-			l.err = p.error
-			return p.error
+		return l.failed(err)
+	}
+	if l.verify != nil {
+		if err := l.verify(hashOf(diffID)); err != nil {
+			return l.failed(permanent(err))
 		}
-		if !errors.Is(err, io.ErrClosedPipe) { // the uploader hung up: not our failure
-			l.lastErr = err
-		}
-		return err
 	}
 	if err := cw.Close(); err != nil {
 		return fmt.Errorf("compressing: %w", err)
@@ -155,6 +154,22 @@ func (l *streamLayer) pass(out io.Writer) error {
 	l.size, l.uncompSize = compressed.n, uncompressed.n
 	l.mu.Unlock()
 	return nil
+}
+
+// failed records why a pass stopped: a permanent error stops later passes
+// too; an uploader hanging up is not the input's failure.
+func (l *streamLayer) failed(err error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var p permanentError
+	if errors.As(err, &p) {
+		l.err = p.error
+		return p.error
+	}
+	if !errors.Is(err, io.ErrClosedPipe) {
+		l.lastErr = err
+	}
+	return err
 }
 
 func hashOf(h hash.Hash) v1.Hash {

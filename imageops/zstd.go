@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -271,7 +270,7 @@ func (o *options) recompress(ctx context.Context, repo name.Repository, src *sou
 		if c.reason != "" {
 			continue
 		}
-		c.out = &streamLayer{compression: Zstd, level: level, mediaType: types.OCILayerZStd}
+		c.out = &streamLayer{compression: Zstd, level: level, mediaType: types.OCILayerZStd, verify: c.checkDiffID}
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {
 				return err // a layer failed, or ctx ended, while this one waited
@@ -321,10 +320,9 @@ func (c *zstdConv) produce(w io.Writer, from v1.Layer, prog *zstdProgress) error
 	return derr
 }
 
-// decode writes the source layer's uncompressed tar to w, checking that it
-// hashes to the config's diffID before it ends. Read errors of the source
-// are transient; a stream that does not decompress, or content that does
-// not match the diffID, is permanent.
+// decode writes the source layer's uncompressed tar to w (the stream
+// layer hashes it and checkDiffID compares). Read errors of the source are
+// transient; a stream that does not decompress is permanent.
 func (c *zstdConv) decode(w io.Writer, from v1.Layer, prog *zstdProgress) error {
 	d := c.desc.Digest
 	rc, err := from.Compressed()
@@ -342,9 +340,8 @@ func (c *zstdConv) decode(w io.Writer, from v1.Layer, prog *zstdProgress) error 
 		return permanent(fmt.Errorf("layer %s: %w", d, err))
 	}
 	defer dec.Close()
-	h := sha256.New()
 	ew := &zstdSinkWriter{w: w}
-	_, err = io.Copy(io.MultiWriter(ew, h), dec)
+	_, err = io.Copy(ew, dec)
 	if err == nil {
 		// Read to the end, so the download's digest is checked too.
 		_, err = io.Copy(io.Discard, br)
@@ -357,8 +354,14 @@ func (c *zstdConv) decode(w io.Writer, from v1.Layer, prog *zstdProgress) error 
 	case err != nil:
 		return permanent(fmt.Errorf("layer %s: decompressing the %s stream: %w", d, kind, err))
 	}
-	if got := hashOf(h); got != c.diffID {
-		return permanent(fmt.Errorf("layer %s: uncompressed content hashes to %s, the config says %s", d, got, c.diffID))
+	return nil
+}
+
+// checkDiffID is the stream layer's verify: the uncompressed content it
+// hashed must be what the config says, or the image would be corrupt.
+func (c *zstdConv) checkDiffID(got v1.Hash) error {
+	if got != c.diffID {
+		return fmt.Errorf("layer %s: uncompressed content hashes to %s, the config says %s", c.desc.Digest, got, c.diffID)
 	}
 	return nil
 }
