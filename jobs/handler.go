@@ -44,7 +44,29 @@ type Handler struct {
 	// ProgressEvery is how often a running task's record is updated
 	// (default 1s).
 	ProgressEvery time.Duration
+	// Observe, when set, is told of every finished attempt (metrics). It
+	// must not block.
+	Observe func(Outcome)
 }
+
+// Outcome is how one attempt of a task ended.
+type Outcome struct {
+	Type, Queue string
+	// Status is OutcomeSucceeded, OutcomeFailed (final), OutcomeRetry (a
+	// retry follows) or OutcomeInterrupted (cancelled, timed out or shut
+	// down).
+	Status   string
+	Duration time.Duration
+	Success  storage.Success // set when Status is OutcomeSucceeded
+}
+
+// Outcome statuses.
+const (
+	OutcomeSucceeded   = "succeeded"
+	OutcomeFailed      = "failed"
+	OutcomeRetry       = "retry"
+	OutcomeInterrupted = "interrupted"
+)
 
 // Mux routes the task types to their handlers, with logging.
 func (h *Handler) Mux() *asynq.ServeMux {
@@ -84,7 +106,8 @@ func (h *Handler) affix(ctx context.Context, t *asynq.Task) error {
 		return storage.Success{
 			Result: res.Ref, BaseDigest: res.Base, LayerDigest: res.Layer.Digest, LayerDiffID: res.Layer.DiffID,
 			LayerSize: res.Layer.Size, UncompressedSize: res.Layer.UncompressedSize,
-			UploadedBytes: res.Transfer.UploadedBytes, MountedBytes: res.Transfer.MountedBytes, Stages: stageMap(res.Stages),
+			UploadedBytes: res.Transfer.UploadedBytes, MountedBytes: res.Transfer.MountedBytes,
+			DownloadedBytes: size, Stages: stageMap(res.Stages),
 		}, nil
 	}, nil, p.platformOpt())
 }
@@ -119,9 +142,10 @@ func (h *Handler) zstd(ctx context.Context, t *asynq.Task) error {
 			return storage.Success{}, err
 		}
 		s := storage.Success{Result: res.Ref, BaseDigest: res.Source, UploadedBytes: res.Transfer.UploadedBytes,
-			MountedBytes: res.Transfer.MountedBytes, Stages: stageMap(res.Stages)}
+			MountedBytes: res.Transfer.MountedBytes, DownloadedBytes: res.Transfer.DownloadedBytes, Stages: stageMap(res.Stages)}
 		for _, l := range res.Layers {
 			s.LayerSize += l.NewSize
+			s.SavedBytes += l.OldSize - l.NewSize
 		}
 		return s, nil
 	}, nil, platformOpt(p.Platform))
@@ -158,6 +182,14 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 	cancel()
 
 	var success storage.Success
+	began := time.Now()
+	outcome := Outcome{Type: t.Type(), Queue: queue}
+	defer func() {
+		if h.Observe != nil && outcome.Status != "" {
+			outcome.Duration = time.Since(began)
+			h.Observe(outcome)
+		}
+	}()
 	if err == nil {
 		progress := h.progress(ctx, id)
 		opts := append(append(append([]imageops.Option{}, h.Options...), extra...), imageops.WithProgress(progress.report))
@@ -172,11 +204,17 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 			// Cancelled or timed out: asynq decides (requeue on shutdown,
 			// retry on timeout); the record keeps the reason.
 			_ = h.Records.Fail(rctx, id, "interrupted: "+err.Error(), false)
+			outcome.Status = OutcomeInterrupted
 			return err
 		}
 		permanent := isPermanent(err)
-		if ferr := h.Records.Fail(rctx, id, err.Error(), permanent || retried >= maxRetry); ferr != nil {
+		final := permanent || retried >= maxRetry
+		if ferr := h.Records.Fail(rctx, id, err.Error(), final); ferr != nil {
 			logger(ctx, h.Log).Error("recording a failure", "error", ferr)
+		}
+		outcome.Status = OutcomeRetry
+		if final {
+			outcome.Status = OutcomeFailed
 		}
 		if permanent {
 			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
@@ -189,6 +227,7 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 		// records the success then.
 		return fmt.Errorf("recording the success of %s: %w", id, serr)
 	}
+	outcome.Status, outcome.Success = OutcomeSucceeded, success
 	logger(ctx, h.Log).Info("published", "result", success.Result, "first_record", first)
 	return nil
 }

@@ -73,15 +73,21 @@ type Record struct {
 	Inputs      json.RawMessage `json:"inputs,omitempty"`   // the task payload
 	Metadata    json.RawMessage `json:"metadata,omitempty"` // free-form, from the event
 
-	BaseDigest       string             `json:"base_digest,omitempty"` // resolved base repo@sha256:…
-	Result           string             `json:"result,omitempty"`      // repo@sha256:…
-	LayerDigest      string             `json:"layer_digest,omitempty"`
-	LayerDiffID      string             `json:"layer_diff_id,omitempty"`
-	LayerSize        int64              `json:"layer_size,omitempty"`
-	UncompressedSize int64              `json:"uncompressed_size,omitempty"`
-	UploadedBytes    int64              `json:"uploaded_bytes,omitempty"`
-	MountedBytes     int64              `json:"mounted_bytes,omitempty"`
-	Stages           map[string]float64 `json:"stages,omitempty"` // seconds per stage
+	BaseDigest       string `json:"base_digest,omitempty"` // resolved base repo@sha256:…
+	Result           string `json:"result,omitempty"`      // repo@sha256:…
+	LayerDigest      string `json:"layer_digest,omitempty"`
+	LayerDiffID      string `json:"layer_diff_id,omitempty"`
+	LayerSize        int64  `json:"layer_size,omitempty"`
+	UncompressedSize int64  `json:"uncompressed_size,omitempty"`
+	UploadedBytes    int64  `json:"uploaded_bytes,omitempty"`
+	MountedBytes     int64  `json:"mounted_bytes,omitempty"`
+	DownloadedBytes  int64  `json:"downloaded_bytes,omitempty"`
+	// SavedBytes is what a recompression saved: old minus new layer sizes.
+	SavedBytes int64 `json:"saved_bytes,omitempty"`
+	// ReusedLayers counts layers whose conversion the shared-layer cache
+	// already held (mounted, not recompressed).
+	ReusedLayers int64              `json:"reused_layers,omitempty"`
+	Stages       map[string]float64 `json:"stages,omitempty"` // seconds per stage
 
 	Attempts      int    `json:"attempts"`
 	LastError     string `json:"last_error,omitempty"`
@@ -104,6 +110,9 @@ type Success struct {
 	UncompressedSize int64
 	UploadedBytes    int64
 	MountedBytes     int64
+	DownloadedBytes  int64
+	SavedBytes       int64              // recompression: old minus new layer sizes
+	ReusedLayers     int64              // recompression: conversions taken from the shared-layer cache
 	Stages           map[string]float64 // seconds per stage
 }
 
@@ -278,6 +287,7 @@ func (r *Records) Succeed(ctx context.Context, id string, s Success) (first bool
 	}{
 		{"layer_size", s.LayerSize}, {"uncompressed_size", s.UncompressedSize},
 		{"uploaded_bytes", s.UploadedBytes}, {"mounted_bytes", s.MountedBytes},
+		{"downloaded_bytes", s.DownloadedBytes}, {"saved_bytes", s.SavedBytes}, {"reused_layers", s.ReusedLayers},
 	} {
 		if f.v != 0 {
 			fields = append(fields, f.name, f.v)
@@ -423,6 +433,7 @@ func decodeRecord(h map[string]string) (*Record, error) {
 	for name, dst := range map[string]*int64{
 		"layer_size": &rec.LayerSize, "uncompressed_size": &rec.UncompressedSize,
 		"uploaded_bytes": &rec.UploadedBytes, "mounted_bytes": &rec.MountedBytes,
+		"downloaded_bytes": &rec.DownloadedBytes, "saved_bytes": &rec.SavedBytes, "reused_layers": &rec.ReusedLayers,
 		"progress_done": &rec.ProgressDone, "progress_total": &rec.ProgressTotal,
 	} {
 		if v := h[name]; v != "" {
