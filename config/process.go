@@ -62,12 +62,20 @@ type Worker struct {
 	Registry Registry
 	S3       S3
 	Log      Log
+	// Callbacks: result callback signing and retries, the per-registry bound.
+	Callbacks Callbacks
 
 	Concurrency     int            // tasks processed at once
 	Queues          map[string]int // queue name → priority weight
 	ShutdownTimeout time.Duration  // grace period for running tasks on SIGTERM
 	HTTPAddr        string         // /metrics and /healthz
 	RecordTTL       time.Duration
+
+	// Dev runs an embedded Redis, registry and S3 in the process (worker
+	// --dev); Demo then publishes a demo image and exits; DataDir keeps the
+	// embedded registry's blobs and S3 objects (default: a temp dir).
+	Dev, Demo bool
+	DataDir   string
 }
 
 // NewWorker returns a worker configuration holding the defaults.
@@ -78,6 +86,7 @@ func NewWorker() *Worker {
 	c.Registry.bind(b)
 	c.S3.bind(b)
 	c.Log.bind(b)
+	c.Callbacks.bind(b)
 	b.bind(intVar(&c.Concurrency, 4), "concurrency", "c", []string{"R8IM_CONCURRENCY"}, plain,
 		"tasks processed at once by this worker")
 	b.bind(queuesVar(&c.Queues, maps.Clone(DefaultQueues)), "queues", "", []string{"R8IM_QUEUES"}, plain,
@@ -88,6 +97,12 @@ func NewWorker() *Worker {
 		"listen address for /metrics and /healthz")
 	b.bind(durationVar(&c.RecordTTL, DefaultRecordTTL), "record-ttl", "", []string{"R8IM_RECORD_TTL"}, plain,
 		"how long publish records are kept in Redis")
+	b.bind(boolVar(&c.Dev, false), "dev", "", nil, plain,
+		"run an embedded Redis, registry, S3 and event receiver in this process, on loopback (nothing else to install)")
+	b.bind(boolVar(&c.Demo, false), "demo", "", nil, plain,
+		"with --dev: publish a demo image through a signed training event, print it and exit")
+	b.bind(stringVar(&c.DataDir, ""), "data-dir", "", []string{"R8IM_DATA_DIR"}, plain,
+		"with --dev: directory for the embedded registry's blobs and S3 objects (default: a temp dir, removed at exit)")
 	return c
 }
 
@@ -98,6 +113,7 @@ func (c *Worker) Validate() error {
 	ps = append(ps, c.Registry.validate(c.b)...)
 	ps = append(ps, c.S3.validate(c.b)...)
 	ps = append(ps, c.Log.validate(c.b)...)
+	ps = append(ps, c.Callbacks.validate(c.b)...)
 	if c.Concurrency < 1 || c.Concurrency > 1024 {
 		ps = append(ps, c.b.problem("concurrency", "must be between 1 and 1024, got %d", c.Concurrency))
 	}
@@ -117,6 +133,12 @@ func (c *Worker) Validate() error {
 	}
 	ps = append(ps, validateAddr(c.b, "http-addr", c.HTTPAddr)...)
 	ps = append(ps, validateTTL(c.b, c.RecordTTL)...)
+	if c.Demo && !c.Dev {
+		ps = append(ps, c.b.problem("demo", "runs on the embedded stack only; add --dev"))
+	}
+	if c.DataDir != "" && !c.Dev {
+		ps = append(ps, c.b.problem("data-dir", "is where --dev keeps its embedded services' data; add --dev, or unset R8IM_DATA_DIR"))
+	}
 	return asError(ps)
 }
 

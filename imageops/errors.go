@@ -51,15 +51,16 @@ func IsPermanent(err error) bool {
 		errors.Is(err, ErrNoWeights) || isInputError(err)
 }
 
-// RetryAfterError is a transient failure during which the registry asked
-// for a pause (Retry-After on a 429 or 5xx): a retry should wait After.
+// RetryAfterError is a transient failure during which the server (a
+// registry, a callback receiver) asked for a pause (Retry-After on a 429 or
+// 5xx): a retry should wait After.
 type RetryAfterError struct {
 	After time.Duration
 	Err   error
 }
 
 func (e *RetryAfterError) Error() string {
-	return fmt.Sprintf("%v (the registry asked to retry after %s)", e.Err, e.After)
+	return fmt.Sprintf("%v (asked to retry after %s)", e.Err, e.After)
 }
 
 func (e *RetryAfterError) Unwrap() error { return e.Err }

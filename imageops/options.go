@@ -28,6 +28,7 @@ type options struct {
 	transport       http.RoundTripper
 	jobs            int
 	userAgent       string
+	cache           LayerCache // nil: no shared-layer cache
 
 	kc authn.Keychain // keychain with the cog token exchange, built once
 }

@@ -47,6 +47,7 @@ type ZstdLayer struct {
 	OldSize      int64  `json:"old_size"`
 	NewSize      int64  `json:"new_size"`
 	Recompressed bool   `json:"recompressed"`
+	Reused       bool   `json:"reused,omitempty"` // the conversion came from the layer cache
 	Reason       string `json:"reason,omitempty"` // why it was kept
 }
 
@@ -140,16 +141,30 @@ type zstdConv struct {
 	diffID v1.Hash
 	reason string       // why it is kept; "" means recompress
 	kept   v1.Layer     // the source layer (mountable), when kept
-	out    *streamLayer // the zstd layer, when recompressed
+	out    *streamLayer // the zstd layer, when recompressed here
+	reused v1.Layer     // the zstd layer, when the layer cache had it
+	repo   string       // where out is pushed (for the layer cache)
+}
+
+// output is the zstd layer that replaces the source layer, or nil when the
+// source layer is kept.
+func (c *zstdConv) output() v1.Layer {
+	switch {
+	case c.reused != nil:
+		return c.reused
+	case c.out != nil:
+		return c.out
+	}
+	return nil
 }
 
 func (c *zstdConv) result() ZstdLayer {
 	r := ZstdLayer{Source: c.desc.Digest.String(), Digest: c.desc.Digest.String(), DiffID: c.diffID.String(),
 		OldSize: c.desc.Size, NewSize: c.desc.Size, Reason: c.reason}
-	if c.out != nil {
-		d, _ := c.out.Digest()
-		n, _ := c.out.Size()
-		r.Digest, r.NewSize, r.Recompressed = d.String(), n, true
+	if out := c.output(); out != nil {
+		d, _ := out.Digest()
+		n, _ := out.Size()
+		r.Digest, r.NewSize, r.Recompressed, r.Reused = d.String(), n, true, c.reused != nil
 	}
 	return r
 }
@@ -271,10 +286,8 @@ func (o *options) recompress(ctx context.Context, repo name.Repository, src *sou
 			continue
 		}
 		c.out = &streamLayer{compression: Zstd, level: level, mediaType: types.OCILayerZStd, verify: c.checkDiffID}
-		g.Go(func() error {
-			if err := gctx.Err(); err != nil {
-				return err // a layer failed, or ctx ended, while this one waited
-			}
+		c.repo = repo.Name()
+		convert := func() error {
 			from, err := remote.Layer(src.ref.Context().Digest(c.desc.Digest.String()), ropts...)
 			if err != nil {
 				return fmt.Errorf("reading layer %s: %w", c.desc.Digest, err)
@@ -290,6 +303,21 @@ func (o *options) recompress(ctx context.Context, repo name.Repository, src *sou
 				return registryErr(err, fmt.Sprintf("uploading the zstd form of layer %s to %s", c.desc.Digest, repo))
 			}
 			return nil
+		}
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err // a layer failed, or ctx ended, while this one waited
+			}
+			if o.cache == nil {
+				return convert()
+			}
+			key := ConversionKey{Registry: repo.RegistryStr(), Source: c.desc.Digest.String(), Level: level}
+			reused, err := c.fromCache(gctx, o.cache, key, ropts, convert)
+			if reused {
+				c.out = nil
+				prog.add(c.desc.Size)
+			}
+			return err
 		})
 	}
 	return g.Wait()
@@ -455,9 +483,9 @@ func (p *zstdProgress) add(n int64) {
 func (p *zstdPlan) build() (v1.Image, error) {
 	img := &zstdImage{manifest: p.raw, config: p.config, source: p.source, layers: map[v1.Hash]v1.Layer{}}
 	for _, c := range p.conv {
-		if c.out != nil {
-			d, _ := c.out.Digest()
-			img.layers[d] = c.out
+		if out := c.output(); out != nil {
+			d, _ := out.Digest()
+			img.layers[d] = out
 		} else {
 			img.layers[c.desc.Digest] = c.kept
 		}
@@ -470,7 +498,8 @@ func (p *zstdPlan) build() (v1.Image, error) {
 	mf.Config.MediaType = ociEquivalent(mf.Config.MediaType)
 	for i, c := range p.conv {
 		l := &mf.Layers[i]
-		if c.out == nil {
+		out := c.output()
+		if out == nil {
 			l.MediaType = ociLayerType(l.MediaType)
 			continue
 		}
@@ -484,8 +513,8 @@ func (p *zstdPlan) build() (v1.Image, error) {
 			// layer where readers look next.
 			ann[AnnotationWeights] = "true"
 		}
-		digest, _ := c.out.Digest()
-		size, _ := c.out.Size()
+		digest, _ := out.Digest()
+		size, _ := out.Size()
 		*l = v1.Descriptor{MediaType: types.OCILayerZStd, Digest: digest, Size: size, Annotations: ann}
 	}
 	raw, err := json.Marshal(mf)

@@ -44,9 +44,23 @@ type Handler struct {
 	// ProgressEvery is how often a running task's record is updated
 	// (default 1s).
 	ProgressEvery time.Duration
+	// Cache, when set, is the shared-layer cache of recompressions: a layer
+	// converted once on a registry is mounted by every later task.
+	Cache *storage.LayerCache
+	// Batches, when set, learns of every final outcome, so that a batch
+	// knows when it completes (and fires its callback).
+	Batches *storage.Batches
+	// Callbacks sign and send result callbacks (TypeCallback tasks).
+	Callbacks Callbacks
+	// Slots, when set, bounds the recompression tasks pushing to one
+	// registry at once to RegistryConcurrency, across all workers.
+	Slots               *storage.Semaphore
+	RegistryConcurrency int
 	// Observe, when set, is told of every finished attempt (metrics). It
 	// must not block.
 	Observe func(Outcome)
+
+	enqueuer *asynq.Client // queues callbacks; set by NewServer
 }
 
 // Outcome is how one attempt of a task ended.
@@ -75,6 +89,7 @@ func (h *Handler) Mux() *asynq.ServeMux {
 	mux.HandleFunc(TypeAffix, h.affix)
 	mux.HandleFunc(TypeRemix, h.remix)
 	mux.HandleFunc(TypeZstd, h.zstd)
+	mux.HandleFunc(TypeCallback, h.callback)
 	return mux
 }
 
@@ -136,7 +151,15 @@ func (h *Handler) zstd(ctx context.Context, t *asynq.Task) error {
 	if err := decode(t, &p); err != nil {
 		return h.run(ctx, t, nil, err)
 	}
+	release, err := h.registrySlot(ctx, p.Dest)
+	if err != nil {
+		return err
+	}
+	defer release()
 	return h.run(ctx, t, func(ctx context.Context, opts []imageops.Option) (storage.Success, error) {
+		if h.Cache != nil {
+			opts = append(opts, imageops.WithLayerCache(LayerCache(h.Cache)))
+		}
 		res, err := imageops.Recompress(ctx, imageops.ZstdRequest{Source: p.Source, Dest: p.Dest, Level: p.Level, MinSize: p.MinSize}, opts...)
 		if err != nil {
 			return storage.Success{}, err
@@ -146,6 +169,9 @@ func (h *Handler) zstd(ctx context.Context, t *asynq.Task) error {
 		for _, l := range res.Layers {
 			s.LayerSize += l.NewSize
 			s.SavedBytes += l.OldSize - l.NewSize
+			if l.Reused {
+				s.ReusedLayers++
+			}
 		}
 		return s, nil
 	}, nil, platformOpt(p.Platform))
@@ -174,6 +200,15 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 	if _, serr := h.Records.Create(rctx, rec); serr != nil {
 		cancel()
 		return fmt.Errorf("recording %s: %w", id, serr)
+	}
+	if prev, gerr := h.Records.Get(rctx, id); gerr == nil && prev.State == storage.StateSucceeded {
+		// A duplicate delivery of a task already published (a worker died
+		// between recording and acknowledging it): nothing to redo.
+		cancel()
+		logger(ctx, h.Log).Info("already published", "result", prev.Result)
+		rctx, cancel = bg()
+		defer cancel()
+		return h.notify(rctx, id, storage.StateSucceeded)
 	}
 	if serr := h.Records.Start(rctx, id, retried+1); serr != nil {
 		cancel()
@@ -215,6 +250,9 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 		outcome.Status = OutcomeRetry
 		if final {
 			outcome.Status = OutcomeFailed
+			if nerr := h.notify(rctx, id, storage.StateFailed); nerr != nil {
+				logger(ctx, h.Log).Error("queueing the failure's callbacks", "error", nerr)
+			}
 		}
 		if permanent {
 			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
@@ -229,6 +267,10 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 	}
 	outcome.Status, outcome.Success = OutcomeSucceeded, success
 	logger(ctx, h.Log).Info("published", "result", success.Result, "first_record", first)
+	if err := h.notify(rctx, id, storage.StateSucceeded); err != nil {
+		// Retried: the retry finds the record succeeded and only notifies.
+		return fmt.Errorf("published %s, but %w", success.Result, err)
+	}
 	return nil
 }
 

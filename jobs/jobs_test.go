@@ -47,8 +47,9 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-// worker runs an in-process worker until the test ends (or stop is called).
-func (e *env) worker(t *testing.T, concurrency int) (stop func()) {
+// worker runs an in-process worker until the test ends (or stop is called);
+// with sets up the handler further.
+func (e *env) worker(t *testing.T, concurrency int, with ...func(*jobs.Handler)) (stop func()) {
 	t.Helper()
 	var s3cfg config.S3
 	s3cfg.Endpoint, s3cfg.Region, s3cfg.PathStyle = e.s3.Endpoint, e.s3.Region, true
@@ -59,10 +60,14 @@ func (e *env) worker(t *testing.T, concurrency int) (stop func()) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	h := &jobs.Handler{Records: e.records, Sources: sources, Log: log, ProgressEvery: 100 * time.Millisecond}
+	for _, f := range with {
+		f(h)
+	}
 	srv := jobs.NewServer(e.rdb, jobs.ServerConfig{
 		Concurrency: concurrency, Queues: config.DefaultQueues, ShutdownTimeout: 5 * time.Second, Log: log,
 		RetryDelay: func(int, error) time.Duration { return 200 * time.Millisecond },
-	}, &jobs.Handler{Records: e.records, Sources: sources, Log: log, ProgressEvery: 100 * time.Millisecond})
+	}, h)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Run(ctx) }()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"time"
 
@@ -37,8 +38,12 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h *Handler) *Server 
 	if log == nil {
 		log = slog.Default()
 	}
+	h.enqueuer = asynq.NewClientFromRedisClient(rdb)
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		RetryDelayFunc:  retryDelay(cfg.RetryDelay),
+		RetryDelayFunc: retryDelay(cfg.RetryDelay),
+		// A task that found its registry busy was not failing: it is retried
+		// without using up its retries.
+		IsFailure:       func(err error) bool { return !errors.Is(err, ErrRegistryBusy) },
 		Concurrency:     cfg.Concurrency,
 		Queues:          cfg.Queues,
 		ShutdownTimeout: cfg.ShutdownTimeout,
@@ -79,6 +84,9 @@ func (a slogAdapter) Fatal(args ...any) {
 // pause a registry asked for with Retry-After.
 func retryDelay(base func(int, error) time.Duration) asynq.RetryDelayFunc {
 	return func(n int, err error, t *asynq.Task) time.Duration {
+		if errors.Is(err, ErrRegistryBusy) {
+			return time.Second + rand.N(4*time.Second)
+		}
 		d := asynq.DefaultRetryDelayFunc(n, err, t)
 		if base != nil {
 			d = base(n, err)

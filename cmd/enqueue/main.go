@@ -41,7 +41,8 @@ Every flag can also be set by the environment variable named in its help.`,
 	root.PersistentPreRunE = cli.LoadConfig(a.cfg, lookup)
 	root.AddCommand(cli.ConfigCommand("enqueue", a.cfg),
 		a.affixCmd(), a.remixCmd(), a.zstdCmd(),
-		a.statusCmd(), a.waitCmd(), a.listCmd(), a.retryCmd(), a.cancelCmd(), a.serveCmd())
+		a.statusCmd(), a.waitCmd(), a.listCmd(), a.retryCmd(), a.cancelCmd(), a.serveCmd(),
+		a.backfillCmd(), a.batchCmd())
 	return root
 }
 

@@ -81,8 +81,17 @@ func createBucket(t testing.TB, s *S3Server) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.Bucket)}); err != nil {
-		t.Fatalf("creating bucket %s at %s: %v", s.Bucket, s.Endpoint, err)
+	for {
+		_, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.Bucket)})
+		if err == nil {
+			return
+		}
+		// MinIO answers /minio/health/ready a moment before it serves
+		// requests (XMinioServerNotInitialized, 503) on a loaded machine.
+		if !strings.Contains(err.Error(), "XMinioServerNotInitialized") || ctx.Err() != nil {
+			t.Fatalf("creating bucket %s at %s: %v", s.Bucket, s.Endpoint, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
