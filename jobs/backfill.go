@@ -99,6 +99,9 @@ func (b *Backfill) Run(ctx context.Context, req BackfillRequest) (*BackfillSumma
 	if !EventIDPattern.MatchString(req.BatchID) {
 		return nil, fmt.Errorf("%w: batch id %q must be 1-128 characters of letters, digits, '.', '_', ':' or '-'", ErrInvalidPayload, req.BatchID)
 	}
+	if len(req.Images) == 0 {
+		return nil, fmt.Errorf("%w: no images to backfill", ErrInvalidPayload)
+	}
 	if req.InPlace && req.RepoSuffix != "" {
 		return nil, fmt.Errorf("%w: --in-place and --dest-repo-suffix exclude each other", ErrInvalidPayload)
 	}

@@ -96,6 +96,7 @@ recompress, and records nothing.`,
 			if req.BatchID == "" {
 				req.BatchID = newBatchID()
 			}
+			req.Images = images
 			req.Description = "backfill zstd of " + src.describe(len(images))
 			e, records, closeAll, err := a.enqueuer(ctx)
 			if err != nil {
