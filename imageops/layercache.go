@@ -78,7 +78,10 @@ func (c *zstdConv) fromCache(ctx context.Context, cache LayerCache, key Conversi
 			if err := convert(); err != nil {
 				return false, err
 			}
-			return false, c.store(ctx, cache, key)
+			// The cache only saves work: failing to record the conversion
+			// must not fail an image whose layer is uploaded.
+			_ = c.store(ctx, cache, key)
+			return false, nil
 		}
 		select {
 		case <-ctx.Done():

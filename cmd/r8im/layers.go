@@ -1,14 +1,10 @@
 package main
 
 import (
-	"fmt"
-	"io"
-	"text/tabwriter"
-
-	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/cli"
 )
 
 func newLayersCmd(g *globals) *cobra.Command {
@@ -36,39 +32,17 @@ or a COPY . /src layer that may carry src/weights). No layer is downloaded.`,
 				return g.printResult(cmd, res, "", nil)
 			}
 			for _, r := range res {
-				printLayers(cmd.OutOrStdout(), r)
+				cli.PrintLayers(cmd.OutOrStdout(), r)
 			}
 			return nil
 		},
 	}
 }
 
-func printLayers(out io.Writer, r imageops.LayersResult) {
-	fmt.Fprintf(out, "%s  %s", r.Ref, r.MediaType)
-	if r.Platform != "" {
-		fmt.Fprintf(out, "  %s", r.Platform)
-	}
-	fmt.Fprintln(out)
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tDIGEST\tSIZE\tMEDIA TYPE\tDIFF ID\tWEIGHTS\tCREATED BY")
-	for _, l := range r.Layers {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Index, short(l.Digest.String()), humanize.IBytes(uint64(l.Size)),
-			l.MediaType, short(l.DiffID.String()), l.Weights, cut(l.CreatedBy, 60))
-	}
-	fmt.Fprintf(tw, "\t%d layers\t%s\t\t\tweights %s\t\n", len(r.Layers), humanize.IBytes(uint64(r.TotalSize)), humanize.IBytes(uint64(r.WeightsSize)))
-	_ = tw.Flush()
-}
-
+// short abbreviates a digest to its algorithm and first 12 hex digits.
 func short(d string) string {
 	if len(d) > 19 {
 		return d[:19]
 	}
 	return d
-}
-
-func cut(s string, n int) string {
-	if len([]rune(s)) <= n {
-		return s
-	}
-	return string([]rune(s)[:n-1]) + "…"
 }

@@ -25,13 +25,19 @@ type Config interface {
 	Redacted() map[string]string
 }
 
+// commit is the VCS commit, stamped by `make build` and the Dockerfile with
+// -ldflags "-X github.com/r8im/r8im/internal/cli.commit=…" for builds
+// without Go's own VCS stamp (-buildvcs=false, or no .git in a container
+// build context).
+var commit string
+
 // Version reports the module version and VCS commit the binary was built from.
 func Version() string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"
 	}
-	var rev, dirty string
+	rev, dirty := commit, ""
 	for _, s := range info.Settings {
 		switch s.Key {
 		case "vcs.revision":

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,6 +19,7 @@ import (
 // ConnectRedis opens the client and checks that Redis answers, so a wrong
 // REDIS_URL fails at once with a clear message instead of in every task.
 func ConnectRedis(ctx context.Context, r config.Redis) (redis.UniversalClient, error) {
+	quietRedis.Do(func() { redis.SetLogger(redisLogger{}) })
 	rdb, err := r.NewClient()
 	if err != nil {
 		return nil, err
@@ -54,4 +57,15 @@ func CreatedTime(flag string) (time.Time, error) {
 func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+var quietRedis sync.Once
+
+// redisLogger sends go-redis's own messages (every failed dial of its pool)
+// to slog at debug level: the errors our calls return already say what
+// went wrong, once.
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	slog.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }
