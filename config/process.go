@@ -64,6 +64,7 @@ type Worker struct {
 	Log      Log
 	// Callbacks: result callback signing and retries, the per-registry bound.
 	Callbacks Callbacks
+	Limits    Limits
 
 	Concurrency     int            // tasks processed at once
 	Queues          map[string]int // queue name → priority weight
@@ -87,6 +88,7 @@ func NewWorker() *Worker {
 	c.S3.bind(b)
 	c.Log.bind(b)
 	c.Callbacks.bind(b)
+	c.Limits.bind(b)
 	b.bind(intVar(&c.Concurrency, 4), "concurrency", "c", []string{"R8IM_CONCURRENCY"}, plain,
 		"tasks processed at once by this worker")
 	b.bind(queuesVar(&c.Queues, maps.Clone(DefaultQueues)), "queues", "", []string{"R8IM_QUEUES"}, plain,
@@ -114,6 +116,7 @@ func (c *Worker) Validate() error {
 	ps = append(ps, c.S3.validate(c.b)...)
 	ps = append(ps, c.Log.validate(c.b)...)
 	ps = append(ps, c.Callbacks.validate(c.b)...)
+	ps = append(ps, c.Limits.validate(c.b)...)
 	if c.Concurrency < 1 || c.Concurrency > 1024 {
 		ps = append(ps, c.b.problem("concurrency", "must be between 1 and 1024, got %d", c.Concurrency))
 	}
@@ -182,12 +185,14 @@ func (c *Enqueue) Validate() error {
 type R8im struct {
 	settings
 	Registry Registry
+	Limits   Limits
 }
 
 // NewR8im returns an r8im configuration holding the defaults.
 func NewR8im() *R8im {
 	c := &R8im{settings: settings{newBinder()}}
 	c.Registry.bind(c.b)
+	c.Limits.bind(c.b)
 	return c
 }
 
@@ -195,6 +200,7 @@ func NewR8im() *R8im {
 func (c *R8im) Validate() error {
 	ps := slices.Clone(c.b.loadErrs)
 	ps = append(ps, c.Registry.validate(c.b)...)
+	ps = append(ps, c.Limits.validate(c.b)...)
 	return asError(ps)
 }
 

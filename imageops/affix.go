@@ -106,7 +106,7 @@ func Affix(ctx context.Context, req AffixRequest, opts ...Option) (_ *AffixResul
 		compression: req.Compression, level: req.Level,
 		mediaType: layerMediaType(!toOCI, req.Compression),
 		produce: func(w io.Writer) (err error) {
-			stats, err = req.produce(w, st.progress("upload", req.WeightsSize))
+			stats, err = req.produce(w, op.o.limits, st.progress("upload", req.WeightsSize))
 			return err
 		},
 	}
@@ -175,7 +175,7 @@ func (req *AffixRequest) normalize() error {
 
 // produce writes the rewritten weights tar to w: input errors and policy
 // violations are permanent, read errors of the source are not.
-func (req *AffixRequest) produce(w io.Writer, progress func(int64)) (TarStats, error) {
+func (req *AffixRequest) produce(w io.Writer, limits TarLimits, progress func(int64)) (TarStats, error) {
 	rc, err := req.Weights()
 	if err != nil {
 		return TarStats{}, fmt.Errorf("opening the weights: %w", err)
@@ -188,7 +188,8 @@ func (req *AffixRequest) produce(w io.Writer, progress func(int64)) (TarStats, e
 		return TarStats{}, fmt.Errorf("reading the weights: %w", err) // the source's failure: may be transient
 	}
 	defer tr.Close()
-	stats, err := RewriteTar(w, tr, TarPolicy{Target: req.Target, AllowOutsideTarget: req.AllowOutsideTarget, ModTime: req.Created})
+	stats, err := RewriteTar(w, tr, TarPolicy{Target: req.Target, AllowOutsideTarget: req.AllowOutsideTarget, ModTime: req.Created,
+		MaxEntries: limits.MaxEntries, MaxNameLength: limits.MaxNameLength, MaxBytes: limits.MaxBytes})
 	if isInputError(err) {
 		return stats, permanent(err)
 	}

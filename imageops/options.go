@@ -29,6 +29,7 @@ type options struct {
 	jobs            int
 	userAgent       string
 	cache           LayerCache // nil: no shared-layer cache
+	limits          TarLimits
 
 	kc authn.Keychain // keychain with the cog token exchange, built once
 }
@@ -81,6 +82,17 @@ func WithJobs(n int) Option {
 		}
 	}
 }
+
+// TarLimits bound a weights tarball; a zero field means TarPolicy's
+// default (1,000,000 entries, names of 4096 bytes, 1 TiB of files).
+type TarLimits struct {
+	MaxEntries    int
+	MaxNameLength int
+	MaxBytes      int64
+}
+
+// WithTarLimits bounds the weights tarballs Affix accepts.
+func WithTarLimits(l TarLimits) Option { return func(o *options) { o.limits = l } }
 
 // WithUserAgent sets the User-Agent prefix sent to registries.
 func WithUserAgent(ua string) Option { return func(o *options) { o.userAgent = ua } }

@@ -20,6 +20,7 @@ const DefaultWeightsTarget = "/src/weights"
 const (
 	defaultMaxEntries    = 1_000_000
 	defaultMaxNameLength = 4096
+	defaultMaxBytes      = 1 << 40 // 1 TiB
 	// maxKeptViolations bounds the memory a hostile tarball can make us use
 	// for its error; PolicyError.More counts the rest.
 	maxKeptViolations = 1000
@@ -53,6 +54,10 @@ type TarPolicy struct {
 	// MaxNameLength bounds the length in bytes of entry names and link
 	// targets; 0 means 4096.
 	MaxNameLength int
+	// MaxBytes bounds the total size of the regular files, as their headers
+	// declare them before any byte is copied (a small compressed bomb is
+	// refused before it expands); 0 means 1 TiB.
+	MaxBytes int64
 }
 
 // TarStats describes a rewritten tarball. Entries counts the entries copied
@@ -157,6 +162,7 @@ func RewriteTar(w io.Writer, r io.Reader, p TarPolicy) (TarStats, error) {
 
 	var (
 		count, own int
+		declared   int64 // regular file bytes, as headers declare them
 		last       string
 		readErr    error
 		buf        []byte
@@ -194,6 +200,13 @@ func RewriteTar(w io.Writer, r io.Reader, p TarPolicy) (TarStats, error) {
 			continue // the target or one of its parents
 		}
 		own++
+		if out.Typeflag == tar.TypeReg {
+			declared += out.Size
+			if declared > rw.maxBytes {
+				rw.refuse(hdr.Name, fmt.Sprintf("the files add up to more than %d bytes (the limit, R8IM_MAX_WEIGHTS_SIZE)", rw.maxBytes))
+				break
+			}
+		}
 		if len(rw.violations) > 0 || rw.more > 0 {
 			continue // stop writing, keep collecting violations
 		}
@@ -379,6 +392,7 @@ type rewriter struct {
 	modTime       time.Time
 	maxEntries    int
 	maxNameLength int
+	maxBytes      int64
 
 	layout layout
 	first  string // the entry that decided a relative layout, for messages
@@ -407,6 +421,7 @@ func newRewriter(p TarPolicy) *rewriter {
 		modTime:       p.ModTime,
 		maxEntries:    p.MaxEntries,
 		maxNameLength: p.MaxNameLength,
+		maxBytes:      p.MaxBytes,
 		seen:          map[pathKey]bool{},
 		symlinks:      map[pathKey]struct{}{},
 		symlinkLens:   map[int]struct{}{},
@@ -416,6 +431,9 @@ func newRewriter(p TarPolicy) *rewriter {
 	}
 	if rw.maxEntries <= 0 {
 		rw.maxEntries = defaultMaxEntries
+	}
+	if rw.maxBytes <= 0 {
+		rw.maxBytes = defaultMaxBytes
 	}
 	if rw.maxNameLength <= 0 {
 		rw.maxNameLength = defaultMaxNameLength

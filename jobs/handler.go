@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -281,9 +282,18 @@ func isPermanent(err error) bool {
 		errors.Is(err, storage.ErrInvalidURL) || errors.Is(err, storage.ErrChanged)
 }
 
+// decode reads a payload strictly: an unknown field is refused, since a
+// payload never carries more than its type defines (a credential in a
+// payload is a mistake to stop, not to ignore). So add a payload field to
+// the workers before the enqueuers send it.
 func decode(t *asynq.Task, v interface{ Validate() error }) error {
-	if err := json.Unmarshal(t.Payload(), v); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(t.Payload()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w (%s): not valid JSON for this task type: %v", ErrInvalidPayload, t.Type(), err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w (%s): not valid JSON for this task type: data after the payload object", ErrInvalidPayload, t.Type())
 	}
 	return v.Validate()
 }

@@ -144,7 +144,7 @@ func checkRef(ps *problems, field, ref string) bool {
 	}
 	r, err := name.ParseReference(ref, name.StrictValidation)
 	if err != nil {
-		ps.addf(field, "%q is not an image reference with a tag or digest (%v)", ref, err)
+		ps.addf(field, "%q is not an image reference with a registry host and a tag or digest, such as r8.im/acme/model:v1 (%v)", ref, err)
 		return false
 	}
 	if !strings.HasPrefix(ref, r.Context().RegistryStr()+"/") {

@@ -50,7 +50,6 @@ func (a *app) backfillZstdCmd() *cobra.Command {
 		req      jobs.BackfillRequest
 		rateFlag float64
 		jobsFlag int
-		quiet    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "zstd (--images FILE|- | --repo REPO... | --registry HOST) [flags]",
@@ -103,7 +102,7 @@ recompress, and records nothing.`,
 				return err
 			}
 			defer closeAll()
-			prog := newBackfillProgress(cmd.ErrOrStderr(), quiet || a.json)
+			prog := newBackfillProgress(cmd.ErrOrStderr(), a.quiet || a.json)
 			b := &jobs.Backfill{Enqueuer: e, Batches: storage.NewBatches(records, a.cfg.RecordTTL), Options: opts,
 				Rate: rateFlag, Jobs: jobsFlag, Progress: prog.report}
 			sum, err := b.Run(ctx, req)
@@ -140,7 +139,6 @@ recompress, and records nothing.`,
 	f.StringVar(&req.BatchID, "batch-id", "", "id of the batch (default zstd-<UTC time>-<random>)")
 	f.StringVar(&req.CallbackURL, "callback-url", "", "POST the batch status here, signed, when every task has ended")
 	f.BoolVar(&req.DryRun, "dry-run", false, "list what would be queued, with the bytes to recompress; queue nothing")
-	f.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
 	cmd.MarkFlagsMutuallyExclusive("in-place", "dest-repo-suffix")
 	cmd.MarkFlagsOneRequired("images", "repo", "registry")
 	return cmd

@@ -64,7 +64,7 @@ func (a *app) waitCmd() *cobra.Command {
 
 // follow polls the record, shows progress on stderr, and prints the result.
 func (a *app) follow(cmd *cobra.Command, records *storage.Records, id string) error {
-	progress := cli.NewProgress(cmd.ErrOrStderr(), a.json)
+	progress := cli.NewProgress(cmd.ErrOrStderr(), a.json || a.quiet)
 	defer progress.Done()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()

@@ -19,8 +19,9 @@ func main() { cli.Main(newRoot(os.LookupEnv)) }
 
 // app is what the subcommands share once the configuration is loaded.
 type app struct {
-	cfg  *config.Enqueue
-	json bool
+	cfg   *config.Enqueue
+	json  bool
+	quiet bool // no progress on stderr
 }
 
 func newRoot(lookup config.LookupFunc) *cobra.Command {
@@ -38,6 +39,7 @@ Every flag can also be set by the environment variable named in its help.`,
   enqueue list --state failed`)
 	a.cfg.RegisterFlags(root.PersistentFlags())
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print results as JSON")
+	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "no progress on stderr (results and errors still print)")
 	root.PersistentPreRunE = cli.LoadConfig(a.cfg, lookup)
 	root.AddCommand(cli.ConfigCommand("enqueue", a.cfg),
 		a.affixCmd(), a.remixCmd(), a.zstdCmd(),

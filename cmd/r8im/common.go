@@ -42,6 +42,8 @@ func (g *globals) options(cmd *cobra.Command) ([]imageops.Option, *cli.Progress,
 		imageops.WithPlatform(p),
 		imageops.WithProgress(progress.Report),
 		imageops.WithUserAgent("r8im/"+strings.Fields(cli.Version())[0]),
+		imageops.WithTarLimits(imageops.TarLimits{MaxEntries: g.cfg.Limits.MaxTarEntries,
+			MaxNameLength: g.cfg.Limits.MaxNameLength, MaxBytes: g.cfg.Limits.MaxWeightsSize}),
 	), progress, nil
 }
 

@@ -18,7 +18,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/r8im/r8im/config"
-	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/cli"
 	"github.com/r8im/r8im/jobs"
 	"github.com/r8im/r8im/storage"
@@ -93,21 +92,8 @@ func serve(ctx context.Context, cfg *config.Worker, log *slog.Logger, started fu
 	if err := reg.Register(jobs.NewQueueCollector(rdb)); err != nil {
 		return fmt.Errorf("registering the queue metrics: %w", err)
 	}
-	records := storage.NewRecords(rdb, cfg.RecordTTL)
-	h := &jobs.Handler{
-		Records: records,
-		Sources: sources,
-		Options: append(opts, imageops.WithUserAgent("r8im-worker")),
-		Log:     log,
-		Observe: metrics.Observe,
-		Cache:   storage.NewLayerCache(rdb),
-		Batches: storage.NewBatches(records, cfg.RecordTTL),
-		Callbacks: jobs.Callbacks{
-			Keys: cfg.Callbacks.SecretKeys(), MaxRetry: cfg.Callbacks.MaxRetry,
-		},
-		Slots:               storage.NewSemaphore(rdb),
-		RegistryConcurrency: cfg.Callbacks.RegistryConcurrency,
-	}
+	h := jobs.NewHandler(rdb, cfg, sources, opts, log)
+	h.Observe = metrics.Observe
 	srv := jobs.NewServer(rdb, jobs.ServerConfig{
 		Concurrency: cfg.Concurrency, Queues: cfg.Queues, ShutdownTimeout: cfg.ShutdownTimeout, Log: log,
 	}, h)

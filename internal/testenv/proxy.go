@@ -1,7 +1,10 @@
 package testenv
 
 import (
+	"context"
+	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -24,6 +27,8 @@ type Proxy struct {
 	downloaded map[string]int64  // blob digest → bytes of GET responses
 	uploaded   int64             // bytes of PATCH/PUT bodies to blob uploads
 	faults     []Fault
+	faultFunc  func(*http.Request) (Fault, bool)
+	injected   int64 // faults applied so far
 	throttle   int64 // upload bytes per second; 0 = unlimited
 }
 
@@ -37,13 +42,30 @@ func (p *Proxy) Throttle(bytesPerSec int64) {
 // Fault makes the next Count requests matching Method and a path containing
 // PathContains fail: with Status, or by dropping the connection after
 // reading the request when Status is 0.
+//
+// Delay, Truncate and Hold change that: the request waits Delay (a slow
+// server) or until Hold is closed, then gets Status if set; otherwise it is
+// passed upstream, and with Truncate the response's body is cut after half
+// its length (at most 64 KiB in) by dropping the connection. A Fault with
+// only Delay or Hold set is a slow but successful request.
 type Fault struct {
 	Method       string
 	PathContains string
 	Status       int
 	Count        int
 	RetryAfter   string // Retry-After header sent with Status, if any
+
+	Delay    time.Duration
+	Hold     <-chan struct{}
+	Truncate bool
 }
+
+// passes reports whether the request goes upstream after the fault's wait.
+func (f Fault) passes() bool {
+	return f.Status == 0 && (f.Truncate || f.Delay > 0 || f.Hold != nil)
+}
+
+type truncateKey struct{}
 
 // CountingProxy starts a proxy to the registry at upstream (host:port),
 // closed when the test ends.
@@ -52,8 +74,16 @@ func CountingProxy(t testing.TB, upstream string) *Proxy {
 	p := &Proxy{downloaded: map[string]int64{}}
 	target := &url.URL{Scheme: "http", Host: upstream}
 	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // injected faults make noise by design
 	rp.ModifyResponse = func(resp *http.Response) error {
 		req := resp.Request
+		if req.Context().Value(truncateKey{}) != nil {
+			left := min(resp.ContentLength/2, 64<<10)
+			if resp.ContentLength < 0 {
+				left = 64 << 10
+			}
+			resp.Body = &truncatedBody{ReadCloser: resp.Body, left: left}
+		}
 		if req.Method == http.MethodGet && resp.StatusCode == http.StatusOK && strings.Contains(req.URL.Path, "/blobs/sha256:") {
 			resp.Body = &countBody{ReadCloser: resp.Body, add: func(n int64) { p.add(&p.downloaded, path.Base(req.URL.Path), n) }}
 		}
@@ -68,7 +98,25 @@ func CountingProxy(t testing.TB, upstream string) *Proxy {
 			p.verifyToken(w, r)
 			return
 		}
-		if f, ok := p.takeFault(r); ok {
+		f, ok := p.takeFault(r)
+		if ok && (f.Delay > 0 || f.Hold != nil) {
+			select {
+			case <-time.After(f.Delay):
+			case <-r.Context().Done():
+				return
+			}
+			if f.Hold != nil {
+				select {
+				case <-f.Hold:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		if ok && f.Truncate && f.Status == 0 {
+			r = r.WithContext(context.WithValue(r.Context(), truncateKey{}, true))
+		}
+		if ok && !f.passes() {
 			if f.Status != 0 {
 				_, _ = io.Copy(io.Discard, r.Body)
 				if f.RetryAfter != "" {
@@ -140,6 +188,23 @@ func (p *Proxy) verifyToken(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, `{"username": "`+user+`"}`)
 }
 
+// SetFaultFunc makes decide choose the fault of every request (after the
+// queued faults of Inject, which come first); ok false lets the request
+// through. Count and the matching fields of its Fault are ignored. nil
+// removes it. decide runs concurrently and must be safe for that.
+func (p *Proxy) SetFaultFunc(decide func(r *http.Request) (f Fault, ok bool)) {
+	p.mu.Lock()
+	p.faultFunc = decide
+	p.mu.Unlock()
+}
+
+// Injected counts the faults applied so far (queued and decided).
+func (p *Proxy) Injected() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.injected
+}
+
 // Inject queues a fault.
 func (p *Proxy) Inject(f Fault) {
 	p.mu.Lock()
@@ -154,10 +219,37 @@ func (p *Proxy) takeFault(r *http.Request) (Fault, bool) {
 		f := &p.faults[i]
 		if f.Count > 0 && r.Method == f.Method && strings.Contains(r.URL.Path, f.PathContains) {
 			f.Count--
+			p.injected++
 			return *f, true
 		}
 	}
-	return Fault{}, false
+	decide := p.faultFunc
+	if decide == nil {
+		return Fault{}, false
+	}
+	p.mu.Unlock() // decide may take its time, or lock its own state
+	f, ok := decide(r)
+	p.mu.Lock()
+	if ok {
+		p.injected++
+	}
+	return f, ok
+}
+
+// truncatedBody ends a response body early with an error, which makes the
+// reverse proxy abort the connection: the client sees a short body.
+type truncatedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *truncatedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errors.New("injected truncation")
+	}
+	n, err := b.ReadCloser.Read(p[:min(int64(len(p)), b.left)])
+	b.left -= int64(n)
+	return n, err
 }
 
 // Downloaded returns the bytes of blob digest served through the proxy.

@@ -21,6 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/r8im/r8im/internal/testenv"
 )
@@ -239,5 +240,36 @@ func TestPushReturnsDigestReference(t *testing.T) {
 	}
 	if d, _ := tagged.Digest(); d != got {
 		t.Fatalf(":latest is %s, want %s", d, got)
+	}
+}
+
+// A Redis with a password refuses clients without it, and one with AOF
+// (fsync always) keeps every acknowledged write across a crash and a
+// restart on the same port.
+func TestRedisPasswordAndRestart(t *testing.T) {
+	r := testenv.Redis(t, testenv.RedisOptions{FsyncAlways: true, Password: "pw-0123456789"})
+	ctx := context.Background()
+	anon := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer anon.Close()
+	if err := anon.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Fatalf("PING without the password = %v; want NOAUTH", err)
+	}
+	c := r.Client(t)
+	if err := c.Set(ctx, "r8im:kept", "yes", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.URL(), ":pw-0123456789@") {
+		t.Fatalf("URL %s lacks the password", r.URL())
+	}
+	pid := r.PID()
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	r.Restart(t)
+	if r.PID() == pid {
+		t.Fatal("Restart did not start a new process")
+	}
+	if got, err := c.Get(ctx, "r8im:kept").Result(); err != nil || got != "yes" {
+		t.Fatalf("after a crash and restart GET = %q, %v; want the acknowledged write", got, err)
 	}
 }

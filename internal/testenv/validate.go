@@ -3,7 +3,10 @@ package testenv
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -23,6 +26,22 @@ import (
 // (nil means linux/amd64).
 func Unpack(t testing.TB, ref string, platform *v1.Platform) string {
 	t.Helper()
+	return UnpackWith(t, ref, UnpackOptions{Platform: platform})
+}
+
+// UnpackOptions tune UnpackWith.
+type UnpackOptions struct {
+	Platform *v1.Platform // for an index; nil means linux/amd64
+	// DockerConfig is a directory holding a docker config.json with the
+	// registry's credentials (skopeo reads it with --src-authfile); ""
+	// means the default keychain.
+	DockerConfig string
+}
+
+// UnpackWith is Unpack with credentials for an authenticated registry.
+func UnpackWith(t testing.TB, ref string, o UnpackOptions) string {
+	t.Helper()
+	platform := o.Platform
 	skopeo, umoci := Binary(t, "skopeo"), Binary(t, "umoci")
 	dir := t.TempDir()
 	layout := filepath.Join(dir, "layout")
@@ -34,7 +53,12 @@ func Unpack(t testing.TB, ref string, platform *v1.Platform) string {
 		}
 	}
 	args = append(args, "copy", "--src-tls-verify=false")
-	if hasZstdLayers(t, ref, platform) {
+	var kc authn.Keychain = authn.DefaultKeychain
+	if o.DockerConfig != "" {
+		args = append(args, "--src-authfile", filepath.Join(o.DockerConfig, "config.json"))
+		kc = dirKeychain(o.DockerConfig)
+	}
+	if hasZstdLayers(t, ref, platform, kc) {
 		// Debian's umoci 0.4.7 predates zstd layers: skopeo, which reads
 		// them and checks their digests, hands umoci gzip instead.
 		args = append(args, "--dest-compress", "--dest-compress-format", "gzip")
@@ -52,7 +76,7 @@ func Unpack(t testing.TB, ref string, platform *v1.Platform) string {
 
 // hasZstdLayers reports whether the image ref (or its platform's image)
 // has a zstd layer.
-func hasZstdLayers(t testing.TB, ref string, platform *v1.Platform) bool {
+func hasZstdLayers(t testing.TB, ref string, platform *v1.Platform, kc authn.Keychain) bool {
 	t.Helper()
 	r, err := name.ParseReference(ref)
 	if err != nil {
@@ -62,7 +86,7 @@ func hasZstdLayers(t testing.TB, ref string, platform *v1.Platform) bool {
 	if platform != nil {
 		p = *platform
 	}
-	img, err := remote.Image(r, remote.WithPlatform(p), remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	img, err := remote.Image(r, remote.WithPlatform(p), remote.WithAuthFromKeychain(kc))
 	if err != nil {
 		t.Fatalf("reading %s: %v", ref, err)
 	}
@@ -102,4 +126,38 @@ func FileSHA256(t testing.TB, p string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// dirKeychain reads credentials from the config.json in dir.
+type dirKeychain string
+
+func (d dirKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	b, err := os.ReadFile(filepath.Join(string(d), "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	var cf struct {
+		Auths map[string]authn.AuthConfig `json:"auths"`
+	}
+	if err := json.Unmarshal(b, &cf); err != nil {
+		return nil, fmt.Errorf("reading %s/config.json: %w", d, err)
+	}
+	ac, ok := cf.Auths[r.RegistryStr()]
+	if !ok {
+		return authn.Anonymous, nil
+	}
+	return authn.FromConfig(ac), nil
+}
+
+// WriteDockerConfig writes a docker config.json holding user and password
+// for host into a new directory and returns the directory (DOCKER_CONFIG).
+func WriteDockerConfig(t testing.TB, host, user, password string) string {
+	t.Helper()
+	dir := t.TempDir()
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	body := `{"auths": {"` + host + `": {"auth": "` + auth + `"}}}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

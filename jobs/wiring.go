@@ -1,0 +1,33 @@
+package jobs
+
+import (
+	"log/slog"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/r8im/r8im/config"
+	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/storage"
+)
+
+// NewHandler is the handler a worker process runs, everything in Redis rdb
+// and set from cfg: records, the shared-layer cache, batches, callback
+// signing, the per-registry bound and the tarball limits. opts give
+// registry access. Callers may set Observe and ProgressEvery after.
+func NewHandler(rdb redis.UniversalClient, cfg *config.Worker, sources WeightsSource, opts []imageops.Option, log *slog.Logger) *Handler {
+	records := storage.NewRecords(rdb, cfg.RecordTTL)
+	l := cfg.Limits
+	return &Handler{
+		Records: records,
+		Sources: sources,
+		Options: append(append([]imageops.Option{}, opts...),
+			imageops.WithUserAgent("r8im-worker"),
+			imageops.WithTarLimits(imageops.TarLimits{MaxEntries: l.MaxTarEntries, MaxNameLength: l.MaxNameLength, MaxBytes: l.MaxWeightsSize})),
+		Log:                 log,
+		Cache:               storage.NewLayerCache(rdb),
+		Batches:             storage.NewBatches(records, cfg.RecordTTL),
+		Callbacks:           Callbacks{Keys: cfg.Callbacks.SecretKeys(), MaxRetry: cfg.Callbacks.MaxRetry},
+		Slots:               storage.NewSemaphore(rdb),
+		RegistryConcurrency: cfg.Callbacks.RegistryConcurrency,
+	}
+}
