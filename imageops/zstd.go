@@ -288,10 +288,7 @@ func (o *options) recompress(ctx context.Context, repo name.Repository, src *sou
 		c.out = &streamLayer{compression: Zstd, level: level, mediaType: types.OCILayerZStd, verify: c.checkDiffID}
 		c.repo = repo.Name()
 		convert := func() error {
-			from, err := remote.Layer(src.ref.Context().Digest(c.desc.Digest.String()), ropts...)
-			if err != nil {
-				return fmt.Errorf("reading layer %s: %w", c.desc.Digest, err)
-			}
+			from := func() (io.ReadCloser, error) { return o.openBlob(gctx, src.ref.Context(), c.desc, m) }
 			c.out.produce = func(w io.Writer) error { return c.produce(w, from, prog) }
 			if err := remote.WriteLayer(repo, c.out, ropts...); err != nil {
 				if cause := c.out.cause(); cause != nil {
@@ -326,7 +323,7 @@ func (o *options) recompress(ctx context.Context, repo name.Repository, src *sou
 // produce writes the source layer's uncompressed tar to w. Download and
 // decompression run in a goroutine of their own, so that a big layer keeps
 // two cores busy: gunzip on one, zstd and the hashes on the other.
-func (c *zstdConv) produce(w io.Writer, from v1.Layer, prog *zstdProgress) error {
+func (c *zstdConv) produce(w io.Writer, from func() (io.ReadCloser, error), prog *zstdProgress) error {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
@@ -351,9 +348,9 @@ func (c *zstdConv) produce(w io.Writer, from v1.Layer, prog *zstdProgress) error
 // decode writes the source layer's uncompressed tar to w (the stream
 // layer hashes it and checkDiffID compares). Read errors of the source are
 // transient; a stream that does not decompress is permanent.
-func (c *zstdConv) decode(w io.Writer, from v1.Layer, prog *zstdProgress) error {
+func (c *zstdConv) decode(w io.Writer, from func() (io.ReadCloser, error), prog *zstdProgress) error {
 	d := c.desc.Digest
-	rc, err := from.Compressed()
+	rc, err := from()
 	if err != nil {
 		return fmt.Errorf("fetching layer %s: %w", d, err)
 	}
@@ -371,7 +368,7 @@ func (c *zstdConv) decode(w io.Writer, from v1.Layer, prog *zstdProgress) error 
 	ew := &zstdSinkWriter{w: w}
 	_, err = io.Copy(ew, dec)
 	if err == nil {
-		// Read to the end, so the download's digest is checked too.
+		// Read to the end, so the download's length is checked too.
 		_, err = io.Copy(io.Discard, br)
 	}
 	switch {

@@ -419,6 +419,52 @@ func TestZstdRetriesAFailedUpload(t *testing.T) {
 	checkUnpacked(t, res.Ref, nil, files)
 }
 
+// A source blob cut short or dropped on the wire is fetched again (the
+// stream layer reopens its pass) and the result is the same image as a
+// clean conversion: the blob is read without go-containerregistry's digest
+// check, so this is the length and diffID checks at work.
+func TestZstdSourceCutShort(t *testing.T) {
+	reg := testenv.Registry(t)
+	proxy := testenv.CountingProxy(t, reg.Host)
+	files, src := pushZstdSource(t, proxy.Host+"/src/short:v1", testenv.OCI, false)
+	clean, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: proxy.Host + "/zstd/clean"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := m.Layers[0]
+	for _, l := range m.Layers {
+		if l.Size > big.Size {
+			big = l
+		}
+	}
+	for i, f := range []testenv.Fault{
+		{Method: "GET", PathContains: "/blobs/" + big.Digest.String(), Truncate: true, Count: 1},
+		{Method: "GET", PathContains: "/blobs/" + big.Digest.String(), Status: 0, Count: 1}, // connection dropped
+	} {
+		before := proxy.Injected()
+		proxy.Inject(f)
+		res, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: proxy.Host + "/zstd/short-" + strconv.Itoa(i)})
+		if err != nil {
+			t.Fatalf("fault %d: %v", i, err)
+		}
+		if proxy.Injected() != before+1 {
+			t.Fatalf("fault %d never fired", i)
+		}
+		if res.Digest != clean.Digest {
+			t.Errorf("fault %d: the result is %s, a clean conversion %s", i, res.Digest, clean.Digest)
+		}
+		checkUnpacked(t, res.Ref, nil, files)
+	}
+}
+
 // BenchmarkRecompress converts a 256 MiB fp16 weights layer (plus the small
 // base layers) through a local registry: download, gunzip, zstd, hash,
 // upload. Bytes are the source's compressed bytes.
