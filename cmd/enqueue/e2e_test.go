@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,24 +31,6 @@ func enqueue(t *testing.T, vars map[string]string, args ...string) (string, stri
 	defer cancel()
 	err := root.ExecuteContext(ctx)
 	return out.String(), errOut.String(), err
-}
-
-// lockedBuffer collects a subprocess's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func freeAddr(t *testing.T) string {
@@ -78,7 +59,7 @@ func TestEnqueueWaitWithWorkerProcess(t *testing.T) {
 	httpAddr := freeAddr(t)
 	worker := exec.Command(bin)
 	worker.Env = append(os.Environ(), append(s3.Env(), "REDIS_URL="+rds.URL(), "R8IM_HTTP_ADDR="+httpAddr, "R8IM_LOG_FORMAT=json")...)
-	logs := &lockedBuffer{}
+	logs := &testenv.Buffer{}
 	worker.Stdout, worker.Stderr = logs, logs
 	if err := worker.Start(); err != nil {
 		t.Fatal(err)

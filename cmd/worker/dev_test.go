@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/r8im/r8im/internal/devstack"
+	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -175,7 +175,7 @@ func TestDevServesEnqueue(t *testing.T) {
 	dataDir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	root := newRoot(env(nil))
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &testenv.Buffer{}, &testenv.Buffer{}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs([]string{"--dev", "--data-dir", dataDir})
@@ -276,7 +276,7 @@ func buildEnqueue(t *testing.T) string {
 }
 
 // waitForEnv waits for worker --dev to write its env file and parses it.
-func waitForEnv(t *testing.T, path string, done <-chan error, stderr *syncBuffer) map[string]string {
+func waitForEnv(t *testing.T, path string, done <-chan error, stderr *testenv.Buffer) map[string]string {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
@@ -336,23 +336,4 @@ func seriesValue(exposition, series string) float64 {
 		}
 	}
 	return -1
-}
-
-// syncBuffer is a bytes.Buffer safe to write from the command's goroutine
-// while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

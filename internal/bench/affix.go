@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -209,7 +210,7 @@ func (b *bench) s3Affix(ctx context.Context, size int64, tarPath string, rawMed 
 		if err != nil {
 			return err
 		}
-		if err := w.waitReady(ctx, func(ctx context.Context) error { return httpOK(ctx, "http://"+httpAddr+"/healthz") }); err != nil {
+		if err := w.waitReady(ctx, func(ctx context.Context) error { return testenv.HTTPOK(ctx, "http://"+httpAddr+"/healthz") }); err != nil {
 			w.stop()
 			return err
 		}

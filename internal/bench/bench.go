@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/r8im/r8im/internal/testenv"
 )
 
 // Case groups, selectable with Config.Cases.
@@ -51,7 +53,6 @@ type Config struct {
 	Cases      []string // case groups to run (default AllCases)
 	WorkDir    string   // where data, logs and binaries go (default a new dir in $TMPDIR); removed at the end
 	Keep       bool     // keep WorkDir
-	BinDir     string   // where crane, regctl, minio are looked for first (default ~/.cache/r8im/bin)
 	Log        io.Writer
 }
 
@@ -77,9 +78,6 @@ func (c *Config) defaults() error {
 	if c.Log == nil {
 		c.Log = io.Discard
 	}
-	if c.BinDir == "" {
-		c.BinDir = defaultBinDir()
-	}
 	for _, s := range c.Sizes {
 		if s < int64(c.Shards)<<10 {
 			return fmt.Errorf("size %d is too small for %d shards", s, c.Shards)
@@ -94,17 +92,6 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("runs, shards, queue tasks and the zstd size must be positive")
 	}
 	return nil
-}
-
-func defaultBinDir() string {
-	if d := os.Getenv("R8IM_BIN_DIR"); d != "" {
-		return d
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return filepath.Join(os.TempDir(), "r8im-bin")
-	}
-	return filepath.Join(home, ".cache", "r8im", "bin")
 }
 
 func (c *Config) has(cs string) bool { return slices.Contains(c.Cases, cs) }
@@ -185,7 +172,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	b := &bench{cfg: cfg, log: cfg.Log, affixed: map[int64]map[string]string{}, rss: rssTable{}}
-	b.report = &Report{Started: time.Now().UTC(), Sizes: cfg.Sizes, Runs: cfg.Runs, Machine: machine(cfg.BinDir)}
+	b.report = &Report{Started: time.Now().UTC(), Sizes: cfg.Sizes, Runs: cfg.Runs, Machine: machine()}
 	dir := cfg.WorkDir
 	if dir == "" {
 		var err error
@@ -203,7 +190,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	b.logf("starting distribution, redis-server%s on loopback", map[bool]string{true: " and MinIO", false: ""}[cfg.has(CaseS3)])
-	svc, err := startServices(ctx, dir, cfg.BinDir, cfg.has(CaseS3))
+	svc, err := startServices(ctx, dir, cfg.has(CaseS3))
 	if err != nil {
 		return nil, err
 	}
@@ -278,12 +265,12 @@ func (b *bench) build(ctx context.Context) error {
 	}
 	b.bins.r8im, b.bins.worker, b.bins.enqueue = filepath.Join(bin, "r8im"), filepath.Join(bin, "worker"), filepath.Join(bin, "enqueue")
 	if b.cfg.has(CaseCrane) {
-		if b.bins.crane, err = findBinary(b.cfg.BinDir, "crane"); err != nil {
+		if b.bins.crane, err = testenv.FindBinary("crane"); err != nil {
 			return fmt.Errorf("%w (make bench installs it)", err)
 		}
 	}
 	if b.cfg.has(CaseRegctl) {
-		if b.bins.regctl, err = findBinary(b.cfg.BinDir, "regctl"); err != nil {
+		if b.bins.regctl, err = testenv.FindBinary("regctl"); err != nil {
 			return fmt.Errorf("%w (make bench installs it)", err)
 		}
 	}
@@ -412,7 +399,7 @@ func fmtValue(x float64, unit string) string {
 }
 
 // machine collects what the figures depend on.
-func machine(binDir string) Machine {
+func machine() Machine {
 	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), LoadBefore: loadAvg()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
@@ -431,14 +418,14 @@ func machine(binDir string) Machine {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
-	m.Registry = toolVersion(binDir, "docker-registry", "--version")
-	m.Redis = toolVersion(binDir, "redis-server", "--version")
-	m.Tools = []string{toolVersion(binDir, "crane", "version"), toolVersion(binDir, "regctl", "version", "--format", "{{.VCSTag}}")}
+	m.Registry = toolVersion("docker-registry", "--version")
+	m.Redis = toolVersion("redis-server", "--version")
+	m.Tools = []string{toolVersion("crane", "version"), toolVersion("regctl", "version", "--format", "{{.VCSTag}}")}
 	return m
 }
 
-func toolVersion(binDir, name string, args ...string) string {
-	p, err := findBinary(binDir, name)
+func toolVersion(name string, args ...string) string {
+	p, err := testenv.FindBinary(name)
 	if err != nil {
 		return name + " (not installed)"
 	}

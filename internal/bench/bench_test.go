@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/r8im/r8im/internal/testenv"
 )
 
 // TestBenchSmoke runs the whole harness in a tiny configuration so that a
@@ -17,7 +19,7 @@ import (
 func TestBenchSmoke(t *testing.T) {
 	cases := AllCases
 	for _, tool := range []string{CaseCrane, CaseRegctl} {
-		if _, err := findBinary(defaultBinDir(), tool); err != nil {
+		if _, err := testenv.FindBinary(tool); err != nil {
 			t.Fatalf("%s is not installed: run make bench-tools (make test does)", tool)
 		}
 	}

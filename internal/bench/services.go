@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/r8im/r8im/internal/testenv"
 )
 
 // proc is a child process in its own process group: stop reaches any
@@ -124,38 +125,6 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func httpOK(ctx context.Context, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
-}
-
-// findBinary looks in binDir, then PATH.
-func findBinary(binDir, name string) (string, error) {
-	if p := filepath.Join(binDir, name); isExecutable(p) {
-		return p, nil
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("%s is not installed (looked in %s and PATH): run make deps", name, binDir)
-}
-
-func isExecutable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
-}
-
 // services are the real servers the benchmark runs against, on loopback.
 type services struct {
 	registry, redis, minio *proc
@@ -193,7 +162,7 @@ func (s *services) stop() {
 
 // startServices starts distribution, redis-server and (when withS3) MinIO
 // under dir.
-func startServices(ctx context.Context, dir, binDir string, withS3 bool) (_ *services, err error) {
+func startServices(ctx context.Context, dir string, withS3 bool) (_ *services, err error) {
 	s := &services{}
 	defer func() {
 		if err != nil {
@@ -202,7 +171,7 @@ func startServices(ctx context.Context, dir, binDir string, withS3 bool) (_ *ser
 	}()
 
 	// Distribution 2.8 with filesystem storage, as the tests run it.
-	regBin, err := findBinary(binDir, "docker-registry")
+	regBin, err := testenv.FindBinary("docker-registry")
 	if err != nil {
 		return nil, err
 	}
@@ -210,33 +179,18 @@ func startServices(ctx context.Context, dir, binDir string, withS3 bool) (_ *ser
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "registry.yml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: %s
-`, filepath.Join(dir, "registry"), s.regHost)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(testenv.RegistryConfig(filepath.Join(dir, "registry"), s.regHost, "")), 0o600); err != nil {
 		return nil, err
 	}
 	if s.registry, err = spawn(dir, "registry", regBin, nil, "serve", cfg); err != nil {
 		return nil, err
 	}
-	if err := s.registry.waitReady(ctx, func(ctx context.Context) error { return httpOK(ctx, "http://"+s.regHost+"/v2/") }); err != nil {
+	if err := s.registry.waitReady(ctx, func(ctx context.Context) error { return testenv.HTTPOK(ctx, "http://"+s.regHost+"/v2/") }); err != nil {
 		return nil, err
 	}
 
 	// Redis with AOF on (everysec), as production runs it.
-	redisBin, err := findBinary(binDir, "redis-server")
+	redisBin, err := testenv.FindBinary("redis-server")
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +217,7 @@ http:
 	if !withS3 {
 		return s, nil
 	}
-	minioBin, err := findBinary(binDir, "minio")
+	minioBin, err := testenv.FindBinary("minio")
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +239,7 @@ http:
 	if s.minio, err = spawn(dir, "minio", minioBin, env, "server", "--quiet", "--address", addr, "--console-address", console, filepath.Join(dir, "minio")); err != nil {
 		return nil, err
 	}
-	if err := s.minio.waitReady(ctx, func(ctx context.Context) error { return httpOK(ctx, s.s3.endpoint+"/minio/health/ready") }); err != nil {
+	if err := s.minio.waitReady(ctx, func(ctx context.Context) error { return testenv.HTTPOK(ctx, s.s3.endpoint+"/minio/health/ready") }); err != nil {
 		return nil, err
 	}
 	if _, err := s.s3.client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.s3.bucket)}); err != nil {

@@ -1,7 +1,6 @@
 package reliability
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -90,7 +88,7 @@ func (s *stack) affix(t testing.TB, id, weightsURL, dest string) string {
 type workerProc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testenv.Buffer
 	done chan struct{}
 }
 
@@ -133,7 +131,7 @@ func (s *stack) startWorker(t *testing.T, name string, o workerOptions) *workerP
 		env = append(env, "DOCKER_CONFIG="+s.dockerConfig)
 	}
 	cmd.Env = append(env, o.extraEnv...)
-	w := &workerProc{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	w := &workerProc{name: name, cmd: cmd, out: &testenv.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = w.out, w.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -172,23 +170,6 @@ func (w *workerProc) term(t testing.TB, timeout time.Duration) {
 	if code := w.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("worker %s exited with %d after SIGTERM, want 0", w.name, code)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func tail(s string, n int) string {

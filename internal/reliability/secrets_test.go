@@ -134,7 +134,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	if err := ecfg.ValidateServe(); err != nil {
 		t.Fatal(err)
 	}
-	var recvLog syncBuffer
+	var recvLog testenv.Buffer
 	log := slog.New(slog.NewJSONHandler(&recvLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	log.Info("receiver started", "config", ecfg)
 	allow, err := events.NewAllowlists(ecfg.Events.AllowedSources, ecfg.Events.AllowedDestinations, ecfg.Events.AllowedCallbackHosts)

@@ -16,9 +16,9 @@ func TestMissingBinaryNamesInstallCommand(t *testing.T) {
 		"docker-registry": "apt-get install -y docker-registry",
 		"minio":           "go install github.com/minio/minio@" + MinIOVersion,
 	} {
-		_, err := findBinary(bin)
+		_, err := FindBinary(bin)
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "make deps") {
-			t.Errorf("findBinary(%q) = %v; want an error naming %q", bin, err, want)
+			t.Errorf("FindBinary(%q) = %v; want an error naming %q", bin, err, want)
 		}
 	}
 }

@@ -70,7 +70,7 @@ func S3(t testing.TB) *S3Server {
 	s, port := startServer(t, bin, env, func(port int) []string {
 		return []string{"server", "--quiet", "--address", addr(port), "--console-address", addr(freePort(t)), data}
 	}, func(ctx context.Context, port int) error {
-		return httpOK(ctx, "http://"+addr(port)+"/minio/health/ready")
+		return HTTPOK(ctx, "http://"+addr(port)+"/minio/health/ready")
 	})
 	srv.Endpoint, srv.server = "http://"+addr(port), s
 	createBucket(t, srv)

@@ -42,8 +42,9 @@ func BinDir() string {
 	return filepath.Join(home, ".cache", "r8im", "bin")
 }
 
-// findBinary looks in BinDir, then PATH. The error carries the install command.
-func findBinary(name string) (string, error) {
+// FindBinary looks for a tool in BinDir, then PATH. The error carries the
+// install command.
+func FindBinary(name string) (string, error) {
 	if p := filepath.Join(BinDir(), name); isExecutable(p) {
 		return p, nil
 	}
@@ -62,7 +63,7 @@ func isExecutable(p string) bool {
 // command that installs it.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
-	p, err := findBinary(name)
+	p, err := FindBinary(name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,12 +53,12 @@ func startRegistry(t testing.TB, htpasswd string) *RegistryServer {
 	data := filepath.Join(dir, "data")
 	s, port := startServer(t, bin, nil, func(port int) []string {
 		cfg := filepath.Join(dir, fmt.Sprintf("config-%d.yml", port))
-		if err := os.WriteFile(cfg, []byte(registryConfig(data, port, htpasswd)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(RegistryConfig(data, addr(port), htpasswd)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return []string{"serve", cfg}
 	}, func(ctx context.Context, port int) error {
-		err := httpOK(ctx, "http://"+addr(port)+"/v2/")
+		err := HTTPOK(ctx, "http://"+addr(port)+"/v2/")
 		if htpasswd != "" && err != nil && strings.Contains(err.Error(), "401") {
 			return nil // up, and asking for credentials
 		}
@@ -67,7 +67,10 @@ func startRegistry(t testing.TB, htpasswd string) *RegistryServer {
 	return &RegistryServer{Host: addr(port), DataDir: data, server: s}
 }
 
-func registryConfig(dataDir string, port int, htpasswd string) string {
+// RegistryConfig is the distribution configuration the tests (and make
+// bench) run: filesystem storage under dataDir, listening on addr, with
+// htpasswd basic auth when htpasswd names a file.
+func RegistryConfig(dataDir, addr, htpasswd string) string {
 	auth := ""
 	if htpasswd != "" {
 		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: r8im-test\n    path: %s\n", htpasswd)
@@ -86,12 +89,12 @@ storage:
     uploadpurging:
       enabled: false
 http:
-  addr: 127.0.0.1:%d
-`, dataDir, port)
+  addr: %s
+`, dataDir, addr)
 }
 
-// httpOK GETs url and wants a 200.
-func httpOK(ctx context.Context, url string) error {
+// HTTPOK GETs url and wants a 200.
+func HTTPOK(ctx context.Context, url string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
