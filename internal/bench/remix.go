@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/r8im/r8im/internal/testenv"
 )
 
 // remix combines two images affixed earlier (the gzip and the zstd image of
@@ -20,12 +22,12 @@ func (b *bench) remix(ctx context.Context) error {
 	if imgs["gzip"] == "" || imgs["zstd"] == "" {
 		return fmt.Errorf("%w: remix needs the affix case's images", errNoImage)
 	}
-	p, err := startProxy(b.svc.regHost)
+	p, err := testenv.NewProxy(b.svc.regHost)
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	a, w := withHost(imgs["gzip"], p.host), withHost(imgs["zstd"], p.host)
+	defer p.Close()
+	a, w := withHost(imgs["gzip"], p.Host), withHost(imgs["zstd"], p.Host)
 	configs, err := configDigests(ctx, imgs["gzip"], imgs["zstd"])
 	if err != nil {
 		return err
@@ -34,9 +36,9 @@ func (b *bench) remix(ctx context.Context) error {
 	var moved, all int64
 	for i := 1; i <= b.cfg.Runs; i++ {
 		b.logf("remix run %d/%d", i, b.cfg.Runs)
-		p.reset()
+		p.Reset()
 		r, err := b.exec(ctx, nil, nil, b.bins.r8im, "remix", "-q", "--json", "--base", a, "--weights", w,
-			"--dest", fmt.Sprintf("%s/models/remix-%d:v1", p.host, i))
+			"--dest", fmt.Sprintf("%s/models/remix-%d:v1", p.Host, i))
 		if err != nil {
 			return err
 		}
@@ -51,7 +53,13 @@ func (b *bench) remix(ctx context.Context) error {
 			return err
 		}
 		maps.Copy(result, configs)
-		a, l := p.moved(result)
+		var a, l int64
+		for d, n := range p.Blobs() {
+			a += n
+			if !result[d] {
+				l += n // not a config: a layer, or an upload never committed
+			}
+		}
 		secs = append(secs, r.seconds)
 		moved, all = max(moved, l), max(all, a)
 	}

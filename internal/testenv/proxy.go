@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -26,6 +27,9 @@ type Proxy struct {
 	cogTokens  map[string]string // token → user name for /cog/v1/verify-token
 	downloaded map[string]int64  // blob digest → bytes of GET responses
 	uploaded   int64             // bytes of PATCH/PUT bodies to blob uploads
+	sessions   map[string]int64  // upload session → bytes not yet committed
+	committed  map[string]int64  // blob digest → upload bytes its PUT committed
+	srv        *http.Server
 	faults     []Fault
 	faultFunc  func(*http.Request) (Fault, bool)
 	injected   int64 // faults applied so far
@@ -71,7 +75,17 @@ type truncateKey struct{}
 // closed when the test ends.
 func CountingProxy(t testing.TB, upstream string) *Proxy {
 	t.Helper()
-	p := &Proxy{downloaded: map[string]int64{}}
+	p, err := NewProxy(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// NewProxy is CountingProxy outside a test (make bench); Close stops it.
+func NewProxy(upstream string) (*Proxy, error) {
+	p := &Proxy{downloaded: map[string]int64{}, sessions: map[string]int64{}, committed: map[string]int64{}}
 	target := &url.URL{Scheme: "http", Host: upstream}
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.ErrorLog = log.New(io.Discard, "", 0) // injected faults make noise by design
@@ -91,9 +105,9 @@ func CountingProxy(t testing.TB, upstream string) *Proxy {
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/cog/v1/verify-token" {
 			p.verifyToken(w, r)
 			return
@@ -135,10 +149,13 @@ func CountingProxy(t testing.TB, upstream string) *Proxy {
 			}
 			panic(http.ErrAbortHandler)
 		}
-		if (r.Method == http.MethodPatch || r.Method == http.MethodPut) && strings.Contains(r.URL.Path, "/blobs/uploads/") && r.Body != nil {
+		upload := (r.Method == http.MethodPatch || r.Method == http.MethodPut) && strings.Contains(r.URL.Path, "/blobs/uploads/")
+		session := path.Base(r.URL.Path)
+		if upload && r.Body != nil {
 			r.Body = &countBody{ReadCloser: r.Body, add: func(n int64) {
 				p.mu.Lock()
 				p.uploaded += n
+				p.sessions[session] += n
 				rate := p.throttle
 				p.mu.Unlock()
 				if rate > 0 {
@@ -147,12 +164,21 @@ func CountingProxy(t testing.TB, upstream string) *Proxy {
 			}}
 		}
 		rp.ServeHTTP(w, r)
+		if upload && r.Method == http.MethodPut {
+			// The PUT commits the session's bytes under their digest.
+			p.mu.Lock()
+			p.committed[r.URL.Query().Get("digest")] += p.sessions[session]
+			delete(p.sessions, session)
+			p.mu.Unlock()
+		}
 	})}
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	go func() { _ = p.srv.Serve(l) }()
 	p.Host = l.Addr().String()
-	return p
+	return p, nil
 }
+
+// Close stops the proxy.
+func (p *Proxy) Close() { _ = p.srv.Close() }
 
 func (p *Proxy) add(m *map[string]int64, key string, n int64) {
 	p.mu.Lock()
@@ -266,10 +292,27 @@ func (p *Proxy) Uploaded() int64 {
 	return p.uploaded
 }
 
+// Blobs returns, per blob digest, the bytes that crossed the proxy: served
+// by GET, or uploaded in a session its PUT committed. Bytes of sessions not
+// committed (yet) are under "uncommitted".
+func (p *Proxy) Blobs() map[string]int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := maps.Clone(p.downloaded)
+	for d, n := range p.committed {
+		out[d] += n
+	}
+	for _, n := range p.sessions {
+		out["uncommitted"] += n
+	}
+	return out
+}
+
 // Reset zeroes the counters.
 func (p *Proxy) Reset() {
 	p.mu.Lock()
 	p.downloaded, p.uploaded = map[string]int64{}, 0
+	p.sessions, p.committed = map[string]int64{}, map[string]int64{}
 	p.mu.Unlock()
 }
 

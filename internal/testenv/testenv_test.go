@@ -273,3 +273,48 @@ func TestRedisPasswordAndRestart(t *testing.T) {
 		t.Fatalf("after a crash and restart GET = %q, %v; want the acknowledged write", got, err)
 	}
 }
+
+// The proxy attributes bytes to blobs: uploads under the digest their PUT
+// commits, downloads under the digest fetched.
+func TestProxyCountsBlobs(t *testing.T) {
+	reg := testenv.Registry(t)
+	p := testenv.CountingProxy(t, reg.Host)
+	img := testenv.BaseImage(t, testenv.OCI, testenv.Amd64)
+	testenv.Push(t, p.Host+"/proxy/count:v1", img)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := p.Blobs()
+	var sum int64
+	for _, l := range layers {
+		d, _ := l.Digest()
+		n, _ := l.Size()
+		if blobs[d.String()] != n {
+			t.Errorf("layer %s: %d bytes counted, want its size %d", d, blobs[d.String()], n)
+		}
+		sum += n
+	}
+	if blobs["uncommitted"] != 0 || p.Uploaded() < sum {
+		t.Errorf("uncommitted %d, uploaded %d (layers %d)", blobs["uncommitted"], p.Uploaded(), sum)
+	}
+	p.Reset()
+	d, _ := layers[0].Digest()
+	ref, err := name.NewDigest(p.Host + "/proxy/count@" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := remote.Layer(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, rc)
+	rc.Close()
+	if got := p.Blobs(); got[d.String()] != n || len(got) != 1 {
+		t.Errorf("after a download of %d bytes of %s: %v", n, d, got)
+	}
+}
