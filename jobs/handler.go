@@ -22,7 +22,7 @@ import (
 type RecordStore interface {
 	Create(ctx context.Context, rec storage.Record) (bool, error)
 	Get(ctx context.Context, id string) (*storage.Record, error)
-	Start(ctx context.Context, id string, attempt int) error
+	Start(ctx context.Context, id string, attempt int) (succeeded bool, err error)
 	Progress(ctx context.Context, id string, done, total int64) error
 	Succeed(ctx context.Context, id string, s storage.Success) (bool, error)
 	Fail(ctx context.Context, id, msg string, final bool) error
@@ -202,18 +202,19 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 		cancel()
 		return fmt.Errorf("recording %s: %w", id, serr)
 	}
-	if prev, gerr := h.Records.Get(rctx, id); gerr == nil && prev.State == storage.StateSucceeded {
+	done, serr := h.Records.Start(rctx, id, retried+1)
+	if serr != nil {
+		cancel()
+		return fmt.Errorf("recording the start of %s: %w", id, serr) // Redis trouble: retry later
+	}
+	if done {
 		// A duplicate delivery of a task already published (a worker died
 		// between recording and acknowledging it): nothing to redo.
 		cancel()
-		logger(ctx, h.Log).Info("already published", "result", prev.Result)
+		logger(ctx, h.Log).Info("already published")
 		rctx, cancel = bg()
 		defer cancel()
 		return h.notify(rctx, id, storage.StateSucceeded)
-	}
-	if serr := h.Records.Start(rctx, id, retried+1); serr != nil {
-		cancel()
-		return fmt.Errorf("recording the start of %s: %w", id, serr) // Redis trouble: retry later
 	}
 	cancel()
 

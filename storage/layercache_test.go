@@ -208,7 +208,7 @@ func TestBatchesCompleteOnce(t *testing.T) {
 	if _, err := recs.Succeed(ctx, "t1", storage.Success{Result: "r/a@sha256:" + fmt.Sprintf("%064x", 1), SavedBytes: 100}); err != nil {
 		t.Fatal(err)
 	}
-	if err := recs.Start(ctx, "t2", 1); err != nil {
+	if _, err := recs.Start(ctx, "t2", 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Skip(ctx, "b1", 4); err != nil {

@@ -242,14 +242,16 @@ func (r *Records) Get(ctx context.Context, id string) (*Record, error) {
 
 // Start marks record id running its attempt-th attempt (Attempts =
 // attempt, StartedAt = now; FinishedAt and progress are cleared). It does
-// nothing to a succeeded record. A missing record is created bare (id and
+// nothing to a succeeded record, and says so: succeeded is true when the
+// record had already succeeded. A missing record is created bare (id and
 // times only): to keep Type, Queue and Inputs of a task enqueued by other
 // means, call Create (a no-op when the record exists) before Start.
-func (r *Records) Start(ctx context.Context, id string, attempt int) error {
-	if err := startScript.Run(ctx, r.rdb, r.keys(id), r.args(id, attempt)...).Err(); err != nil {
-		return fmt.Errorf("starting record %s: %w", id, err)
+func (r *Records) Start(ctx context.Context, id string, attempt int) (succeeded bool, err error) {
+	n, err := startScript.Run(ctx, r.rdb, r.keys(id), r.args(id, attempt)...).Int()
+	if err != nil {
+		return false, fmt.Errorf("starting record %s: %w", id, err)
 	}
-	return nil
+	return n == 0, nil
 }
 
 // Progress records done of total bytes. It is one small script (two fields

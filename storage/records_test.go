@@ -59,6 +59,15 @@ func recCreate(t *testing.T, rs *storage.Records, rec storage.Record) {
 	}
 }
 
+// recStart starts record id's attempt-th attempt; it returns whether the
+// record had already succeeded.
+func recStart(t *testing.T, rs *storage.Records, id string, attempt int) bool {
+	t.Helper()
+	succeeded, err := rs.Start(context.Background(), id, attempt)
+	recCheck(t, err)
+	return succeeded
+}
+
 func recCheck(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -162,9 +171,9 @@ func TestRecordRoundTripsEveryField(t *testing.T) {
 	in := storage.Record{ID: "evt-rt", Type: "image:affix", Queue: "publish", EventID: "evt-rt",
 		Inputs: json.RawMessage(`{"weights":"s3://b/k.tar","dest":"r.example/m:v1"}`), Metadata: json.RawMessage(`{"run":"abc","n":[1,2]}`)}
 	recCreate(t, rs, in)
-	recCheck(t, rs.Start(ctx, in.ID, 1))
+	recStart(t, rs, in.ID, 1)
 	recCheck(t, rs.Fail(ctx, in.ID, "pushing: 503", false))
-	recCheck(t, rs.Start(ctx, in.ID, 2))
+	recStart(t, rs, in.ID, 2)
 	recCheck(t, rs.Progress(ctx, in.ID, 512, 1024))
 	s := recSuccess(3)
 	first, err := rs.Succeed(ctx, in.ID, s)
@@ -219,7 +228,7 @@ func TestRecordTTLRefreshedOnEveryWrite(t *testing.T) {
 		name string
 		do   func() error
 	}{
-		{"Start", func() error { return rs.Start(ctx, "evt-ttl", 1) }},
+		{"Start", func() error { _, err := rs.Start(ctx, "evt-ttl", 1); return err }},
 		{"Progress", func() error { return rs.Progress(ctx, "evt-ttl", 1, 2) }},
 		{"Fail", func() error { return rs.Fail(ctx, "evt-ttl", "retrying", false) }},
 		{"Succeed", func() error { _, err := rs.Succeed(ctx, "evt-ttl", recSuccess(1)); return err }},
@@ -238,7 +247,7 @@ func TestRecordStateMachine(t *testing.T) {
 
 	t.Run("queued running succeeded", func(t *testing.T) {
 		recCreate(t, rs, storage.Record{ID: "a", Type: "image:affix"})
-		recCheck(t, rs.Start(ctx, "a", 1))
+		recStart(t, rs, "a", 1)
 		if r := recGet(t, rs, "a"); r.State != storage.StateRunning || r.Attempts != 1 || r.StartedAt == nil || r.FinishedAt != nil {
 			t.Fatalf("after Start: %+v", r)
 		}
@@ -252,14 +261,14 @@ func TestRecordStateMachine(t *testing.T) {
 
 	t.Run("non-final failure keeps running", func(t *testing.T) {
 		recCreate(t, rs, storage.Record{ID: "b"})
-		recCheck(t, rs.Start(ctx, "b", 1))
+		recStart(t, rs, "b", 1)
 		recCheck(t, rs.Progress(ctx, "b", 10, 100))
 		recCheck(t, rs.Fail(ctx, "b", "dial tcp: connection refused", false))
 		r := recGet(t, rs, "b")
 		if r.State != storage.StateRunning || r.LastError != "dial tcp: connection refused" || r.FinishedAt != nil {
 			t.Fatalf("after non-final Fail: %+v", r)
 		}
-		recCheck(t, rs.Start(ctx, "b", 2))
+		recStart(t, rs, "b", 2)
 		r = recGet(t, rs, "b")
 		if r.Attempts != 2 || r.ProgressDone != 0 || r.ProgressTotal != 0 || r.LastError == "" {
 			t.Errorf("second Start: attempts %d, progress %d/%d, last error %q; want 2, reset, kept",
@@ -269,14 +278,14 @@ func TestRecordStateMachine(t *testing.T) {
 
 	t.Run("final failure", func(t *testing.T) {
 		recCreate(t, rs, storage.Record{ID: "c"})
-		recCheck(t, rs.Start(ctx, "c", 1))
+		recStart(t, rs, "c", 1)
 		recCheck(t, rs.Fail(ctx, "c", "policy: ../etc/passwd escapes /src/weights", true))
 		r := recGet(t, rs, "c")
 		if r.State != storage.StateFailed || r.FinishedAt == nil || r.LastError == "" {
 			t.Fatalf("after final Fail: %+v", r)
 		}
 		// An operator re-runs the task: it runs again.
-		recCheck(t, rs.Start(ctx, "c", 1))
+		recStart(t, rs, "c", 1)
 		if r := recGet(t, rs, "c"); r.State != storage.StateRunning || r.FinishedAt != nil {
 			t.Errorf("Start after failed: %+v", r)
 		}
@@ -284,7 +293,7 @@ func TestRecordStateMachine(t *testing.T) {
 
 	t.Run("nothing changes a succeeded record", func(t *testing.T) {
 		recCreate(t, rs, storage.Record{ID: "d"})
-		recCheck(t, rs.Start(ctx, "d", 1))
+		recStart(t, rs, "d", 1)
 		recCheck(t, rs.Progress(ctx, "d", 100, 100))
 		if _, err := rs.Succeed(ctx, "d", recSuccess(4)); err != nil {
 			t.Fatal(err)
@@ -292,7 +301,9 @@ func TestRecordStateMachine(t *testing.T) {
 		before := recGet(t, rs, "d")
 		recCheck(t, rs.Fail(ctx, "d", "late failure", false))
 		recCheck(t, rs.Fail(ctx, "d", "late final failure", true))
-		recCheck(t, rs.Start(ctx, "d", 5))
+		if !recStart(t, rs, "d", 5) {
+			t.Error("Start of a succeeded record did not say it had succeeded")
+		}
 		recCheck(t, rs.Progress(ctx, "d", 1, 2))
 		if first, err := rs.Succeed(ctx, "d", recSuccess(9)); err != nil || first {
 			t.Errorf("second Succeed = %v, %v; want false, nil", first, err)
@@ -313,7 +324,7 @@ func TestRecordStateMachine(t *testing.T) {
 		if _, err := rs.Get(ctx, "ghost"); !errors.Is(err, storage.ErrNoRecord) {
 			t.Errorf("Progress created a record: %v", err)
 		}
-		recCheck(t, rs.Start(ctx, "other-means", 3))
+		recStart(t, rs, "other-means", 3)
 		if r := recGet(t, rs, "other-means"); r.ID != "other-means" || r.State != storage.StateRunning || r.Attempts != 3 || r.CreatedAt.IsZero() {
 			t.Errorf("Start on missing: %+v", r)
 		}
@@ -345,7 +356,7 @@ func TestRecordFailedWriteLeavesPreviousState(t *testing.T) {
 	ctx := context.Background()
 	rs, rdb, _ := newRecords(t)
 	recCreate(t, rs, storage.Record{ID: "w", Type: "image:affix"})
-	recCheck(t, rs.Start(ctx, "w", 1))
+	recStart(t, rs, "w", 1)
 	before := recGet(t, rs, "w")
 
 	recCheck(t, rdb.Set(ctx, rs.StreamKey(), "not a stream", 0).Err())
@@ -383,7 +394,7 @@ func TestSucceedExactlyOnce(t *testing.T) {
 	for round := range 5 {
 		id := "race-" + strconv.Itoa(round)
 		recCreate(t, rs, storage.Record{ID: id, Type: "image:affix", Queue: "publish"})
-		recCheck(t, rs.Start(ctx, id, 1))
+		recStart(t, rs, id, 1)
 
 		const n = 20
 		var (
@@ -546,9 +557,9 @@ func TestRecordList(t *testing.T) {
 		recCreate(t, rs, storage.Record{ID: "r" + strconv.Itoa(i), Type: "image:affix"})
 		time.Sleep(2 * time.Millisecond)
 	}
-	recCheck(t, rs.Start(ctx, "r2", 1))
-	recCheck(t, rs.Start(ctx, "r4", 1))
-	recCheck(t, rs.Start(ctx, "r1", 1))
+	recStart(t, rs, "r2", 1)
+	recStart(t, rs, "r4", 1)
+	recStart(t, rs, "r1", 1)
 	if _, err := rs.Succeed(ctx, "r4", recSuccess(4)); err != nil {
 		t.Fatal(err)
 	}
