@@ -42,9 +42,9 @@ func TestTextCaps(t *testing.T) {
 func TestURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"https://bucket.s3.example.com/w.tar?X-Amz-Signature=abc&X-Amz-Credential=k": "https://bucket.s3.example.com/w.tar",
-		"https://user:pass@host/p#frag":                                               "https://host/p",
-		"s3://bucket/key":                                                             "s3://bucket/key",
-		"%zz?secret=1":                                                                "%zz",
+		"https://user:pass@host/p#frag":                                              "https://host/p",
+		"s3://bucket/key":                                                            "s3://bucket/key",
+		"%zz?secret=1":                                                               "%zz",
 	} {
 		if got := URL(in); got != want {
 			t.Errorf("URL(%q) = %q, want %q", in, got, want)
