@@ -11,7 +11,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -110,11 +109,8 @@ func Affix(ctx context.Context, req AffixRequest, opts ...Option) (_ *AffixResul
 			return err
 		},
 	}
-	if err := remote.WriteLayer(repo, layer, op.ropts...); err != nil {
-		if cause := layer.cause(); cause != nil {
-			return nil, cause
-		}
-		return nil, registryErr(err, "uploading the weights layer to "+repo.String())
+	if err := layer.upload(op.ctx, op.o, repo, op.m, "weights/0", "the weights layer"); err != nil {
+		return nil, err
 	}
 
 	var images []platformImage

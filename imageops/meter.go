@@ -20,6 +20,13 @@ type Transfer struct {
 	MountedBytes    int64 `json:"mounted_bytes"`
 	SkippedBlobs    int   `json:"skipped_blobs"` // blobs the destination already had
 	SkippedBytes    int64 `json:"skipped_bytes"`
+	Chunks          int   `json:"chunks,omitempty"`        // chunked PATCH requests acknowledged
+	ChunkSize       int64 `json:"chunk_size,omitempty"`    // the chunk size, when a 413 made it smaller
+	ResumedBytes    int64 `json:"resumed_bytes,omitempty"` // bytes an interrupted upload had sent, not sent again
+	// Notes says, in words, where an upload did not go as planned: a
+	// refused chunked upload sent in one request, a smaller chunk size after
+	// a 413, an interrupted upload resumed or started again.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // meter is an http.RoundTripper that counts blob traffic. It sits below
@@ -31,6 +38,27 @@ type meter struct {
 	mounted                            map[string]bool // digests mounted
 	committed                          map[string]bool // digests uploaded by this operation
 	retryAfter                         atomic.Int64    // the longest Retry-After seen (ns)
+	chunks, resumed, chunkSize         atomic.Int64
+	notes                              []string
+}
+
+// addNote records how an upload deviated from the plan (Transfer.Notes).
+func (m *meter) addNote(s string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.notes) < 100 {
+		m.notes = append(m.notes, s)
+	}
+}
+
+// setChunkSize records a chunk size made smaller by a 413.
+func (m *meter) setChunkSize(n int64) {
+	for {
+		old := m.chunkSize.Load()
+		if old != 0 && old <= n || m.chunkSize.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }
 
 func newMeter() *meter { return &meter{mounted: map[string]bool{}, committed: map[string]bool{}} }
@@ -91,6 +119,8 @@ func (m *meter) transfer(sizes map[string]int64) Transfer {
 		UploadedBytes: m.uploaded.Load(), DownloadedBytes: m.downloaded.Load(),
 		SkippedBlobs: int(m.skipped.Load()), SkippedBytes: m.skippedBytes.Load(),
 		MountedBlobs: len(m.mounted),
+		Chunks:       int(m.chunks.Load()), ChunkSize: m.chunkSize.Load(), ResumedBytes: m.resumed.Load(),
+		Notes: append([]string(nil), m.notes...),
 	}
 	for d := range m.mounted {
 		t.MountedBytes += sizes[d]

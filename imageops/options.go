@@ -30,6 +30,9 @@ type options struct {
 	userAgent       string
 	cache           LayerCache // nil: no shared-layer cache
 	limits          TarLimits
+	chunkSize       int64          // upload chunk size; 0: one request per blob
+	sessions        UploadSessions // nil: uploads are not resumable across attempts
+	sessionKey      string
 
 	kc authn.Keychain // keychain with the cog token exchange, built once
 }
@@ -42,6 +45,7 @@ func makeOptions(opts []Option) *options {
 		transport:       remote.DefaultTransport,
 		jobs:            4,
 		userAgent:       "r8im",
+		chunkSize:       DefaultChunkSize,
 	}
 	for _, opt := range opts {
 		opt(o)

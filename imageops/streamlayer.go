@@ -1,6 +1,7 @@
 package imageops
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/stream"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -37,7 +39,6 @@ type streamLayer struct {
 	digest, diffID   v1.Hash
 	size, uncompSize int64
 	err              error // a permanent error: later passes fail at once
-	lastErr          error // the last error produce returned, for reporting
 }
 
 var _ v1.Layer = (*streamLayer)(nil)
@@ -90,18 +91,6 @@ func (l *streamLayer) failure() error {
 	return l.err
 }
 
-// cause explains a failed upload from the producing side, when it was the
-// input (not the network) that failed: the permanent error, else the last
-// error produce returned. nil means the failure was the registry's.
-func (l *streamLayer) cause() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.err != nil {
-		return l.err
-	}
-	return l.lastErr
-}
-
 // Uncompressed is not needed to push; it is provided for completeness.
 func (l *streamLayer) Uncompressed() (io.ReadCloser, error) {
 	pr, pw := io.Pipe()
@@ -138,15 +127,20 @@ const (
 // Uncompressed layers skip the compressor and the second hash (their
 // digest is their diffID). Every stage sees the same bytes in the same
 // order as a sequential pass would, so the output is identical.
+//
+// When out is a digester (the blob uploader, which must hash exactly up to
+// each chunk it saves), the blob's digest is left to it; an uncompressed
+// layer with nothing to verify then has no hash stage of its own.
 func (l *streamLayer) pass(out io.Writer) (err error) {
 	stopped := make(chan struct{}) // closed when the pass gives up: stages drop their work
 	defer close(stopped)
 
 	uncompressed := l.compression == Uncompressed
+	outer, outHashes := out.(digester)
 	digest := sha256.New()
 	var compressed int64
 	sink := newStage(stopped, func(p []byte) error {
-		if !uncompressed {
+		if !uncompressed && !outHashes {
 			digest.Write(p)
 		}
 		compressed += int64(len(p))
@@ -166,10 +160,13 @@ func (l *streamLayer) pass(out io.Writer) (err error) {
 	})
 	var compressor *stage
 	var to io.Writer = hasher
-	if uncompressed {
+	switch {
+	case uncompressed && outHashes && l.verify == nil:
+		to = sink // the diffID is the digest the uploader computes
+	case uncompressed:
 		// The sink hashes nothing; hashing and sending overlap anyway.
 		to = io.MultiWriter(hasher, sink)
-	} else {
+	default:
 		compressor = newStage(stopped, func(p []byte) error {
 			_, err := cw.Write(p)
 			return err
@@ -203,15 +200,37 @@ func (l *streamLayer) pass(out io.Writer) (err error) {
 	// Set before the reader sees EOF: the uploader asks for the digest as
 	// soon as the body is consumed.
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.computed = true
 	l.diffID = hashOf(diffID)
 	l.digest = l.diffID
-	if !uncompressed {
+	switch {
+	case outHashes:
+		l.digest = outer.Sum()
+		if uncompressed && l.verify == nil {
+			l.diffID, uncompSize = l.digest, compressed
+		}
+	case !uncompressed:
 		l.digest = hashOf(digest)
 	}
 	l.size, l.uncompSize = compressed, uncompSize
-	l.mu.Unlock()
 	return nil
+}
+
+// digester is a writer that hashes what it is given.
+type digester interface{ Sum() v1.Hash }
+
+// upload produces the layer straight into a (chunked, resumable) upload to
+// repo; id names the layer within the operation, for its saved session.
+func (l *streamLayer) upload(ctx context.Context, o *options, repo name.Repository, m *meter, id, what string) error {
+	if err := l.failure(); err != nil {
+		return err
+	}
+	_, err := o.uploadBlob(ctx, repo, m, blobSpec{id: id, what: what, size: -1, write: l.pass})
+	if perm := l.failure(); perm != nil {
+		return perm
+	}
+	return err
 }
 
 // stage is a pipeline step: bytes written to it are cut into chunks that a
@@ -323,17 +342,14 @@ func (s *stage) Close() error {
 }
 
 // failed records why a pass stopped: a permanent error stops later passes
-// too; an uploader hanging up is not the input's failure.
+// too.
 func (l *streamLayer) failed(err error) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var p permanentError
 	if errors.As(err, &p) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
 		l.err = p.error
 		return p.error
-	}
-	if !errors.Is(err, io.ErrClosedPipe) {
-		l.lastErr = err
 	}
 	return err
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -290,14 +289,12 @@ func (o *options) recompress(ctx context.Context, repo name.Repository, src *sou
 		convert := func() error {
 			from := func() (io.ReadCloser, error) { return o.openBlob(gctx, src.ref.Context(), c.desc, m) }
 			c.out.produce = func(w io.Writer) error { return c.produce(w, from, prog) }
-			if err := remote.WriteLayer(repo, c.out, ropts...); err != nil {
-				if cause := c.out.cause(); cause != nil {
-					return cause
-				}
+			what := fmt.Sprintf("the zstd form of layer %s", c.desc.Digest)
+			if err := c.out.upload(gctx, o, repo, m, fmt.Sprintf("zstd/%s/%d", c.desc.Digest, level), what); err != nil {
 				if gctx.Err() != nil && ctx.Err() == nil {
 					return gctx.Err() // another layer failed first; errgroup keeps its error
 				}
-				return registryErr(err, fmt.Sprintf("uploading the zstd form of layer %s to %s", c.desc.Digest, repo))
+				return err
 			}
 			return nil
 		}
