@@ -27,7 +27,7 @@ const (
 
 var (
 	errTooLarge = errors.New("testenv proxy: request body over the cap")
-	errDropped  = errors.New("testenv proxy: connection dropped mid-PATCH")
+	errCut      = errors.New("testenv proxy: response dropped after a cut PATCH")
 	errAborted  = errors.New("testenv proxy: request aborted")
 )
 
@@ -42,16 +42,18 @@ type reqState struct {
 
 	// Set by begin, under p.mu.
 	cap    int64 // body cap in force for this request; 0 none
-	dropAt int64 // read exactly this many bytes, then drop; -1 none
+	dropAt int64 // read exactly this many bytes, forward nothing, drop; -1 none
+	cutAt  int64 // forward exactly this many bytes as a whole request, then drop; -1 none
 	refuse int   // 413 or 416 decided from the headers: nothing is forwarded
 
 	read    int64 // bytes read from the client
+	cut     bool  // the body was ended at cutAt
 	outcome int   // 0, 413 (cut by the cap) or outcomeDropped
 }
 
 func (p *Proxy) begin(r *http.Request) *reqState {
 	bk, _ := r.Context().Value(connKey{}).(*bucket)
-	st := &reqState{p: p, ctx: r.Context(), bucket: bk, dropAt: -1,
+	st := &reqState{p: p, ctx: r.Context(), bucket: bk, dropAt: -1, cutAt: -1,
 		upload:  (r.Method == http.MethodPatch || r.Method == http.MethodPut) && strings.Contains(r.URL.Path, "/blobs/uploads/"),
 		session: path.Base(r.URL.Path)}
 	patch := st.upload && r.Method == http.MethodPatch
@@ -69,6 +71,10 @@ func (p *Proxy) begin(r *http.Request) *reqState {
 		p.stats.RefusedChunks++
 	case patch && p.front.dropAfter >= 0 && (r.ContentLength > p.front.dropAfter || r.ContentLength < 0):
 		st.dropAt, p.front.dropAfter = p.front.dropAfter, -1
+		p.stats.Dropped++
+	case patch && p.front.cutAfter >= 0 && (r.ContentLength > p.front.cutAfter || r.ContentLength < 0):
+		st.cutAt, p.front.cutAfter = p.front.cutAfter, -1
+		p.stats.Dropped++
 	}
 	if patch {
 		p.patches[st.session]++
@@ -80,8 +86,8 @@ func (p *Proxy) begin(r *http.Request) *reqState {
 func (p *Proxy) finish(st *reqState) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if st.refuse == 0 && st.outcome == 0 {
-		p.stats.LargestForwarded = max(p.stats.LargestForwarded, st.read)
+	if st.refuse == 0 && st.dropAt < 0 && st.outcome != http.StatusRequestEntityTooLarge {
+		p.stats.LargestForwarded = max(p.stats.LargestForwarded, st.read) // a cut request's n bytes too
 	}
 }
 
@@ -96,13 +102,24 @@ func (st *reqState) readRaw(b []byte) (int, error) {
 
 // drain reads the rest of a refused body, so that the client, done
 // sending, reads the answer.
-func (st *reqState) drain() {
+func (st *reqState) drain() { st.discard(-1) }
+
+// discard reads and drops n bytes of the body (all of it if n < 0).
+func (st *reqState) discard(n int64) {
 	if st.body == nil {
 		return
 	}
 	buf := make([]byte, 32<<10)
-	for {
-		if _, err := st.readRaw(buf); err != nil {
+	for n != 0 {
+		want := int64(len(buf))
+		if n > 0 {
+			want = min(want, n)
+		}
+		got, err := st.readRaw(buf[:want])
+		if n > 0 {
+			n -= int64(got)
+		}
+		if err != nil {
 			return
 		}
 	}
@@ -116,9 +133,7 @@ func (st *reqState) count(n int) {
 	rate := p.throttle
 	if st.upload {
 		p.uploaded += int64(n)
-		if st.refuse == 0 {
-			p.sessions[st.session] += int64(n)
-		}
+		p.sessions[st.session] += int64(n)
 	} else {
 		rate = 0
 	}
@@ -142,15 +157,12 @@ func (f *frontBody) Read(b []byte) (int, error) {
 	if st.cap > 0 {
 		limit = min(limit, st.cap+1-st.read) // one byte past the cap tells
 	}
-	if st.dropAt >= 0 {
-		if st.read >= st.dropAt {
-			st.outcome = outcomeDropped
-			st.p.mu.Lock()
-			st.p.stats.Dropped++
-			st.p.mu.Unlock()
-			return 0, errDropped
+	if st.cutAt >= 0 {
+		if st.read >= st.cutAt {
+			st.cut = true
+			return 0, io.EOF
 		}
-		limit = min(limit, st.dropAt-st.read)
+		limit = min(limit, st.cutAt-st.read)
 	}
 	n, err := st.readRaw(b[:min(limit, bandwidthBurst)])
 	if st.cap > 0 && st.read > st.cap {
@@ -208,4 +220,9 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// withClock replaces the bandwidth cap's clock and wait (for tests).
+func withClock(now func() time.Time, sleep func(context.Context, time.Duration)) ProxyOption {
+	return func(c *frontConfig) { c.now, c.sleep = now, sleep }
 }

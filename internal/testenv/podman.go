@@ -82,13 +82,18 @@ func RunImage(t testing.TB, ref string, cmd ...string) string {
 // RunImageWith is RunImage with credentials. Podman runs as these machines
 // allow: storage driver vfs, cgroupfs, runc, no network, and explicit
 // ulimits (nofile and nproc 1024; the runtime is refused the defaults),
-// with its storage, run and temporary directories in the test's temporary
-// directory. TLS is not verified (--tls-verify=false): the registry is a
+// with its storage, run and temporary directories in a directory of its
+// own, removed when the test ends. TLS is not verified (--tls-verify=false): the registry is a
 // loopback test server, HTTP or HTTPS.
 func RunImageWith(t testing.TB, o RunOptions, ref string, cmd ...string) string {
 	t.Helper()
 	podman, runc := Binary(t, "podman"), Binary(t, "runc")
-	dir := t.TempDir()
+	// Not t.TempDir: podman refuses a runroot path over 50 characters.
+	dir, err := os.MkdirTemp("", "r8im-podman-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	tmp := filepath.Join(dir, "tmp")
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		t.Fatal(err)

@@ -62,6 +62,9 @@ type frontConfig struct {
 	connRate     int64 // upload bytes per second per connection; 0: none
 	refuseChunks bool
 	dropAfter    int64 // armed when ≥ 0
+	cutAfter     int64 // armed when ≥ 0
+	now          func() time.Time
+	sleep        func(ctx context.Context, d time.Duration)
 	ca           *CA   // TLS to the registry and to clients
 }
 
@@ -85,8 +88,14 @@ func ProxyConnBandwidth(bytesPerSec int64) ProxyOption {
 func ProxyRefuseChunks() ProxyOption { return func(c *frontConfig) { c.refuseChunks = true } }
 
 // ProxyDropPatchAfter drops the connection of the first blob-upload PATCH
-// whose body goes past n bytes: see Proxy.DropPatchAfter.
+// whose body goes past n bytes, forwarding none of it: see
+// Proxy.DropPatchAfter.
 func ProxyDropPatchAfter(n int64) ProxyOption { return func(c *frontConfig) { c.dropAfter = n } }
+
+// ProxyCutPatchAfter passes the first n bytes of the first blob-upload
+// PATCH past n to the registry as a whole request, then drops the client's
+// connection: see Proxy.CutPatchAfter.
+func ProxyCutPatchAfter(n int64) ProxyOption { return func(c *frontConfig) { c.cutAfter = n } }
 
 // upstreamTLS makes the proxy reach the registry over TLS trusting ca, and
 // serve TLS to clients with ca's loopback certificate.
@@ -104,7 +113,7 @@ type ProxyStats struct {
 	LargestForwarded int64
 	TooLarge         int // requests answered 413 by the body cap
 	RefusedChunks    int // PATCH requests answered 416 by RefuseChunks
-	Dropped          int // connections dropped by DropPatchAfter
+	Dropped          int // connections dropped by DropPatchAfter or CutPatchAfter
 }
 
 // Throttle slows blob uploads through the proxy to bytesPerSec.
@@ -150,13 +159,28 @@ func (p *Proxy) RefuseChunks(on bool) {
 
 // DropPatchAfter arms a drop, once: the first blob-upload PATCH whose
 // Content-Length is over n (or is unknown) has exactly n bytes of its body
-// read and passed on, then both its connections are closed with no
-// response. The registry keeps the part of those n bytes that reached it
-// before the break: a client asks the upload session for its offset. A
-// negative n disarms.
+// read, then its connection is closed with no response. None of it reaches
+// the registry (a front that buffers bodies): the session stays at its last
+// acknowledged offset, and the client resends the chunk. A negative n
+// disarms.
 func (p *Proxy) DropPatchAfter(n int64) {
 	p.mu.Lock()
 	p.front.dropAfter = n
+	p.mu.Unlock()
+}
+
+// CutPatchAfter arms a cut, once: the first blob-upload PATCH whose
+// Content-Length is over n (or is unknown) reaches the registry as a
+// complete request of exactly its first n bytes (sent chunked, without
+// Content-Length); the proxy waits for the registry's answer and then
+// closes the client's connection instead of passing it on. The session
+// has moved past the client's last acknowledged offset: a client must ask
+// the registry (GET the upload location; distribution 2.8 then refuses the
+// stale _state with 404 BLOB_UPLOAD_INVALID, v3 answers the new offset). A
+// negative n disarms.
+func (p *Proxy) CutPatchAfter(n int64) {
+	p.mu.Lock()
+	p.front.cutAfter = n
 	p.mu.Unlock()
 }
 
@@ -212,10 +236,11 @@ func CountingProxy(t testing.TB, upstream string, opts ...ProxyOption) *Proxy {
 func NewProxy(upstream string, opts ...ProxyOption) (*Proxy, error) {
 	p := &Proxy{downloaded: map[string]int64{}, sessions: map[string]int64{}, committed: map[string]int64{},
 		patches: map[string]int{}, upstream: upstream, scheme: "http",
-		front: frontConfig{dropAfter: -1}, now: time.Now, sleep: sleepCtx}
+		front: frontConfig{dropAfter: -1, cutAfter: -1, now: time.Now, sleep: sleepCtx}}
 	for _, o := range opts {
 		o(&p.front)
 	}
+	p.now, p.sleep = p.front.now, p.front.sleep
 	var upstreamTransport http.RoundTripper = http.DefaultTransport
 	if p.front.ca != nil {
 		p.scheme = "https"
@@ -233,6 +258,10 @@ func NewProxy(upstream string, opts ...ProxyOption) (*Proxy, error) {
 				left = 64 << 10
 			}
 			resp.Body = &truncatedBody{ReadCloser: resp.Body, left: left}
+		}
+		if st, _ := req.Context().Value(reqKey{}).(*reqState); st != nil && st.cut {
+			st.outcome = outcomeDropped
+			return errCut
 		}
 		if req.Method == http.MethodGet && resp.StatusCode == http.StatusOK && strings.Contains(req.URL.Path, "/blobs/sha256:") {
 			resp.Body = &countBody{ReadCloser: resp.Body, add: func(n int64) { p.add(&p.downloaded, path.Base(req.URL.Path), n) }}
@@ -314,6 +343,16 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Rever
 		st.body = r.Body
 		r.Body = &frontBody{st: st}
 	}
+	if st.dropAt >= 0 {
+		st.discard(st.dropAt)
+		p.finish(st)
+		hangUp(w)
+		return
+	}
+	if st.cutAt >= 0 {
+		r.ContentLength = -1 // the registry gets a whole, shorter request
+		r.Header.Del("Content-Length")
+	}
 	if st.refuse != 0 {
 		st.drain()
 		p.finish(st)
@@ -350,7 +389,7 @@ func hangUp(w http.ResponseWriter) {
 }
 
 // upstreamError answers a request whose trip to the registry failed: 413
-// when the body cap cut it, a dropped connection when DropPatchAfter did,
+// when the body cap cut it, a dropped connection after CutPatchAfter,
 // else 502 as a reverse proxy does.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	st, _ := r.Context().Value(reqKey{}).(*reqState)
