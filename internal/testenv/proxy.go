@@ -65,7 +65,7 @@ type frontConfig struct {
 	cutAfter     int64 // armed when ≥ 0
 	now          func() time.Time
 	sleep        func(ctx context.Context, d time.Duration)
-	ca           *CA   // TLS to the registry and to clients
+	ca           *CA // TLS to the registry and to clients
 }
 
 // ProxyOption configures a Proxy's behaviour; see the setters of the same
