@@ -104,7 +104,7 @@ func upstreamTLS(ca *CA) ProxyOption { return func(c *frontConfig) { c.ca = ca }
 // ProxyStats are the proxy's figures about request bodies, exact to the
 // byte: every byte a client sent in a body is one the proxy read.
 type ProxyStats struct {
-	Requests int64 // requests received (all paths)
+	Requests int64 // requests that reached the front's checks (injected faults apart)
 	// LargestBody is the largest request body a client sent or announced:
 	// the greater of its Content-Length and the bytes read, refused
 	// requests included. "No request over the cap" is LargestBody ≤ cap.
