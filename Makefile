@@ -9,8 +9,15 @@ export R8IM_BIN_DIR := $(BIN_DIR)
 
 # Pinned, known-good MinIO (internal/testenv.MinIOVersion must match; a test checks).
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+# distribution v3, built into BIN_DIR as `registry` (Debian's 2.8 is
+# docker-registry); internal/testenv.RegistryV3Version must match (a test checks).
+REGISTRY_V3_VERSION := v3.1.2
 # command:package pairs installed from Debian when the command is missing.
-APT_DEPS := redis-server:redis-server docker-registry:docker-registry skopeo:skopeo umoci:umoci docker-compose:docker-compose openssl:openssl curl:curl
+# podman + runc run images in tests (internal/testenv.RunImage), storage vfs.
+APT_DEPS := redis-server:redis-server docker-registry:docker-registry skopeo:skopeo umoci:umoci docker-compose:docker-compose openssl:openssl curl:curl podman:podman runc:runc
+# Debian packages checked by name: the static busybox testenv.RunnableBase
+# puts in an image (a dynamic busybox would not run there).
+APT_PKGS := busybox-static
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The same flags as the container image build (the Dockerfile runs `make
@@ -44,9 +51,12 @@ BENCH_OUT   ?= bench/results.json
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-deps: ## install what the tests run (idempotent): Debian packages, pinned MinIO
+deps: ## install what the tests run (idempotent): Debian packages, pinned MinIO and distribution v3
 	@missing=""; for pair in $(APT_DEPS); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; \
+	done; \
+	for pkg in $(APT_PKGS); do \
+	  dpkg -s "$$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "deps: installing$$missing"; \
@@ -57,7 +67,11 @@ deps: ## install what the tests run (idempotent): Debian packages, pinned MinIO
 	  echo "deps: building MinIO $(MINIO_VERSION) into $(BIN_DIR) (about 4 minutes, once)"; \
 	  mkdir -p "$(BIN_DIR)" && cd /tmp && GOFLAGS= GOBIN="$(BIN_DIR)" $(GO) install github.com/minio/minio@$(MINIO_VERSION); \
 	fi
-	@echo "deps: redis-server, docker-registry, skopeo, umoci, docker-compose, openssl, curl and minio are installed"
+	@if ! "$(BIN_DIR)/registry" --version 2>/dev/null | grep -q " $(REGISTRY_V3_VERSION)"; then \
+	  echo "deps: building distribution $(REGISTRY_V3_VERSION) into $(BIN_DIR)/registry (about a minute, once)"; \
+	  mkdir -p "$(BIN_DIR)" && cd /tmp && GOFLAGS= GOBIN="$(BIN_DIR)" $(GO) install github.com/distribution/distribution/v3/cmd/registry@$(REGISTRY_V3_VERSION); \
+	fi
+	@echo "deps: redis-server, docker-registry, skopeo, umoci, docker-compose, openssl, curl, podman, runc, busybox-static, minio and registry (v3) are installed"
 
 build: ## build r8im, worker and enqueue into ./bin (static)
 	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o bin/ ./cmd/...

@@ -1,6 +1,7 @@
-// Package testenv starts real Redis, distribution registry and MinIO servers
-// for tests, builds synthetic base images and weights tarballs, and checks
-// pushed images with skopeo and umoci.
+// Package testenv starts real Redis, distribution registries (2.8 and v3,
+// with TLS and token auth), MinIO and podman for tests, builds synthetic
+// base images and weights tarballs, checks pushed images with skopeo and
+// umoci, and fronts registries with a counting, fault-injecting proxy.
 //
 // Each server runs on a free loopback port in a temporary directory and is
 // stopped when the test ends. R8IM_TEST_REDIS_ADDR, R8IM_TEST_REGISTRY and
@@ -9,4 +10,57 @@
 //
 // A missing binary fails the test with the command that installs it; nothing
 // is ever skipped. `make deps` installs everything.
+//
+// # Registries as in production
+//
+// Registry starts Debian's distribution 2.8 (plain HTTP, open). RegistryV3
+// starts distribution v3 (BinDir/registry), optionally WithTLS (a
+// certificate from TestCA, the CA made once per test process) and
+// WithTokenAuth(users...) (a Docker token issuer on the registry's own
+// host: each user pushes and pulls user/..., only pulls base/...; AdminUser
+// may do everything; anonymous gets nothing; a wrong password is 401 at the
+// realm; an ungranted scope is left out of the token, so the registry
+// answers 401 error="insufficient_scope").
+//
+// A Login is one user of one registry in every form a client takes:
+//
+//	alice := reg.Login(t, "alice")
+//	alice.RemoteOptions()   // go-containerregistry: transport trusting the CA + keychain
+//	alice.Keychain()        // authn.Keychain (the registry's host and its proxies)
+//	reg.Transport()         // http.RoundTripper trusting the CA (imageops.WithTransport)
+//	alice.DockerConfig(t)   // DOCKER_CONFIG dir; config.json is skopeo's and podman's --authfile
+//	alice.Env(t)            // DOCKER_CONFIG, SSL_CERT_FILE, SSL_CERT_DIR for a CLI subprocess
+//	reg.PushBase(t, "base/cog", testenv.OCI) // seeded as the admin
+//	reg.TokenRequests()     // what clients asked the issuer for, and were granted
+//
+// Registries(t) is the table that tests touching a registry run over:
+// "distribution-2.8" and "v3-token-tls", each started lazily by Start(t)
+// inside the subtest, with the user TestUser ("alice") and SeedBase for
+// base/ images. R8IM_TEST_REGISTRIES=v3-token-tls runs a subset.
+// TestPushReturnsDigestReference shows the pattern.
+//
+// # The proxy: real fronts
+//
+// CountingProxy (or reg.Proxy, which also fronts TLS and token-auth
+// registries, rewriting Location and the token realm so that every request
+// crosses it) counts blob bytes exactly (Uploaded, Downloaded, Blobs:
+// every body byte a client sent, refused or dropped ones included),
+// injects faults (Inject, SetFaultFunc), and behaves like production
+// fronts on request:
+//
+//	ProxyBodyCap(n)        413 to a body over n bytes (Stats: LargestBody, TooLarge)
+//	ProxyConnBandwidth(r)  a token bucket of r bytes/s per client connection
+//	ProxyRefuseChunks()    416 to a PATCH with Content-Range or a second PATCH per session
+//	ProxyDropPatchAfter(n) drop the first PATCH past n bytes, forwarding none of it (once)
+//	ProxyCutPatchAfter(n)  forward its first n bytes as a whole request, lose the answer (once)
+//
+// Each has a setter of the same name to change it while a test runs.
+//
+// # Running images
+//
+// RunImage(t, ref, cmd...) pulls ref with podman (vfs, cgroupfs, runc, no
+// network, explicit ulimits) into a private store and returns the
+// command's stdout. RunnableBase is BaseImage with a static busybox (sh,
+// sha256sum, find, xargs…) as its first layer, so affixed images can be
+// checked from inside.
 package testenv

@@ -48,6 +48,12 @@ type file struct {
 // digests differ. The image is deterministic.
 func BaseImage(t testing.TB, f Format, p v1.Platform) v1.Image {
 	t.Helper()
+	return baseImage(t, f, p, nil)
+}
+
+// baseImage is BaseImage, with first (if not nil) as its first layer.
+func baseImage(t testing.TB, f Format, p v1.Platform, first *mutate.Addendum) v1.Image {
+	t.Helper()
 	layerType := types.DockerLayer
 	if f == OCI {
 		layerType = types.OCILayer
@@ -65,6 +71,11 @@ func BaseImage(t testing.TB, f Format, p v1.Platform) v1.Image {
 	}
 	img := empty.Image
 	var err error
+	if first != nil {
+		if img, err = mutate.Append(img, *first); err != nil {
+			t.Fatalf("appending the first layer: %v", err)
+		}
+	}
 	for i, l := range layers {
 		layer, lerr := tarball.LayerFromOpener(tarOpener(l.files), tarball.WithMediaType(layerType))
 		if lerr != nil {
@@ -174,9 +185,16 @@ func BaseIndex(t testing.TB, f Format, platforms ...v1.Platform) v1.ImageIndex {
 	return mutate.IndexMediaType(idx, types.DockerManifestList)
 }
 
-// Push writes an image or index to ref (host/repo:tag) and returns the
-// digest reference host/repo@sha256:….
+// Push writes an image or index to ref (host/repo:tag) with the default
+// keychain and returns the digest reference host/repo@sha256:….
 func Push(t testing.TB, ref string, artifact remote.Taggable) name.Digest {
+	t.Helper()
+	return PushWith(t, ref, artifact, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+}
+
+// PushWith is Push with go-containerregistry options (a Login's
+// RemoteOptions for a TLS or token-auth registry).
+func PushWith(t testing.TB, ref string, artifact remote.Taggable, opts ...remote.Option) name.Digest {
 	t.Helper()
 	r, err := name.ParseReference(ref)
 	if err != nil {
@@ -184,9 +202,9 @@ func Push(t testing.TB, ref string, artifact remote.Taggable) name.Digest {
 	}
 	switch a := artifact.(type) {
 	case v1.Image:
-		err = remote.Write(r, a, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+		err = remote.Write(r, a, opts...)
 	case v1.ImageIndex:
-		err = remote.WriteIndex(r, a, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+		err = remote.WriteIndex(r, a, opts...)
 	default:
 		t.Fatalf("Push: %T is neither an image nor an index", artifact)
 	}
@@ -205,16 +223,22 @@ func Push(t testing.TB, ref string, artifact remote.Taggable) name.Digest {
 }
 
 // PushBase pushes BaseImage (one platform) or BaseIndex (several) of format f
-// to host/repo:tag and returns its digest reference.
+// to host/repo:latest and returns its digest reference.
 func PushBase(t testing.TB, host, repo string, f Format, platforms ...v1.Platform) name.Digest {
 	t.Helper()
-	ref := host + "/" + repo + ":latest"
+	return Push(t, host+"/"+repo+":latest", baseArtifact(t, f, platforms))
+}
+
+// baseArtifact is BaseIndex for several platforms, else BaseImage (amd64
+// by default).
+func baseArtifact(t testing.TB, f Format, platforms []v1.Platform) remote.Taggable {
+	t.Helper()
 	if len(platforms) > 1 {
-		return Push(t, ref, BaseIndex(t, f, platforms...))
+		return BaseIndex(t, f, platforms...)
 	}
 	p := Amd64
 	if len(platforms) == 1 {
 		p = platforms[0]
 	}
-	return Push(t, ref, BaseImage(t, f, p))
+	return BaseImage(t, f, p)
 }

@@ -23,13 +23,18 @@ func installHint(name string) string {
 	switch name {
 	case "minio":
 		return "make deps   (or: GOBIN=" + BinDir() + " go install github.com/minio/minio@" + MinIOVersion + ")"
-	case "redis-server", "docker-registry", "skopeo", "umoci":
+	case "registry":
+		return "make deps   (or: GOBIN=" + BinDir() + " go install github.com/distribution/distribution/v3/cmd/registry@" + RegistryV3Version + ")"
+	case "redis-server", "docker-registry", "skopeo", "umoci", "podman", "runc":
 		return "make deps   (or: apt-get install -y " + name + ")"
+	case "busybox":
+		return "make deps   (or: apt-get install -y busybox-static)"
 	}
 	return "install " + name
 }
 
-// BinDir is where `make deps` puts binaries built with go install (MinIO):
+// BinDir is where `make deps` puts binaries built with go install (MinIO,
+// distribution v3's registry):
 // $R8IM_BIN_DIR, else ~/.cache/r8im/bin.
 func BinDir() string {
 	if d := os.Getenv("R8IM_BIN_DIR"); d != "" {

@@ -219,27 +219,34 @@ func TestStoppedServersLeaveNoProcess(t *testing.T) {
 	}
 }
 
+// PushBase answers the digest the registry serves, and tags :latest: on
+// every kind of registry (the pattern of a table test over Registries).
 func TestPushReturnsDigestReference(t *testing.T) {
-	reg := testenv.Registry(t)
-	dig := testenv.PushBase(t, reg.Host, "base/digest", testenv.OCI)
-	img, err := remote.Image(dig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := img.Digest()
-	if got.String() != dig.DigestStr() {
-		t.Fatalf("registry serves %s for %s", got, dig)
-	}
-	tag, err := name.ParseReference(reg.Host + "/base/digest:latest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tagged, err := remote.Image(tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d, _ := tagged.Digest(); d != got {
-		t.Fatalf(":latest is %s, want %s", d, got)
+	for _, rc := range testenv.Registries(t) {
+		t.Run(rc.Name, func(t *testing.T) {
+			reg := rc.Start(t)
+			dig := reg.SeedBase(t, "digest", testenv.OCI)
+			opts := reg.User.RemoteOptions() // alice may pull base/...
+			img, err := remote.Image(dig, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := img.Digest()
+			if got.String() != dig.DigestStr() {
+				t.Fatalf("registry serves %s for %s", got, dig)
+			}
+			tag, err := name.ParseReference(reg.Host + "/base/digest:latest")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tagged, err := remote.Image(tag, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := tagged.Digest(); d != got {
+				t.Fatalf(":latest is %s, want %s", d, got)
+			}
+		})
 	}
 }
 
@@ -275,46 +282,52 @@ func TestRedisPasswordAndRestart(t *testing.T) {
 }
 
 // The proxy attributes bytes to blobs: uploads under the digest their PUT
-// commits, downloads under the digest fetched.
+// commits, downloads under the digest fetched; in front of every kind of
+// registry.
 func TestProxyCountsBlobs(t *testing.T) {
-	reg := testenv.Registry(t)
-	p := testenv.CountingProxy(t, reg.Host)
-	img := testenv.BaseImage(t, testenv.OCI, testenv.Amd64)
-	testenv.Push(t, p.Host+"/proxy/count:v1", img)
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	blobs := p.Blobs()
-	var sum int64
-	for _, l := range layers {
-		d, _ := l.Digest()
-		n, _ := l.Size()
-		if blobs[d.String()] != n {
-			t.Errorf("layer %s: %d bytes counted, want its size %d", d, blobs[d.String()], n)
-		}
-		sum += n
-	}
-	if blobs["uncommitted"] != 0 || p.Uploaded() < sum {
-		t.Errorf("uncommitted %d, uploaded %d (layers %d)", blobs["uncommitted"], p.Uploaded(), sum)
-	}
-	p.Reset()
-	d, _ := layers[0].Digest()
-	ref, err := name.NewDigest(p.Host + "/proxy/count@" + d.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := remote.Layer(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := l.Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := io.Copy(io.Discard, rc)
-	rc.Close()
-	if got := p.Blobs(); got[d.String()] != n || len(got) != 1 {
-		t.Errorf("after a download of %d bytes of %s: %v", n, d, got)
+	for _, rc := range testenv.Registries(t) {
+		t.Run(rc.Name, func(t *testing.T) {
+			reg := rc.Start(t)
+			p := reg.Proxy(t)
+			opts := reg.User.RemoteOptions()
+			img := testenv.BaseImage(t, testenv.OCI, testenv.Amd64)
+			testenv.PushWith(t, p.Host+"/"+testenv.TestUser+"/count:v1", img, opts...)
+			layers, err := img.Layers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			blobs := p.Blobs()
+			var sum int64
+			for _, l := range layers {
+				d, _ := l.Digest()
+				n, _ := l.Size()
+				if blobs[d.String()] != n {
+					t.Errorf("layer %s: %d bytes counted, want its size %d", d, blobs[d.String()], n)
+				}
+				sum += n
+			}
+			if blobs["uncommitted"] != 0 || p.Uploaded() < sum {
+				t.Errorf("uncommitted %d, uploaded %d (layers %d)", blobs["uncommitted"], p.Uploaded(), sum)
+			}
+			p.Reset()
+			d, _ := layers[0].Digest()
+			ref, err := name.NewDigest(p.Host + "/" + testenv.TestUser + "/count@" + d.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := remote.Layer(ref, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, err := l.Compressed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, _ := io.Copy(io.Discard, rc)
+			rc.Close()
+			if got := p.Blobs(); got[d.String()] != n || len(got) != 1 {
+				t.Errorf("after a download of %d bytes of %s: %v", n, d, got)
+			}
+		})
 	}
 }
