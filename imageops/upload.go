@@ -193,7 +193,7 @@ type blobUpload struct {
 	client *http.Client
 	repo   name.Repository
 	spec   blobSpec
-	key    string // session key; "" when sessions are not kept
+	key    string         // session key; "" when sessions are not kept
 	carry  *UploadSession // the previous attempt's session, to resume
 	last   *UploadSession // this attempt's session as of its last acknowledged bytes
 
