@@ -137,8 +137,8 @@ func runDev(ctx context.Context, cfg *config.Worker, cmd *cobra.Command, log *sl
 }
 
 // startReceiver serves the training-event receiver on a free loopback port,
-// wired as `enqueue serve` wires it, allowing the stack's bucket and
-// registry.
+// wired as `enqueue serve` wires it, allowing the stack's bucket, and bases
+// and destinations in the stack's registry.
 func (d *dev) startReceiver(ctx context.Context, cfg *config.Worker, log *slog.Logger) (stop func(), err error) {
 	rdb, err := cli.ConnectRedis(ctx, cfg.Redis)
 	if err != nil {
@@ -148,7 +148,10 @@ func (d *dev) startReceiver(ctx context.Context, cfg *config.Worker, log *slog.L
 	ecfg := config.NewEnqueue()
 	enq := jobs.NewEnqueuer(rdb, records, ecfg.Tasks)
 	closeAll := func() { enq.Close(); rdb.Close() }
-	allow, err := events.NewAllowlists("s3://"+devstack.Bucket+"/*", d.st.Registry+"/*", "")
+	allow, err := events.NewAllowlists(events.AllowlistSettings{
+		Sources: "s3://" + devstack.Bucket + "/*", Destinations: d.st.Registry + "/*", Bases: d.st.Registry + "/*",
+		Targets: events.DefaultTarget,
+	})
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("allowing the dev stack's bucket and registry: %w", err)
@@ -231,7 +234,7 @@ func (d *dev) demo(ctx context.Context, out, errOut io.Writer, cfg *config.Worke
 	fmt.Fprintf(errOut, "demo: signed event %s accepted, task %s (%s)\n", acc.EventID, acc.TaskID, acc.State)
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	rec, err := devstack.WaitEvent(wctx, client, d.eventsURL, ev.ID, 200*time.Millisecond, func(r *storage.Record) {
+	rec, err := devstack.WaitEvent(wctx, client, d.eventsURL, []byte(d.secret), ev.ID, 200*time.Millisecond, func(r *storage.Record) {
 		if r.LastError != "" {
 			fmt.Fprintf(errOut, "demo: %s, last error: %s\n", r.State, r.LastError)
 		} else {
