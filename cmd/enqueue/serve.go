@@ -59,6 +59,13 @@ filtered. /healthz and /metrics need no signature.`,
 			e := jobs.NewEnqueuer(rdb, records, a.cfg.Tasks)
 			defer e.Close()
 			log := cli.NewLogger(a.cfg.Log, cmd.ErrOrStderr())
+			for env, list := range map[string][]string{
+				events.EnvAllowedSources: allow.Sources, events.EnvAllowedDestinations: allow.Destinations, events.EnvAllowedBases: allow.Bases,
+			} {
+				if len(list) == 0 {
+					log.Warn(env + " is empty: every event will be refused until it is set")
+				}
+			}
 			rc := &events.Receiver{
 				Verifier: events.Verifier{Secrets: a.cfg.Events.SecretList(), Tolerance: a.cfg.Events.Tolerance},
 				Allow:    allow, Enqueuer: e, Records: records, Log: log, MaxBodies: ev.MaxBodies,
