@@ -190,14 +190,28 @@ func (d *dev) env() [][2]string {
 }
 
 // writeEnv writes the environment as a shell file only its owner reads (it
-// holds the event secret).
+// holds the event secret). os.WriteFile would keep the mode of a file left
+// by an earlier run (0644, say), so the file is written under a new name,
+// created 0600 by os.CreateTemp, and renamed over the old one.
 func (d *dev) writeEnv() error {
 	var b strings.Builder
 	b.WriteString("# r8im dev stack (worker --dev); valid while it runs. Source it: . " + d.envFile + "\n")
 	for _, kv := range d.env() {
 		fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
 	}
-	if err := os.WriteFile(d.envFile, []byte(b.String()), 0o600); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(d.envFile), "."+envFileName+"-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", d.envFile, err)
+	}
+	defer os.Remove(f.Name()) // after the rename, nothing is there
+	_, err = f.WriteString(b.String())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), d.envFile)
+	}
+	if err != nil {
 		return fmt.Errorf("writing %s: %w", d.envFile, err)
 	}
 	return nil
