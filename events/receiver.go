@@ -74,6 +74,10 @@ func (rc *Receiver) Handler() http.Handler {
 	return mux
 }
 
+// BodiesReading is how many event bodies are being read or handled now
+// (at most MaxBodies): a gauge for /metrics.
+func (rc *Receiver) BodiesReading() int { return len(rc.bodies) }
+
 // refuseEarly answers a request whose body has not been read, and closes
 // the connection rather than reading (and discarding) that body.
 func refuseEarly(w http.ResponseWriter, status int, v any) {

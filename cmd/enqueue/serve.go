@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
@@ -69,9 +70,15 @@ filtered. /healthz and /metrics need no signature.`,
 			rc := &events.Receiver{
 				Verifier: events.Verifier{Secrets: a.cfg.Events.SecretList(), Tolerance: a.cfg.Events.Tolerance},
 				Allow:    allow, Enqueuer: e, Records: records, Log: log, MaxBodies: ev.MaxBodies,
-				Ping:    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-				Metrics: promhttp.Handler(),
+				Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 			}
+			// The receiver's own gauge, next to the process's default metrics.
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "r8im_events_bodies_reading",
+				Help: "Event bodies being read or handled now; at most R8IM_MAX_EVENT_BODIES, beyond which events get 503.",
+			}, func() float64 { return float64(rc.BodiesReading()) }))
+			rc.Metrics = promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, reg}, promhttp.HandlerOpts{})
 			return listenAndServe(cmd.Context(), a.cfg.Events.Addr, rc.Handler(), log.Info)
 		},
 	}
