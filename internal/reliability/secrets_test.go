@@ -217,6 +217,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		fmt.Fprintf(&answers, "%s %s\n", resp.Status, b)
+		if id == "run-secret" && (resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte(rec.Result))) {
+			t.Errorf("the signed GET of %s answered %s %s; want its record", id, resp.Status, b)
+		}
 	}
 	resp, err := http.Get(recv.URL + "/metrics")
 	if err != nil {
