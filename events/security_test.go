@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -246,4 +247,36 @@ func problemsOf(err error) []Problem {
 		return []Problem{{Message: err.Error()}}
 	}
 	return nil
+}
+
+// FuzzJSONDepth: for valid JSON, JSONDepth is the nesting depth that
+// encoding/json's tokenizer sees.
+func FuzzJSONDepth(f *testing.F) {
+	for _, s := range []string{`{}`, `[[1,{"a":"[\"]"}]]`, `"\\"`, `{"a":{"b":[{}]}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got := JSONDepth(data)
+		if !json.Valid(data) {
+			return
+		}
+		dec := json.NewDecoder(bytes.NewReader(data))
+		depth, want := 0, 0
+		for {
+			tok, err := dec.Token()
+			if err != nil {
+				break
+			}
+			switch tok {
+			case json.Delim('{'), json.Delim('['):
+				depth++
+				want = max(want, depth)
+			case json.Delim('}'), json.Delim(']'):
+				depth--
+			}
+		}
+		if got != want {
+			t.Fatalf("JSONDepth(%s) = %d, the tokenizer sees %d", data, got, want)
+		}
+	})
 }
