@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -156,8 +157,11 @@ func redactValue(v string, r redaction) string {
 }
 
 // RedactURL masks the user info secret of a URL (the password, or a bare
-// user name, which Redis treats as a password) and keeps the rest readable.
-// It copes with values net/url rejects, such as multi-host Sentinel URLs
+// user name, which Redis treats as a password), and the value of every
+// query parameter whose name says it is a secret (password=,
+// sentinel_password=, token=, …: go-redis reads a Sentinel master's
+// password from ?password=), and keeps the rest readable. It copes with
+// values net/url rejects, such as multi-host Sentinel URLs
 // ("redis-sentinel://:pw@h1:26379,h2:26379").
 func RedactURL(raw string) string {
 	scheme, rest, ok := strings.Cut(raw, "://")
@@ -165,18 +169,51 @@ func RedactURL(raw string) string {
 		if strings.Contains(raw, "@") {
 			return redactedText
 		}
-		return raw
+		return redactQuery(raw)
 	}
 	// The last "@" ends the user info even when a password holds an
 	// unescaped "/", "?" or "#"; an "@" in a path or query only makes the
 	// masking wider, never narrower.
 	at := strings.LastIndex(rest, "@")
 	if at < 0 {
-		return raw
+		return scheme + "://" + redactQuery(rest)
 	}
 	user, _, hasPass := strings.Cut(rest[:at], ":")
 	if !hasPass {
-		return scheme + "://REDACTED" + rest[at:]
+		return scheme + "://REDACTED" + redactQuery(rest[at:])
 	}
-	return scheme + "://" + user + ":REDACTED" + rest[at:]
+	return scheme + "://" + user + ":REDACTED" + redactQuery(rest[at:])
+}
+
+// redactQuery masks the values of secret parameters in the query of s
+// (everything after its first "?", up to the end: a "#" inside a secret
+// value is masked with it).
+func redactQuery(s string) string {
+	i := strings.IndexByte(s, '?')
+	if i < 0 {
+		return s
+	}
+	params := strings.Split(s[i+1:], "&")
+	for j, p := range params {
+		if k, v, ok := strings.Cut(p, "="); ok && v != "" && secretParam(k) {
+			params[j] = k + "=" + redactedText
+		}
+	}
+	return s[:i+1] + strings.Join(params, "&")
+}
+
+// secretWords mark a query parameter as a secret when its name holds one.
+var secretWords = []string{"pass", "pwd", "secret", "token", "auth", "credential", "signature", "key"}
+
+func secretParam(name string) bool {
+	if u, err := url.QueryUnescape(name); err == nil {
+		name = u
+	}
+	name = strings.ToLower(name)
+	for _, w := range secretWords {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
 }

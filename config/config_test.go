@@ -806,6 +806,15 @@ func TestRedactURL(t *testing.T) {
 		{"empty", "", "", ""},
 		{"password holding /", "redis://:hun/ter2@h:6379/0", "redis://:REDACTED@h:6379/0", "hun/ter2"},
 		{"password holding #", "redis://:hun#ter2@h:6379/0", "redis://:REDACTED@h:6379/0", "hun#ter2"},
+		{"sentinel, password in the query", "redis-sentinel://h1:26379,h2:26379/0?master=x&password=hunter2",
+			"redis-sentinel://h1:26379,h2:26379/0?master=x&password=REDACTED", "hunter2"},
+		{"password in the query, with user info", "redis://u:pw@h:6379/0?password=hunter2&dial_timeout=3",
+			"redis://u:REDACTED@h:6379/0?password=REDACTED&dial_timeout=3", "hunter2"},
+		{"sentinel_password and others", "redis-sentinel://h:26379?master=x&sentinel_password=hunter2&Sentinel_Pass%77ord=hunter3&token=hunter4",
+			"redis-sentinel://h:26379?master=x&sentinel_password=REDACTED&Sentinel_Pass%77ord=REDACTED&token=REDACTED", "hunter"},
+		{"secret value holding #", "redis://h?password=hun#ter2", "redis://h?password=REDACTED", "ter2"},
+		{"empty password parameter", "redis://h?password=&db=1", "redis://h?password=&db=1", ""},
+		{"not a URL, query password", "h:6379?password=hunter2", "h:6379?password=REDACTED", "hunter2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

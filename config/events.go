@@ -13,6 +13,9 @@ type Events struct {
 	AllowedSources       string // comma-separated patterns: s3://bucket/*, https://host/prefix/*
 	AllowedDestinations  string // comma-separated patterns: r8.im/*, r8.im/acme/*
 	AllowedCallbackHosts string // comma-separated host names, or *.example.com
+	AllowedBases         string // comma-separated repository patterns: r8.im/acme/*
+	AllowedTargets       string // comma-separated absolute directories: /src/weights
+	MaxBodies            int    // event bodies read at once
 }
 
 func (e *Events) bind(b *binder) {
@@ -27,6 +30,12 @@ func (e *Events) bind(b *binder) {
 		"repositories events may publish to, comma-separated: r8.im/*, r8.im/acme/*")
 	b.bind(stringVar(&e.AllowedCallbackHosts, ""), "allowed-callback-hosts", "", []string{"R8IM_ALLOWED_CALLBACK_HOSTS"}, plain,
 		"hosts events may name as callback_url, comma-separated")
+	b.bind(stringVar(&e.AllowedBases, ""), "allowed-bases", "", []string{"R8IM_ALLOWED_BASES"}, plain,
+		"base image repositories events may name, comma-separated: r8.im/acme/*, r8.im/acme/model-base")
+	b.bind(stringVar(&e.AllowedTargets, "/src/weights"), "allowed-targets", "", []string{"R8IM_ALLOWED_TARGETS"}, plain,
+		"directories events may place weights in, comma-separated, exact")
+	b.bind(intVar(&e.MaxBodies, 64), "max-event-bodies", "", []string{"R8IM_MAX_EVENT_BODIES"}, plain,
+		"event bodies (up to 1 MiB each) the receiver reads at once; more get 503 with Retry-After")
 }
 
 // SecretList splits the secrets; empty entries are dropped.
@@ -45,6 +54,9 @@ func (e *Events) validate(b *binder) []Problem {
 	ps = append(ps, validateAddr(b, "listen", e.Addr)...)
 	if e.Tolerance < 10*time.Second || e.Tolerance > time.Hour {
 		ps = append(ps, b.problem("event-tolerance", "must be between 10s and 1h, got %s", e.Tolerance))
+	}
+	if e.MaxBodies < 1 || e.MaxBodies > 4096 {
+		ps = append(ps, b.problem("max-event-bodies", "must be between 1 and 4096, got %d", e.MaxBodies))
 	}
 	return ps
 }

@@ -8,6 +8,8 @@ import (
 	"path"
 	"regexp"
 	"strings"
+
+	"github.com/r8im/r8im/imageops"
 )
 
 // The environment variables that configure the allowlists; messages name
@@ -16,11 +18,18 @@ const (
 	EnvAllowedSources       = "R8IM_ALLOWED_SOURCES"
 	EnvAllowedDestinations  = "R8IM_ALLOWED_DESTINATIONS"
 	EnvAllowedCallbackHosts = "R8IM_ALLOWED_CALLBACK_HOSTS"
+	EnvAllowedBases         = "R8IM_ALLOWED_BASES"
+	EnvAllowedTargets       = "R8IM_ALLOWED_TARGETS"
 )
 
-// Allowlists say which weights URLs, destination repositories and callback
-// hosts events may name. An empty list allows nothing: the receiver must be
-// configured. Patterns are those ParseAllowlist accepts; an entry that is not
+// DefaultTarget is the directory weights land in when an event names no
+// target, and the only target allowed when Allowlists.Targets is empty.
+const DefaultTarget = imageops.DefaultTarget
+
+// Allowlists say which weights URLs, destination repositories, callback
+// hosts, base images and target directories events may name. An empty list
+// allows nothing (except Targets, whose empty list allows DefaultTarget):
+// the receiver must be configured. Patterns are those ParseAllowlist accepts; an entry that is not
 // a valid pattern of its list's kind matches nothing.
 //
 //   - Sources: scheme://host/path patterns, scheme s3, https or http (plain
@@ -35,8 +44,25 @@ const (
 //   - CallbackHosts: exact host names or IP addresses (any port), or
 //     *.example.com, which matches every host under example.com but not
 //     example.com itself.
+//   - Bases: repository patterns as for Destinations, matched against the
+//     repository of an event's base image (its tag or digest aside): the
+//     worker reads the base with its own registry credentials, so an event
+//     may only name bases the operator allows.
+//   - Targets: exact, clean, absolute directories (not "/") the weights may
+//     be placed in; empty means DefaultTarget only.
 type Allowlists struct {
 	Sources, Destinations, CallbackHosts []string
+	Bases, Targets                       []string
+}
+
+// AllowlistSettings are the comma-separated allowlists as configured, one
+// field per environment variable.
+type AllowlistSettings struct {
+	Sources       string // R8IM_ALLOWED_SOURCES
+	Destinations  string // R8IM_ALLOWED_DESTINATIONS
+	CallbackHosts string // R8IM_ALLOWED_CALLBACK_HOSTS
+	Bases         string // R8IM_ALLOWED_BASES
+	Targets       string // R8IM_ALLOWED_TARGETS; empty: DefaultTarget
 }
 
 // ParseAllowlist splits a comma-separated list, trims each entry, drops
@@ -75,11 +101,9 @@ func ParseAllowlist(csv string) ([]string, error) {
 	return out, errors.Join(errs...)
 }
 
-// NewAllowlists parses the three comma-separated lists as configured
-// (R8IM_ALLOWED_SOURCES, R8IM_ALLOWED_DESTINATIONS,
-// R8IM_ALLOWED_CALLBACK_HOSTS) and checks that each holds patterns of its
-// kind. The error names the variable of every bad entry.
-func NewAllowlists(sources, destinations, callbackHosts string) (Allowlists, error) {
+// NewAllowlists parses the lists as configured and checks that each holds
+// patterns of its kind. The error names the variable of every bad entry.
+func NewAllowlists(c AllowlistSettings) (Allowlists, error) {
 	var a Allowlists
 	var errs []error
 	for _, l := range []struct {
@@ -87,9 +111,10 @@ func NewAllowlists(sources, destinations, callbackHosts string) (Allowlists, err
 		csv  string
 		dest *[]string
 	}{
-		{EnvAllowedSources, sources, &a.Sources},
-		{EnvAllowedDestinations, destinations, &a.Destinations},
-		{EnvAllowedCallbackHosts, callbackHosts, &a.CallbackHosts},
+		{EnvAllowedSources, c.Sources, &a.Sources},
+		{EnvAllowedDestinations, c.Destinations, &a.Destinations},
+		{EnvAllowedCallbackHosts, c.CallbackHosts, &a.CallbackHosts},
+		{EnvAllowedBases, c.Bases, &a.Bases},
 	} {
 		list, err := ParseAllowlist(l.csv)
 		if err != nil {
@@ -97,7 +122,46 @@ func NewAllowlists(sources, destinations, callbackHosts string) (Allowlists, err
 		}
 		*l.dest = list
 	}
+	targets, err := ParseTargets(c.Targets)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", EnvAllowedTargets, err))
+	}
+	a.Targets = targets
 	return a, errors.Join(append(errs, a.Check())...)
+}
+
+// ParseTargets splits a comma-separated list of target directories, trims
+// and cleans each (path.Clean) and drops empty ones. Each must be absolute
+// and not "/"; the error lists every bad entry.
+func ParseTargets(csv string) ([]string, error) {
+	var out []string
+	var errs []error
+	for _, entry := range strings.Split(csv, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		if err := checkTargetEntry(entry); err != nil {
+			errs = append(errs, fmt.Errorf("target %q: %w", clip(entry), err))
+			continue
+		}
+		out = append(out, path.Clean(entry))
+	}
+	return out, errors.Join(errs...)
+}
+
+func checkTargetEntry(t string) error {
+	switch {
+	case !path.IsAbs(t):
+		return errors.New("not an absolute directory; use e.g. /src/weights")
+	case path.Clean(t) == "/":
+		return errors.New("the root directory would let weights replace any file of the image; name a directory such as /src/weights")
+	case strings.ContainsAny(t, "*?["):
+		return errors.New("targets are exact directories, without wildcards")
+	case hasControlOrSpace(t) || len(t) > maxRefLen:
+		return errors.New("spaces, control characters or more than 1024 bytes")
+	}
+	return nil
 }
 
 // Check reports entries that are not valid patterns of their list's kind (a
@@ -117,6 +181,20 @@ func (a Allowlists) Check() error {
 			errs = append(errs, fmt.Errorf("%s: %q is not a repository pattern; use registry-host/path/*, such as r8.im/* or r8.im/acme/*", EnvAllowedDestinations, clip(p)))
 		} else if _, err := parseDestPattern(p); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %q: %w", EnvAllowedDestinations, clip(p), err))
+		}
+	}
+	for _, p := range a.Bases {
+		if patternKind(p) != kindDestination {
+			errs = append(errs, fmt.Errorf("%s: %q is not a repository pattern; use registry-host/path/*, such as r8.im/acme/* or r8.im/acme/model-base", EnvAllowedBases, clip(p)))
+		} else if _, err := parseDestPattern(p); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q: %w", EnvAllowedBases, clip(p), err))
+		}
+	}
+	for _, p := range a.Targets {
+		if err := checkTargetEntry(p); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q: %w", EnvAllowedTargets, clip(p), err))
+		} else if path.Clean(p) != p {
+			errs = append(errs, fmt.Errorf("%s: %q is not clean: write %s", EnvAllowedTargets, clip(p), path.Clean(p)))
 		}
 	}
 	for _, p := range a.CallbackHosts {

@@ -85,16 +85,22 @@ func TestAllowlistsCheck(t *testing.T) {
 }
 
 func TestNewAllowlists(t *testing.T) {
-	a, err := NewAllowlists("s3://weights/*, https://files.example.com/*", "r8.im/acme/*", "")
+	a, err := NewAllowlists(AllowlistSettings{
+		Sources: "s3://weights/*, https://files.example.com/*", Destinations: "r8.im/acme/*",
+		Bases: "r8.im/acme/base, r8.im/library/*", Targets: "/src/weights, /models/",
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Allowlists{Sources: []string{"s3://weights/*", "https://files.example.com/*"}, Destinations: []string{"r8.im/acme/*"}}
+	want := Allowlists{
+		Sources: []string{"s3://weights/*", "https://files.example.com/*"}, Destinations: []string{"r8.im/acme/*"},
+		Bases: []string{"r8.im/acme/base", "r8.im/library/*"}, Targets: []string{"/src/weights", "/models"},
+	}
 	if !reflect.DeepEqual(a, want) {
 		t.Fatalf("NewAllowlists = %+v, want %+v", a, want)
 	}
-	_, err = NewAllowlists("r8.im/*", "s3://x/*", "hooks.example.com:1")
-	for _, env := range []string{EnvAllowedSources, EnvAllowedDestinations, EnvAllowedCallbackHosts} {
+	_, err = NewAllowlists(AllowlistSettings{Sources: "r8.im/*", Destinations: "s3://x/*", CallbackHosts: "hooks.example.com:1", Bases: "s3://x/*", Targets: "src/weights,/"})
+	for _, env := range []string{EnvAllowedSources, EnvAllowedDestinations, EnvAllowedCallbackHosts, EnvAllowedBases, EnvAllowedTargets} {
 		if err == nil || !strings.Contains(err.Error(), env) {
 			t.Errorf("NewAllowlists error %v does not name %s", err, env)
 		}

@@ -48,6 +48,11 @@ const (
 	MaxBodySize = 1 << 20
 	// MaxMetadataSize is the largest metadata object, as sent.
 	MaxMetadataSize = 64 << 10
+	// MaxMetadataDepth is how deeply metadata may nest objects and arrays,
+	// the metadata object itself being level 1. Printed with indentation,
+	// deep nesting grows with the square of its depth (18 KB nested 9000
+	// levels deep prints as 162 MB), so it is refused.
+	MaxMetadataDepth = 8
 	// MaxFutureSkew is how far completed_at may lie in the future.
 	MaxFutureSkew = 5 * time.Minute
 
@@ -325,12 +330,10 @@ func (e *TrainingCompleted) validate(a *Allowlists) error {
 			ps.addf("id", "%q must be 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", clip(e.ID))
 		}
 	}
-	checkBase(&ps, e.Base)
+	checkBase(&ps, e.Base, a)
 	checkWeights(&ps, e.Weights, a)
 	checkDestination(&ps, e.Destination, a)
-	if t := e.Target; t != "" && (len(t) > maxRefLen || !path.IsAbs(t) || path.Clean(t) != t || t == "/" || hasControlOrSpace(t)) {
-		ps.addf("target", "%q must be a clean absolute directory below /, such as /src/weights (no '..', no trailing '/', no spaces)", clip(t))
-	}
+	checkTarget(&ps, e.Target, a)
 	if c := e.Compression; c != "" && !contains(Compressions, c) {
 		ps.addf("compression", "%q is not one of %s (the default is gzip)", clip(c), strings.Join(Compressions, ", "))
 	}
@@ -349,9 +352,40 @@ func (e *TrainingCompleted) validate(a *Allowlists) error {
 			ps.addf("metadata", "is %d bytes, more than %d: keep large data elsewhere and put a link in metadata", len(m), MaxMetadataSize)
 		case !json.Valid(m) || bytes.TrimLeft(m, " \t\r\n")[0] != '{':
 			ps.addf("metadata", "must be a JSON object")
+		case JSONDepth(m) > MaxMetadataDepth:
+			ps.addf("metadata", "nests objects and arrays %d levels deep, more than %d: flatten it", JSONDepth(m), MaxMetadataDepth)
 		}
 	}
 	return ps.err()
+}
+
+// JSONDepth is how deeply the JSON text data nests objects and arrays: 0
+// for a scalar, 1 for {} or [1, 2], 2 for {"a": []}. It scans bytes
+// (strings and their escapes included) without decoding, so it costs no
+// more for hostile input than for any other; for text that is not valid
+// JSON it is a bound, not an exact figure.
+func JSONDepth(data []byte) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range data {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case inString && c == '"':
+			inString = false
+		case inString:
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }
 
 func contains(list []string, s string) bool {
@@ -363,9 +397,34 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// checkTarget wants a clean absolute directory below /, and one of the
+// allowed targets (DefaultTarget when none is configured); no target is
+// DefaultTarget.
+func checkTarget(ps *problems, t string, a *Allowlists) {
+	if t != "" && (len(t) > maxRefLen || !path.IsAbs(t) || path.Clean(t) != t || t == "/" || hasControlOrSpace(t)) {
+		ps.addf("target", "%q must be a clean absolute directory below /, such as /src/weights (no '..', no trailing '/', no spaces)", clip(t))
+		return
+	}
+	if a == nil {
+		return
+	}
+	allowed := a.Targets
+	if len(allowed) == 0 {
+		allowed = []string{DefaultTarget}
+	}
+	switch {
+	case contains(allowed, t):
+	case t == "" && !contains(allowed, DefaultTarget):
+		ps.addf("target", "none given, and the default %s is not allowed by %s: name one of %s", DefaultTarget, EnvAllowedTargets, strings.Join(allowed, ", "))
+	case t != "" && !contains(allowed, t):
+		ps.addf("target", "%q is not allowed by %s: use one of %s (weights elsewhere could replace the image's own files), or ask the operator to add it", clip(t), EnvAllowedTargets, strings.Join(allowed, ", "))
+	}
+}
+
 // checkBase wants what jobs does, a full reference by tag or digest with its
-// registry host, and clean repository path components.
-func checkBase(ps *problems, ref string) {
+// registry host, and clean repository path components; then a repository
+// that the base allowlist allows.
+func checkBase(ps *problems, ref string, a *Allowlists) {
 	if ref == "" {
 		ps.addf("base", "required: the base image, such as r8.im/acme/model-base@sha256:… or r8.im/acme/model-base:v3")
 		return
@@ -385,6 +444,16 @@ func checkBase(ps *problems, ref string) {
 	}
 	if !cleanRepoPath(r.Context().RepositoryStr()) {
 		ps.addf("base", "%q has an empty, '.' or '..' path component", clip(ref))
+		return
+	}
+	if a == nil {
+		return
+	}
+	switch {
+	case len(a.Bases) == 0:
+		ps.addf("base", "no base image is allowed: the receiver's operator must set %s (such as r8.im/acme/*)", EnvAllowedBases)
+	case !allowedDest(a.Bases, r.Context().RegistryStr(), r.Context().RepositoryStr()):
+		ps.addf("base", "%q is not allowed by %s: use an allowed base repository, or ask the operator to add it", clip(r.Context().String()), EnvAllowedBases)
 	}
 }
 

@@ -28,6 +28,7 @@ func testAllow() Allowlists {
 		Sources:       []string{"s3://weights/*", "https://files.example.com/*"},
 		Destinations:  []string{"r8.im/acme/*"},
 		CallbackHosts: []string{"hooks.example.com", "127.0.0.1"},
+		Bases:         []string{"r8.im/acme/*", "ghcr.io/org/*"},
 	}
 }
 
@@ -82,7 +83,7 @@ func TestDecodeMinimal(t *testing.T) {
 	if ev.Metadata != nil {
 		t.Errorf("metadata null = %q, want nil", ev.Metadata)
 	}
-	if err := ev.Validate(Allowlists{Sources: []string{"s3://weights/*"}, Destinations: []string{"r8.im/*"}}); err != nil {
+	if err := ev.Validate(Allowlists{Sources: []string{"s3://weights/*"}, Destinations: []string{"r8.im/*"}, Bases: []string{"r8.im/*"}}); err != nil {
 		t.Fatalf("no callback needs no callback allowlist: %v", err)
 	}
 	p := ev.Payload()
@@ -370,7 +371,7 @@ func TestDecodeThenValidateListsEverything(t *testing.T) {
 func TestEmptyAllowlistsNameTheirVariables(t *testing.T) {
 	err := validEvent(t).Validate(Allowlists{})
 	ps := errorsOf(t, err)
-	for field, env := range map[string]string{"weights": EnvAllowedSources, "destination.repo": EnvAllowedDestinations, "callback_url": EnvAllowedCallbackHosts} {
+	for field, env := range map[string]string{"weights": EnvAllowedSources, "destination.repo": EnvAllowedDestinations, "callback_url": EnvAllowedCallbackHosts, "base": EnvAllowedBases} {
 		if !hasProblem(ps, field, "must set "+env) {
 			t.Errorf("no %s problem naming %s: %v", field, env, err)
 		}
@@ -414,7 +415,7 @@ func TestSchemaMatchesStruct(t *testing.T) {
 			t.Errorf("example %d: %v", i, err)
 			continue
 		}
-		if err := ev.Validate(Allowlists{Sources: []string{"s3://weights/*"}, Destinations: []string{"r8.im/acme/*"}, CallbackHosts: []string{"hooks.example.com"}}); err != nil {
+		if err := ev.Validate(Allowlists{Sources: []string{"s3://weights/*"}, Destinations: []string{"r8.im/acme/*"}, CallbackHosts: []string{"hooks.example.com"}, Bases: []string{"r8.im/acme/*"}}); err != nil {
 			t.Errorf("example %d: %v", i, err)
 		}
 	}
@@ -517,6 +518,8 @@ func FuzzValidate(f *testing.F) {
 			Sources:       []string{"s3://weights/*", "https://files.example.com/*", "http://127.0.0.1:8081/*"},
 			Destinations:  []string{"r8.im/*", "localhost:5000/*"},
 			CallbackHosts: []string{"hooks.example.com", "*.example.org", "127.0.0.1"},
+			Bases:         []string{"r8.im/*", "localhost:5000/*"},
+			Targets:       []string{"/src/weights", "/models"},
 		}
 		for _, a := range []*Allowlists{nil, &permissive} {
 			err := e.validate(a)

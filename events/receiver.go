@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/r8im/r8im/internal/untrusted"
 	"github.com/r8im/r8im/jobs"
 	"github.com/r8im/r8im/storage"
 )
@@ -24,6 +26,10 @@ type RecordReader interface {
 	Get(ctx context.Context, id string) (*storage.Record, error)
 }
 
+// DefaultMaxBodies is how many event bodies the receiver reads at once when
+// Receiver.MaxBodies is zero: at most this many MiB of bodies in memory.
+const DefaultMaxBodies = 64
+
 // Receiver is the HTTP front of training-completion events.
 type Receiver struct {
 	Verifier Verifier
@@ -33,6 +39,12 @@ type Receiver struct {
 	Ping     func(ctx context.Context) error // for /healthz: is Redis reachable
 	Metrics  http.Handler                    // for /metrics; nil serves none
 	Log      *slog.Logger
+	// MaxBodies bounds the event bodies read and handled at once (each up
+	// to MaxBodySize); a request over it gets 503 with Retry-After. Zero
+	// means DefaultMaxBodies.
+	MaxBodies int
+
+	bodies chan struct{} // the MaxBodies slots, made by Handler
 }
 
 // Accepted is the answer to an event: 202 when queued now, 200 when the
@@ -45,8 +57,13 @@ type Accepted struct {
 }
 
 // Handler routes POST /v1/events/training-completed, GET /v1/events/{id},
-// /healthz and /metrics.
+// /healthz and /metrics. Both /v1 routes need an R8im-Signature.
 func (rc *Receiver) Handler() http.Handler {
+	n := rc.MaxBodies
+	if n <= 0 {
+		n = DefaultMaxBodies
+	}
+	rc.bodies = make(chan struct{}, n)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/events/training-completed", rc.post)
 	mux.HandleFunc("GET /v1/events/{id}", rc.get)
@@ -57,7 +74,40 @@ func (rc *Receiver) Handler() http.Handler {
 	return mux
 }
 
+// BodiesReading is how many event bodies are being read or handled now
+// (at most MaxBodies): a gauge for /metrics.
+func (rc *Receiver) BodiesReading() int { return len(rc.bodies) }
+
+// refuseEarly answers a request whose body has not been read, and closes
+// the connection rather than reading (and discarding) that body.
+func refuseEarly(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Connection", "close")
+	writeJSON(w, status, v)
+}
+
 func (rc *Receiver) post(w http.ResponseWriter, r *http.Request) {
+	// What can be refused from the headers is refused before a byte of
+	// the body is read: no header, a malformed one, a stale timestamp, a
+	// declared size over the limit.
+	sig, err := rc.Verifier.Parse(r.Header.Get(SignatureHeader))
+	if err != nil {
+		rc.log().Warn("event refused", "reason", err.Error(), "remote", r.RemoteAddr)
+		refuseEarly(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
+		return
+	}
+	if r.ContentLength > MaxBodySize {
+		refuseEarly(w, http.StatusRequestEntityTooLarge, errorBody{Error: ErrBodyTooLarge.Error() + ": send the weights by URL and keep metadata small"})
+		return
+	}
+	select {
+	case rc.bodies <- struct{}{}:
+		defer func() { <-rc.bodies }()
+	default:
+		rc.log().Warn("event refused", "reason", "busy: every body slot is taken", "max_bodies", cap(rc.bodies), "remote", r.RemoteAddr)
+		w.Header().Set("Retry-After", "1")
+		refuseEarly(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("busy: %d events are being received; send it again after the Retry-After delay (it is idempotent)", cap(rc.bodies))})
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodySize))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -69,7 +119,7 @@ func (rc *Receiver) post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Authenticate before looking at the body: unsigned input is not parsed.
-	if err := rc.Verifier.Verify(r.Header.Get(SignatureHeader), body); err != nil {
+	if err := rc.Verifier.Check(sig, body); err != nil {
 		rc.log().Warn("event refused", "reason", err.Error(), "remote", r.RemoteAddr)
 		writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
 		return
@@ -103,16 +153,31 @@ func (rc *Receiver) post(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, Accepted{EventID: ev.ID, TaskID: res.ID, State: res.State, Known: res.Existing})
 }
 
+// get answers GET /v1/events/{id} with the event's record, to holders of
+// an event secret only (the request signed as SignRequest does), and
+// without what the record may hold that its reader must not see: URL
+// queries and user info (presigned credentials), and remote-written text
+// unfiltered (see PublicRecord).
 func (rc *Receiver) get(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.EscapedPath()
+	if err := rc.Verifier.VerifyRequest(r.Header.Get(SignatureHeader), http.MethodGet, path); err != nil {
+		rc.log().Warn("record read refused", "reason", err.Error(), "remote", r.RemoteAddr)
+		msg := err.Error()
+		if errors.Is(err, ErrNoSignature) {
+			msg = "no R8im-Signature header"
+		}
+		refuseEarly(w, http.StatusUnauthorized, errorBody{Error: msg + fmt.Sprintf(`; reading a record needs R8im-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.GET %s")>, made with one of R8IM_EVENT_SECRETS`, clip(path))})
+		return
+	}
 	id := r.PathValue("id")
 	rec, err := rc.Records.Get(r.Context(), jobs.AffixPayload{EventID: id}.TaskID())
 	switch {
 	case errors.Is(err, storage.ErrNoRecord):
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "no event " + id})
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "no event " + untrusted.Text(id, 200)})
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "reading the record failed; try again"})
 	default:
-		writeJSON(w, http.StatusOK, rec)
+		writeJSON(w, http.StatusOK, PublicRecord(rec))
 	}
 }
 

@@ -40,7 +40,7 @@ func TestReceiver(t *testing.T) {
 	t.Cleanup(func() { enq.Close() })
 	rc := &events.Receiver{
 		Verifier: events.Verifier{Secrets: [][]byte{secret, oldSecret}},
-		Allow:    events.Allowlists{Sources: []string{"s3://weights/*"}, Destinations: []string{"r8.im/acme/*"}, CallbackHosts: []string{"hooks.example.com"}},
+		Allow:    events.Allowlists{Sources: []string{"s3://weights/*"}, Destinations: []string{"r8.im/acme/*"}, CallbackHosts: []string{"hooks.example.com"}, Bases: []string{"r8.im/acme/*"}},
 		Enqueuer: enq, Records: records,
 		Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 	}
@@ -133,17 +133,35 @@ func TestReceiver(t *testing.T) {
 		if n := queued(); n != 1 {
 			t.Fatalf("%d tasks queued, want 1", n)
 		}
-		get, err := http.Get(srv.URL + "/v1/events/run-7")
-		if err != nil {
-			t.Fatal(err)
+		getSigned := func(path string, sig string) *http.Response {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+			if sig != "" {
+				req.Header.Set(events.SignatureHeader, sig)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { resp.Body.Close() })
+			return resp
 		}
-		defer get.Body.Close()
+		for name, sig := range map[string]string{
+			"unsigned":             "",
+			"signed for another":   events.SignRequest(secret, time.Now(), "GET", "/v1/events/run-8"),
+			"the POST's signature": events.Sign(secret, now, body),
+			"stale":                events.SignRequest(secret, time.Now().Add(-time.Hour), "GET", "/v1/events/run-7"),
+		} {
+			if resp := getSigned("/v1/events/run-7", sig); resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("GET record, %s: %d, want 401", name, resp.StatusCode)
+			}
+		}
+		get := getSigned("/v1/events/run-7", events.SignRequest(secret, time.Now(), "GET", "/v1/events/run-7"))
 		var rec storage.Record
 		if err := json.NewDecoder(get.Body).Decode(&rec); err != nil || rec.EventID != "run-7" || rec.State != storage.StateQueued || !strings.Contains(string(rec.Metadata), `"run-7"`) ||
 			rec.CallbackURL != "https://hooks.example.com/r8im/run-7" {
 			t.Fatalf("GET record: %+v %v", rec, err)
 		}
-		if miss, _ := http.Get(srv.URL + "/v1/events/nope"); miss.StatusCode != http.StatusNotFound {
+		if miss := getSigned("/v1/events/nope", events.SignRequest(secret, time.Now(), "GET", "/v1/events/nope")); miss.StatusCode != http.StatusNotFound {
 			t.Fatalf("GET unknown event: %d", miss.StatusCode)
 		}
 	})

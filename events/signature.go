@@ -11,12 +11,18 @@ import (
 	"time"
 )
 
-// SignatureHeader is the HTTP header that carries an event's signature:
+// SignatureHeader is the HTTP header that carries a request's signature:
 //
-//	R8im-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
+//	R8im-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<signed text>")>
+//
+// The signed text of POST /v1/events/training-completed is the raw body
+// ("<t>.<body>"); that of every other request, which has no body (GET
+// /v1/events/{id}), is its method and path: "<t>.GET /v1/events/run-42".
+// An event body is a JSON object, so it never reads as "GET /…": a
+// signature made for one request cannot be used for the other.
 //
 // A sender may put several v1 values in one header (one per secret while it
-// rotates); the event is accepted when any of them matches any of the
+// rotates); the request is accepted when any of them matches any of the
 // receiver's secrets. Keys other than t and v1 are ignored, so a later
 // scheme can be added next to v1.
 //
@@ -31,8 +37,16 @@ import (
 //	  -H "R8im-Signature: t=$t,v1=$sig" \
 //	  --data-binary "$body"
 //
+// Reading an event's record from a shell (the README copies this block):
+//
+//	secret='…one of R8IM_EVENT_SECRETS…'
+//	path=/v1/events/run-42
+//	t=$(date +%s)
+//	sig=$(printf '%s.GET %s' "$t" "$path" | openssl dgst -sha256 -hmac "$secret" | sed 's/^.*= //')
+//	curl -sS "http://127.0.0.1:8080$path" -H "R8im-Signature: t=$t,v1=$sig"
+//
 // (openssl takes the secret as an argument, visible in ps on a shared host;
-// senders written in Go use Sign.)
+// senders written in Go use Sign and SignRequest.)
 const SignatureHeader = "R8im-Signature"
 
 // DefaultTolerance is how far a signature's timestamp may be from the
@@ -55,10 +69,11 @@ var (
 	// ErrMalformedSignature: the header is not t=<seconds>,v1=<64 hex digits>.
 	ErrMalformedSignature = errors.New("malformed R8im-Signature header: want t=<unix seconds>,v1=<64 hex digits>")
 	// ErrBadSignature: no v1 value matches any secret (wrong secret, or the
-	// body or timestamp changed after signing).
-	ErrBadSignature = errors.New("bad signature: no v1 value matches a configured secret for this body and timestamp")
-	// ErrStale: the signature is valid but its timestamp is outside the
-	// tolerance (a replay, or a sender whose clock is off).
+	// body, method, path or timestamp changed after signing).
+	ErrBadSignature = errors.New("bad signature: no v1 value matches a configured secret for this request and timestamp")
+	// ErrStale: the signature's timestamp is outside the tolerance (a
+	// replay, or a sender whose clock is off). It is checked first, before
+	// the body is read.
 	ErrStale = errors.New("stale signature")
 	// ErrNoSecrets: the Verifier has no usable (non-empty) secret, so it
 	// accepts nothing.
@@ -77,36 +92,23 @@ type Verifier struct {
 	Now func() time.Time
 }
 
-// Verify returns nil when a v1 value of header is the HMAC of
-// "<t>.<body>" under one of the secrets and t is within the tolerance of
-// now. The signature is checked before the time, so ErrStale is only ever
-// reported to a sender that holds a secret.
-func (v Verifier) Verify(header string, body []byte) error {
+// Signature is a parsed R8im-Signature header whose timestamp is within the
+// tolerance: what can be known of a request before its body is read. Check
+// it against the signed text with Verifier.Check.
+type Signature struct {
+	ts   int64
+	sigs [][]byte
+}
+
+// Parse reads header and checks that its timestamp is within the tolerance
+// of now, without looking at any body: the receiver calls it before reading
+// one, so an unsigned, malformed or stale request costs no body read.
+// Errors wrap ErrNoSignature, ErrMalformedSignature or ErrStale (which tells
+// nothing secret: the window is no secret).
+func (v Verifier) Parse(header string) (Signature, error) {
 	ts, sigs, err := parseSignature(header)
 	if err != nil {
-		return err
-	}
-	usable := false
-	matched := false
-	for _, secret := range v.Secrets {
-		if len(secret) == 0 {
-			continue
-		}
-		usable = true
-		want := mac(secret, ts, body)
-		for _, sig := range sigs {
-			// Every comparison runs, so timing tells nothing about which
-			// secret or value matched.
-			if hmac.Equal(want, sig) {
-				matched = true
-			}
-		}
-	}
-	if !usable {
-		return ErrNoSecrets
-	}
-	if !matched {
-		return ErrBadSignature
+		return Signature{}, err
 	}
 	now := time.Now
 	if v.Now != nil {
@@ -120,11 +122,65 @@ func (v Verifier) Verify(header string, body []byte) error {
 	skew := now().Sub(time.Unix(ts, 0))
 	switch {
 	case skew > tol:
-		return fmt.Errorf("%w: signed %s ago, more than the %s allowed; sign each request when sending it", ErrStale, skew.Round(time.Second), tol)
+		return Signature{}, fmt.Errorf("%w: signed %s ago, more than the %s allowed; sign each request when sending it", ErrStale, skew.Round(time.Second), tol)
 	case skew < -tol:
-		return fmt.Errorf("%w: signed %s in the future, more than the %s allowed; check the sender's clock", ErrStale, (-skew).Round(time.Second), tol)
+		return Signature{}, fmt.Errorf("%w: signed %s in the future, more than the %s allowed; check the sender's clock", ErrStale, (-skew).Round(time.Second), tol)
+	}
+	return Signature{ts: ts, sigs: sigs}, nil
+}
+
+// Check returns nil when a v1 value of s is the HMAC of "<t>.<signed>"
+// under one of the secrets: ErrBadSignature, or ErrNoSecrets when the
+// Verifier has no usable secret. signed is the body of a POST, or
+// RequestText(method, path) of a request without one.
+func (v Verifier) Check(s Signature, signed []byte) error {
+	usable := false
+	matched := false
+	for _, secret := range v.Secrets {
+		if len(secret) == 0 {
+			continue
+		}
+		usable = true
+		want := mac(secret, s.ts, signed)
+		for _, sig := range s.sigs {
+			// Every comparison runs, so timing tells nothing about which
+			// secret or value matched.
+			if hmac.Equal(want, sig) {
+				matched = true
+			}
+		}
+	}
+	switch {
+	case !usable:
+		return ErrNoSecrets
+	case !matched:
+		return ErrBadSignature
 	}
 	return nil
+}
+
+// Verify returns nil when a v1 value of header is the HMAC of
+// "<t>.<body>" under one of the secrets and t is within the tolerance of
+// now: Parse, then Check.
+func (v Verifier) Verify(header string, body []byte) error {
+	s, err := v.Parse(header)
+	if err != nil {
+		return err
+	}
+	return v.Check(s, body)
+}
+
+// VerifyRequest is Verify for a request without a body (GET
+// /v1/events/{id}): the signed text is RequestText(method, path).
+func (v Verifier) VerifyRequest(header, method, path string) error {
+	return v.Verify(header, RequestText(method, path))
+}
+
+// RequestText is the signed text of a request without a body: its method,
+// a space and its path as sent (escaped, without the query), such as
+// "GET /v1/events/run-42".
+func RequestText(method, path string) []byte {
+	return []byte(method + " " + path)
 }
 
 // Sign returns the R8im-Signature header value for body signed with secret
@@ -133,6 +189,13 @@ func (v Verifier) Verify(header string, body []byte) error {
 func Sign(secret []byte, t time.Time, body []byte) string {
 	ts := t.Unix()
 	return "t=" + strconv.FormatInt(ts, 10) + ",v1=" + hex.EncodeToString(mac(secret, ts, body))
+}
+
+// SignRequest returns the R8im-Signature header value for a request without
+// a body, such as GET /v1/events/run-42: method and path (as sent, without
+// the query) signed with secret at time t.
+func SignRequest(secret []byte, t time.Time, method, path string) string {
+	return Sign(secret, t, RequestText(method, path))
 }
 
 func mac(secret []byte, ts int64, body []byte) []byte {

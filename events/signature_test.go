@@ -171,8 +171,9 @@ func TestOpenSSLSignatureVerifies(t *testing.T) {
 	}
 }
 
-// snippet returns the shell block of the SignatureHeader doc comment.
-func snippet(t *testing.T) string {
+// snippet returns the shell block of the SignatureHeader doc comment that
+// follows the line starting with heading.
+func snippet(t *testing.T, heading string) string {
 	t.Helper()
 	src, err := os.ReadFile("signature.go")
 	if err != nil {
@@ -184,7 +185,7 @@ func snippet(t *testing.T) string {
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
-		case strings.HasPrefix(line, "// Signing from a shell"):
+		case strings.HasPrefix(line, heading):
 			in = true
 		case in && strings.HasPrefix(line, "//\t"):
 			lines = append(lines, strings.TrimPrefix(line, "//\t"))
@@ -192,7 +193,7 @@ func snippet(t *testing.T) string {
 			return strings.Join(lines, "\n") + "\n"
 		}
 	}
-	t.Fatal("no shell snippet in signature.go's SignatureHeader comment")
+	t.Fatalf("no shell snippet after %q in signature.go's SignatureHeader comment", heading)
 	return ""
 }
 
@@ -225,7 +226,7 @@ func TestShellSnippet(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	script := snippet(t)
+	script := snippet(t, "// Signing from a shell")
 	script = strings.Replace(script, "secret='…one of R8IM_EVENT_SECRETS…'", "secret='"+secret+"'", 1)
 	script = strings.Replace(script, "http://127.0.0.1:8080", srv.URL, 1)
 	script = strings.Replace(script, "curl -sS", "curl -sS --fail-with-body", 1)

@@ -19,6 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/r8im/r8im/internal/untrusted"
 )
 
 // Blob uploads: every blob r8im produces or copies (affix's weights layers,
@@ -364,9 +366,19 @@ func (u *blobUpload) location(raw string) (*url.URL, error) {
 	if u.loc != nil {
 		base = u.loc
 	}
+	return u.locationFrom(base, raw)
+}
+
+// locationFrom resolves raw against base (location without touching u).
+func (u *blobUpload) locationFrom(base *url.URL, raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, fmt.Errorf("uploading %s to %s: the registry sent no upload location", u.spec.what, u.repo)
+	}
 	loc, err := base.Parse(raw)
-	if err != nil || loc.Scheme != u.repo.Scheme() || loc.Host != u.repo.RegistryStr() {
-		return nil, fmt.Errorf("uploading %s to %s: the registry sent an upload location off its own host (%s); r8im sends blobs only to the registry named", u.spec.what, u.repo, loc.Redacted())
+	// The scheme may be https where the reference says http (a TLS registry
+	// on loopback, found by go-containerregistry's ping), never the reverse.
+	if err != nil || (loc.Scheme != u.repo.Scheme() && loc.Scheme != "https") || loc.Host != u.repo.RegistryStr() {
+		return nil, fmt.Errorf("uploading %s to %s: the registry sent an upload location off its own host (%s); r8im sends blobs only to the registry named", u.spec.what, u.repo, untrusted.URL(raw))
 	}
 	return loc, nil
 }
@@ -590,8 +602,8 @@ func (u *blobUpload) stream() {
 		if err == nil {
 			if err = transport.CheckError(resp, http.StatusAccepted); err != nil {
 				err = registryErr(err, fmt.Sprintf("uploading %s to %s", u.spec.what, u.repo))
-			} else if r.loc, err = loc.Parse(resp.Header.Get("Location")); err != nil || r.loc.Host != loc.Host || r.loc.Scheme != loc.Scheme {
-				r.loc, err = nil, fmt.Errorf("uploading %s to %s: the registry sent an upload location off its own host", u.spec.what, u.repo)
+			} else {
+				r.loc, err = u.locationFrom(&loc, resp.Header.Get("Location"))
 			}
 			drain(resp)
 		}
@@ -698,8 +710,10 @@ func (u *blobUpload) status() (int64, error) {
 	return parseRange(resp.Header.Get("Range"))
 }
 
-// parseRange reads the Range header of an upload's status, "0-<last>"
-// (distribution sends "0--1" for an empty upload), as a byte count.
+// parseRange reads the Range header of an upload's status, "0-<last>", as
+// a byte count. An empty upload is "0-0" on distribution 2.8 (and "0--1"
+// on some versions), the same text as a one-byte upload: it is read as 0,
+// since a registry that kept one byte answers the next chunk with 416.
 func parseRange(v string) (int64, error) {
 	v = strings.TrimPrefix(strings.TrimSpace(v), "bytes=")
 	if v == "" {
@@ -712,6 +726,9 @@ func parseRange(v string) (int64, error) {
 	n, err := strconv.ParseInt(last, 10, 64)
 	if err != nil || n < -1 {
 		return 0, fmt.Errorf("the registry sent an upload Range of %q, not 0-<last>", v)
+	}
+	if n <= 0 {
+		return 0, nil
 	}
 	return n + 1, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,28 +15,51 @@ import (
 
 const testChunk = 1 << 20
 
-// chunkedSetup is a registry behind a counting proxy, a base image on it and
-// a weights tarball of about 6 MiB of incompressible shards.
+// chunkedSetup is a registry behind a proxy shaped like a CDN front, a base
+// image the test user may pull, and a weights tarball of about 6 MiB of
+// incompressible shards.
 type chunkedSetup struct {
+	reg     testenv.RegistryEnv
 	proxy   *testenv.Proxy
 	base    string
 	tarPath string
 	files   []testenv.WeightsFile
 }
 
-func newChunkedSetup(t *testing.T, name string) chunkedSetup {
-	t.Helper()
-	reg := testenv.Registry(t)
-	proxy := testenv.CountingProxy(t, reg.Host)
-	base := testenv.PushBase(t, reg.Host, "base/"+name, testenv.OCI)
-	tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 3, FileSize: 2 << 20, Seed: 21})
-	return chunkedSetup{proxy: proxy, base: base.String(), tarPath: tarPath, files: files}
+// forEachRegistry runs f against distribution 2.8 and v3 with token auth
+// and TLS, each behind its own proxy with opts.
+func forEachRegistry(t *testing.T, f func(t *testing.T, s chunkedSetup), opts ...testenv.ProxyOption) {
+	for _, rc := range testenv.Registries(t) {
+		t.Run(rc.Name, func(t *testing.T) {
+			reg := rc.Start(t)
+			proxy := reg.Proxy(t, opts...)
+			base := reg.SeedBase(t, "chunked", testenv.OCI)
+			tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 3, FileSize: 2 << 20, Seed: 21})
+			f(t, chunkedSetup{reg: reg, proxy: proxy, base: base.String(), tarPath: tarPath, files: files})
+		})
+	}
 }
 
 func (s chunkedSetup) affix(ctx context.Context, dest string, c imageops.Compression, opts ...imageops.Option) (*imageops.AffixResult, error) {
+	opts = append([]imageops.Option{imageops.WithTransport(s.reg.Transport()), imageops.WithKeychain(s.reg.User.Keychain())}, opts...)
 	return imageops.Affix(ctx, imageops.AffixRequest{
-		Base: s.base, Dest: s.proxy.Host + "/" + dest, Weights: fileOpener(s.tarPath), Created: created, Compression: c,
+		Base: s.base, Dest: s.proxy.Host + "/" + testenv.TestUser + "/" + dest, Weights: fileOpener(s.tarPath), Created: created, Compression: c,
 	}, opts...)
+}
+
+// sent is what the proxy saw of the layer: bytes of PATCH bodies sent for
+// it, refused or dropped ones included (the config blob is apart).
+func (s chunkedSetup) sent(res *imageops.AffixResult) int64 { return s.proxy.Blobs()[res.Layer.Digest] }
+
+// check unpacks the image with skopeo and umoci as the test user.
+func (s chunkedSetup) check(t *testing.T, res *imageops.AffixResult, files []testenv.WeightsFile) {
+	t.Helper()
+	root := testenv.UnpackWith(t, res.Ref, testenv.UnpackOptions{DockerConfig: s.reg.User.DockerConfig(t)})
+	for _, f := range files {
+		if got := testenv.FileSHA256(t, filepath.Join(root, "src/weights", f.Name)); got != f.SHA256 {
+			t.Fatalf("%s: sha256 %s, want %s", f.Name, got, f.SHA256)
+		}
+	}
 }
 
 func chunksFor(size, chunk int64) int { return int((size + chunk - 1) / chunk) }
@@ -52,180 +76,196 @@ func nthPatch(n int64, f testenv.Fault, seen *atomic.Int64) func(*http.Request) 
 }
 
 func TestChunkedUpload(t *testing.T) {
-	for _, c := range []imageops.Compression{imageops.Uncompressed, imageops.Gzip} {
-		t.Run(string(c), func(t *testing.T) {
-			s := newChunkedSetup(t, "chunked-"+string(c))
-			res, err := s.affix(context.Background(), "models/chunked", c, imageops.WithChunkSize(testChunk))
+	const limit = testChunk + 64<<10 // a front that caps bodies a little over the chunk
+	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
+		for _, c := range []imageops.Compression{imageops.Uncompressed, imageops.Gzip} {
+			res, err := s.affix(context.Background(), "chunked-"+string(c), c, imageops.WithChunkSize(testChunk))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if want := chunksFor(res.Layer.Size, testChunk); res.Transfer.Chunks != want || want < 4 {
-				t.Errorf("%d chunks for a %d-byte layer; want %d", res.Transfer.Chunks, res.Layer.Size, want)
+				t.Errorf("%s: %d chunks for a %d-byte layer; want %d", c, res.Transfer.Chunks, res.Layer.Size, want)
 			}
-			if got := s.proxy.Uploaded(); got != res.Layer.Size {
-				t.Errorf("the registry received %d bytes for a %d-byte layer", got, res.Layer.Size)
+			if got := s.sent(res); got != res.Layer.Size {
+				t.Errorf("%s: %d bytes sent for a %d-byte layer", c, got, res.Layer.Size)
 			}
-			checkWeightsUnpacked(t, res.Ref, nil, s.files, "", "src/weights")
+			s.check(t, res, s.files)
 
-			// The same bytes in one request give the same image.
-			one, err := s.affix(context.Background(), "models/one", c, imageops.WithChunkSize(0))
+			// The same bytes in one request give the same image; the cap
+			// refuses that request.
+			one, err := s.affix(context.Background(), "one-"+string(c), c, imageops.WithChunkSize(0))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if one.Digest != res.Digest || one.Transfer.Chunks != 0 {
-				t.Errorf("one request gave %s with %d chunks; chunked gave %s", one.Digest, one.Transfer.Chunks, res.Digest)
+				t.Errorf("%s: one request gave %s with %d chunks; chunked gave %s", c, one.Digest, one.Transfer.Chunks, res.Digest)
 			}
-		})
-	}
+		}
+		if st := s.proxy.Stats(); st.LargestBody <= limit {
+			t.Errorf("the largest body was %d bytes: the one-request uploads did not reach the proxy", st.LargestBody)
+		}
+	})
+}
+
+// Through a front that refuses bodies over the cap, every upload succeeds
+// in chunks and no request is over the cap.
+func TestChunkedUploadUnderABodyCap(t *testing.T) {
+	const limit = testChunk + 64<<10
+	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
+		res, err := s.affix(context.Background(), "capped", imageops.Uncompressed, imageops.WithChunkSize(testChunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := s.proxy.Stats(); st.LargestBody > limit || st.TooLarge != 0 {
+			t.Errorf("the front saw a %d-byte body (cap %d), refused %d", st.LargestBody, limit, st.TooLarge)
+		}
+		s.check(t, res, s.files)
+	}, testenv.ProxyBodyCap(limit))
 }
 
 // A connection dropped during a chunk costs that chunk's resend, nothing else.
 func TestChunkedUploadResendsADroppedChunk(t *testing.T) {
-	s := newChunkedSetup(t, "drop")
-	var seen atomic.Int64
-	s.proxy.SetFaultFunc(nthPatch(3, testenv.Fault{}, &seen)) // Status 0: the connection drops mid-body
-	res, err := s.affix(context.Background(), "models/drop", imageops.Uncompressed, imageops.WithChunkSize(testChunk))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.proxy.Injected() != 1 {
-		t.Fatalf("the fault fired %d times", s.proxy.Injected())
-	}
-	if got := s.proxy.Uploaded(); got != res.Layer.Size {
-		t.Errorf("the registry received %d bytes for a %d-byte layer: more than the dropped chunk was resent", got, res.Layer.Size)
-	}
-	if want := chunksFor(res.Layer.Size, testChunk); res.Transfer.Chunks != want {
-		t.Errorf("%d chunks acknowledged; want %d", res.Transfer.Chunks, want)
-	}
-	checkWeightsUnpacked(t, res.Ref, nil, s.files, "", "src/weights")
+	const dropAt = 300 << 10
+	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
+		res, err := s.affix(context.Background(), "drop", imageops.Uncompressed, imageops.WithChunkSize(testChunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := s.proxy.Stats(); st.Dropped != 1 {
+			t.Fatalf("%d connections dropped; want 1", st.Dropped)
+		}
+		if got := s.sent(res); got != res.Layer.Size+dropAt {
+			t.Errorf("%d bytes sent for a %d-byte layer and a chunk dropped after %d: more than that chunk was resent", got, res.Layer.Size, dropAt)
+		}
+		if want := chunksFor(res.Layer.Size, testChunk); res.Transfer.Chunks != want {
+			t.Errorf("%d chunks acknowledged; want %d (notes %q)", res.Transfer.Chunks, want, res.Transfer.Notes)
+		}
+		s.check(t, res, s.files)
+	}, testenv.ProxyDropPatchAfter(dropAt))
 }
 
-// A front that refuses bodies over half a chunk makes the chunk size halve.
+// A front that refuses bodies over half a chunk makes the chunk size halve
+// for the rest of the upload.
 func TestChunkedUploadHalvesOn413(t *testing.T) {
-	s := newChunkedSetup(t, "cap")
-	s.proxy.SetFaultFunc(func(r *http.Request) (testenv.Fault, bool) {
-		return testenv.Fault{Status: http.StatusRequestEntityTooLarge}, r.Method == http.MethodPatch && r.ContentLength > testChunk/2
-	})
-	res, err := s.affix(context.Background(), "models/cap", imageops.Uncompressed, imageops.WithChunkSize(testChunk))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.proxy.Injected() != 1 {
-		t.Errorf("%d chunks were refused; after the first 413 every chunk should fit", s.proxy.Injected())
-	}
-	if res.Transfer.ChunkSize != testChunk/2 || res.Transfer.Chunks != chunksFor(res.Layer.Size, testChunk/2) {
-		t.Errorf("chunk size %d, %d chunks; want %d and %d", res.Transfer.ChunkSize, res.Transfer.Chunks, testChunk/2, chunksFor(res.Layer.Size, testChunk/2))
-	}
-	if !hasNote(res.Transfer, "413") {
-		t.Errorf("no note says why the chunk size changed: %q", res.Transfer.Notes)
-	}
-	if got := s.proxy.Uploaded(); got != res.Layer.Size {
-		t.Errorf("the registry received %d bytes for a %d-byte layer", got, res.Layer.Size)
-	}
-	checkWeightsUnpacked(t, res.Ref, nil, s.files, "", "src/weights")
+	const limit = testChunk/2 + 64<<10
+	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
+		res, err := s.affix(context.Background(), "halve", imageops.Uncompressed, imageops.WithChunkSize(testChunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := s.proxy.Stats()
+		if st.TooLarge != 1 || st.LargestForwarded > limit {
+			t.Errorf("%d chunks refused, largest forwarded %d; want one refusal and nothing over %d", st.TooLarge, st.LargestForwarded, limit)
+		}
+		if res.Transfer.ChunkSize != testChunk/2 || res.Transfer.Chunks != chunksFor(res.Layer.Size, testChunk/2) {
+			t.Errorf("chunk size %d, %d chunks; want %d and %d", res.Transfer.ChunkSize, res.Transfer.Chunks, testChunk/2, chunksFor(res.Layer.Size, testChunk/2))
+		}
+		if !hasNote(res.Transfer, "413") {
+			t.Errorf("no note says why the chunk size changed: %q", res.Transfer.Notes)
+		}
+		if got := s.sent(res); got != res.Layer.Size+testChunk {
+			t.Errorf("%d bytes sent; want the layer's %d and the refused chunk's %d", got, res.Layer.Size, testChunk)
+		}
+		s.check(t, res, s.files)
+	}, testenv.ProxyBodyCap(limit))
 }
 
 // A registry that takes no chunked uploads gets the blob in one request.
 func TestChunkedUploadFallsBack(t *testing.T) {
-	s := newChunkedSetup(t, "refuse")
-	s.proxy.SetFaultFunc(func(r *http.Request) (testenv.Fault, bool) {
-		return testenv.Fault{Status: http.StatusRequestedRangeNotSatisfiable}, r.Method == http.MethodPatch && r.Header.Get("Content-Range") != ""
-	})
-	res, err := s.affix(context.Background(), "models/refuse", imageops.Gzip, imageops.WithChunkSize(testChunk))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.proxy.Injected() != 1 || res.Transfer.Chunks != 0 {
-		t.Errorf("%d chunks refused, %d acknowledged; want the first refused and none sent after", s.proxy.Injected(), res.Transfer.Chunks)
-	}
-	if !hasNote(res.Transfer, "one request") {
-		t.Errorf("the result does not say the upload fell back: %q", res.Transfer.Notes)
-	}
-	if got := s.proxy.Uploaded(); got != res.Layer.Size {
-		t.Errorf("the registry received %d bytes for a %d-byte layer", got, res.Layer.Size)
-	}
-	checkWeightsUnpacked(t, res.Ref, nil, s.files, "", "src/weights")
+	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
+		res, err := s.affix(context.Background(), "refuse", imageops.Gzip, imageops.WithChunkSize(testChunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := s.proxy.Stats(); st.RefusedChunks != 1 || res.Transfer.Chunks != 0 {
+			t.Errorf("%d chunks refused, %d acknowledged; want the first refused and none sent after", st.RefusedChunks, res.Transfer.Chunks)
+		}
+		if !hasNote(res.Transfer, "one request") {
+			t.Errorf("the result does not say the upload fell back: %q", res.Transfer.Notes)
+		}
+		if got := s.sent(res); got != res.Layer.Size {
+			t.Errorf("%d bytes committed for a %d-byte layer", got, res.Layer.Size)
+		}
+		s.check(t, res, s.files)
+	}, testenv.ProxyRefuseChunks())
 }
 
-// An upload interrupted after some chunks is resumed by the next run with
-// the same session store: the registry receives each byte once.
-func TestUploadResumesAcrossRuns(t *testing.T) {
-	for _, c := range []imageops.Compression{imageops.Uncompressed, imageops.Gzip} {
-		t.Run(string(c), func(t *testing.T) {
-			s := newChunkedSetup(t, "resume-"+string(c))
-			sessions := imageops.FileSessions{Dir: t.TempDir()}
-			opts := []imageops.Option{imageops.WithChunkSize(testChunk), imageops.WithUploadSessions(sessions, "job-1")}
-
-			ctx, kill := context.WithCancel(context.Background())
-			var seen atomic.Int64
-			s.proxy.SetFaultFunc(func(r *http.Request) (testenv.Fault, bool) {
-				if r.Method != http.MethodPatch || seen.Add(1) != 4 {
-					return testenv.Fault{}, false
-				}
-				kill() // the process dies while sending the fourth chunk
-				return testenv.Fault{Hold: make(chan struct{})}, true
-			})
-			if _, err := s.affix(ctx, "models/resume", c, opts...); !errors.Is(err, context.Canceled) {
-				t.Fatalf("the interrupted run ended with %v", err)
-			}
-			sent := s.proxy.Uploaded()
-			if sent != 3*testChunk {
-				t.Fatalf("the interrupted run sent %d bytes; want 3 chunks", sent)
-			}
-			s.proxy.SetFaultFunc(nil)
-
-			res, err := s.affix(context.Background(), "models/resume", c, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.Transfer.ResumedBytes != sent || !hasNote(res.Transfer, "resuming") {
-				t.Errorf("resumed %d bytes (notes %q); want %d", res.Transfer.ResumedBytes, res.Transfer.Notes, sent)
-			}
-			if got := s.proxy.Uploaded(); got != res.Layer.Size {
-				t.Errorf("both runs sent %d bytes for a %d-byte layer", got, res.Layer.Size)
-			}
-			clean, err := s.affix(context.Background(), "models/clean", c, imageops.WithChunkSize(testChunk))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if clean.Digest != res.Digest {
-				t.Errorf("resumed image %s, clean image %s", res.Digest, clean.Digest)
-			}
-			checkWeightsUnpacked(t, res.Ref, nil, s.files, "", "src/weights")
-		})
-	}
-}
-
-// A saved session never splices another input onto its prefix: a changed
-// tarball starts the layer again.
-func TestUploadResumeRefusesAChangedInput(t *testing.T) {
-	s := newChunkedSetup(t, "changed")
-	sessions := imageops.FileSessions{Dir: t.TempDir()}
-	opts := []imageops.Option{imageops.WithChunkSize(testChunk), imageops.WithUploadSessions(sessions, "job-1")}
+// killAtPatch makes the n-th chunk's PATCH kill the run: ctx is cancelled
+// while the proxy holds the request, so none of that chunk arrives.
+func killAtPatch(s chunkedSetup, n int64) context.Context {
 	ctx, kill := context.WithCancel(context.Background())
 	var seen atomic.Int64
 	s.proxy.SetFaultFunc(func(r *http.Request) (testenv.Fault, bool) {
-		if r.Method != http.MethodPatch || seen.Add(1) != 3 {
+		if r.Method != http.MethodPatch || seen.Add(1) != n {
 			return testenv.Fault{}, false
 		}
 		kill()
 		return testenv.Fault{Hold: make(chan struct{})}, true
 	})
-	if _, err := s.affix(ctx, "models/changed", imageops.Uncompressed, opts...); !errors.Is(err, context.Canceled) {
-		t.Fatalf("the interrupted run ended with %v", err)
-	}
-	s.proxy.SetFaultFunc(nil)
+	return ctx
+}
 
-	other, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 3, FileSize: 2 << 20, Seed: 22})
-	s.tarPath = other
-	res, err := s.affix(context.Background(), "models/changed", imageops.Uncompressed, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !hasNote(res.Transfer, "input changed") {
-		t.Errorf("no note says the saved session was dropped: %q", res.Transfer.Notes)
-	}
-	checkWeightsUnpacked(t, res.Ref, nil, files, "", "src/weights")
+// An upload interrupted after some chunks is resumed by the next run with
+// the same session store: the registry receives each byte once.
+func TestUploadResumesAcrossRuns(t *testing.T) {
+	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
+		for _, c := range []imageops.Compression{imageops.Uncompressed, imageops.Gzip} {
+			sessions := imageops.FileSessions{Dir: t.TempDir()}
+			opts := []imageops.Option{imageops.WithChunkSize(testChunk), imageops.WithUploadSessions(sessions, "job-1")}
+			dest := "resume-" + string(c)
+			s.proxy.Reset()
+			if _, err := s.affix(killAtPatch(s, 4), dest, c, opts...); !errors.Is(err, context.Canceled) {
+				t.Fatalf("%s: the interrupted run ended with %v", c, err)
+			}
+			if sent := s.proxy.Uploaded(); sent != 3*testChunk {
+				t.Fatalf("%s: the interrupted run sent %d bytes; want 3 chunks", c, sent)
+			}
+			s.proxy.SetFaultFunc(nil)
+
+			res, err := s.affix(context.Background(), dest, c, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Transfer.ResumedBytes != 3*testChunk || !hasNote(res.Transfer, "resuming") {
+				t.Errorf("%s: resumed %d bytes (notes %q); want %d", c, res.Transfer.ResumedBytes, res.Transfer.Notes, 3*testChunk)
+			}
+			if got := s.sent(res); got != res.Layer.Size {
+				t.Errorf("%s: both runs sent %d bytes for a %d-byte layer", c, got, res.Layer.Size)
+			}
+			clean, err := s.affix(context.Background(), "clean-"+string(c), c, imageops.WithChunkSize(testChunk))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if clean.Digest != res.Digest {
+				t.Errorf("%s: resumed image %s, clean image %s", c, res.Digest, clean.Digest)
+			}
+			s.check(t, res, s.files)
+		}
+	})
+}
+
+// A saved session never splices another input onto its prefix: a changed
+// tarball starts the layer again.
+func TestUploadResumeRefusesAChangedInput(t *testing.T) {
+	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
+		sessions := imageops.FileSessions{Dir: t.TempDir()}
+		opts := []imageops.Option{imageops.WithChunkSize(testChunk), imageops.WithUploadSessions(sessions, "job-1")}
+		if _, err := s.affix(killAtPatch(s, 3), "changed", imageops.Uncompressed, opts...); !errors.Is(err, context.Canceled) {
+			t.Fatalf("the interrupted run ended with %v", err)
+		}
+		s.proxy.SetFaultFunc(nil)
+
+		other, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 3, FileSize: 2 << 20, Seed: 22})
+		s.tarPath = other
+		res, err := s.affix(context.Background(), "changed", imageops.Uncompressed, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !hasNote(res.Transfer, "input changed") {
+			t.Errorf("no note says the saved session was dropped: %q", res.Transfer.Notes)
+		}
+		s.check(t, res, files)
+	})
 }
 
 func hasNote(tr imageops.Transfer, s string) bool {

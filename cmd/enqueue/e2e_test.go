@@ -156,7 +156,7 @@ func TestServe(t *testing.T) {
 	secret := "0123456789abcdef0123456789abcdef"
 	vars = map[string]string{
 		"REDIS_URL": rds.URL(), "R8IM_EVENT_SECRETS": secret, "R8IM_EVENTS_ADDR": addr,
-		"R8IM_ALLOWED_SOURCES": "s3://weights/*", "R8IM_ALLOWED_DESTINATIONS": "r8.im/acme/*",
+		"R8IM_ALLOWED_SOURCES": "s3://weights/*", "R8IM_ALLOWED_DESTINATIONS": "r8.im/acme/*", "R8IM_ALLOWED_BASES": "r8.im/acme/*",
 	}
 	root := newRoot(func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 	root.SetArgs([]string{"serve"})

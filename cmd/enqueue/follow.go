@@ -37,9 +37,9 @@ func (a *app) statusCmd() *cobra.Command {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
 			if a.json {
-				return cli.PrintJSON(cmd.OutOrStdout(), rec)
+				return cli.PrintJSON(cmd.OutOrStdout(), printable(rec))
 			}
-			printRecord(cmd.OutOrStdout(), rec)
+			printRecord(cmd.OutOrStdout(), printable(rec))
 			return nil
 		},
 	}
@@ -78,12 +78,13 @@ func (a *app) follow(cmd *cobra.Command, records *storage.Records, id string) er
 		case rec.State == storage.StateSucceeded:
 			progress.Done()
 			if a.json {
-				return cli.PrintJSON(cmd.OutOrStdout(), rec)
+				return cli.PrintJSON(cmd.OutOrStdout(), printable(rec))
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), rec.Result)
 			return nil
 		case rec.State == storage.StateFailed:
 			progress.Done()
+			rec = printable(rec)
 			if a.json {
 				_ = cli.PrintJSON(cmd.OutOrStdout(), rec)
 			}
@@ -133,11 +134,11 @@ func (a *app) listCmd() *cobra.Command {
 				}
 			}
 			if a.json {
-				return cli.PrintJSON(cmd.OutOrStdout(), recs)
+				return cli.PrintJSON(cmd.OutOrStdout(), printableAll(recs))
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tTYPE\tQUEUE\tSTATE\tUPDATED\tRESULT / ERROR")
-			for _, r := range recs {
+			for _, r := range printableAll(recs) {
 				detail := r.Result
 				if r.State == storage.StateFailed || detail == "" {
 					detail = r.LastError

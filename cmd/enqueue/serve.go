@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
@@ -24,19 +25,30 @@ POST /v1/events/training-completed. Each event must carry the header
 R8im-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
 made with one of R8IM_EVENT_SECRETS (several may be valid at once, for
 rotation) within --event-tolerance of now; unsigned, badly signed or stale
-events get 401 and nothing is queued. Bodies are limited to 1 MiB, parsed
-strictly, and checked against R8IM_ALLOWED_SOURCES, R8IM_ALLOWED_DESTINATIONS
-and R8IM_ALLOWED_CALLBACK_HOSTS; a bad event gets 400 listing every problem.
-A new event gets 202 with its task id; the same event again gets 200 with the
-same id. GET /v1/events/{id} returns the event's record; /healthz, /metrics.`,
+events get 401 and nothing is queued. The header and its time are checked
+before the body is read; at most --max-event-bodies bodies of at most 1 MiB
+are read at once (more get 503 with Retry-After). Bodies are parsed strictly
+and checked against R8IM_ALLOWED_SOURCES, R8IM_ALLOWED_DESTINATIONS,
+R8IM_ALLOWED_CALLBACK_HOSTS, R8IM_ALLOWED_BASES and R8IM_ALLOWED_TARGETS; a
+bad event gets 400 listing every problem. A new event gets 202 with its task
+id; the same event again gets 200 with the same id.
+
+GET /v1/events/{id} returns the event's record to holders of an event
+secret: sign "<t>.GET /v1/events/{id}" (method and path, no body) the same
+way. Its URLs come without query strings or user info, its last error
+filtered. /healthz and /metrics need no signature.`,
 		Example: `  R8IM_EVENT_SECRETS=$(openssl rand -hex 32) R8IM_ALLOWED_SOURCES='s3://weights/*' \
-  R8IM_ALLOWED_DESTINATIONS='r8.im/acme/*' enqueue serve --listen 0.0.0.0:8080`,
+  R8IM_ALLOWED_DESTINATIONS='r8.im/acme/*' R8IM_ALLOWED_BASES='r8.im/acme/*' enqueue serve --listen 0.0.0.0:8080`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := a.cfg.ValidateServe(); err != nil {
 				return err
 			}
-			allow, err := events.NewAllowlists(a.cfg.Events.AllowedSources, a.cfg.Events.AllowedDestinations, a.cfg.Events.AllowedCallbackHosts)
+			ev := a.cfg.Events
+			allow, err := events.NewAllowlists(events.AllowlistSettings{
+				Sources: ev.AllowedSources, Destinations: ev.AllowedDestinations, CallbackHosts: ev.AllowedCallbackHosts,
+				Bases: ev.AllowedBases, Targets: ev.AllowedTargets,
+			})
 			if err != nil {
 				return err
 			}
@@ -48,12 +60,25 @@ same id. GET /v1/events/{id} returns the event's record; /healthz, /metrics.`,
 			e := jobs.NewEnqueuer(rdb, records, a.cfg.Tasks)
 			defer e.Close()
 			log := cli.NewLogger(a.cfg.Log, cmd.ErrOrStderr())
+			for env, list := range map[string][]string{
+				events.EnvAllowedSources: allow.Sources, events.EnvAllowedDestinations: allow.Destinations, events.EnvAllowedBases: allow.Bases,
+			} {
+				if len(list) == 0 {
+					log.Warn(env + " is empty: every event will be refused until it is set")
+				}
+			}
 			rc := &events.Receiver{
 				Verifier: events.Verifier{Secrets: a.cfg.Events.SecretList(), Tolerance: a.cfg.Events.Tolerance},
-				Allow:    allow, Enqueuer: e, Records: records, Log: log,
-				Ping:    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-				Metrics: promhttp.Handler(),
+				Allow:    allow, Enqueuer: e, Records: records, Log: log, MaxBodies: ev.MaxBodies,
+				Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 			}
+			// The receiver's own gauge, next to the process's default metrics.
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "r8im_events_bodies_reading",
+				Help: "Event bodies being read or handled now; at most R8IM_MAX_EVENT_BODIES, beyond which events get 503.",
+			}, func() float64 { return float64(rc.BodiesReading()) }))
+			rc.Metrics = promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, reg}, promhttp.HandlerOpts{})
 			return listenAndServe(cmd.Context(), a.cfg.Events.Addr, rc.Handler(), log.Info)
 		},
 	}

@@ -137,8 +137,8 @@ func runDev(ctx context.Context, cfg *config.Worker, cmd *cobra.Command, log *sl
 }
 
 // startReceiver serves the training-event receiver on a free loopback port,
-// wired as `enqueue serve` wires it, allowing the stack's bucket and
-// registry.
+// wired as `enqueue serve` wires it, allowing the stack's bucket, and bases
+// and destinations in the stack's registry.
 func (d *dev) startReceiver(ctx context.Context, cfg *config.Worker, log *slog.Logger) (stop func(), err error) {
 	rdb, err := cli.ConnectRedis(ctx, cfg.Redis)
 	if err != nil {
@@ -148,7 +148,10 @@ func (d *dev) startReceiver(ctx context.Context, cfg *config.Worker, log *slog.L
 	ecfg := config.NewEnqueue()
 	enq := jobs.NewEnqueuer(rdb, records, ecfg.Tasks)
 	closeAll := func() { enq.Close(); rdb.Close() }
-	allow, err := events.NewAllowlists("s3://"+devstack.Bucket+"/*", d.st.Registry+"/*", "")
+	allow, err := events.NewAllowlists(events.AllowlistSettings{
+		Sources: "s3://" + devstack.Bucket + "/*", Destinations: d.st.Registry + "/*", Bases: d.st.Registry + "/*",
+		Targets: events.DefaultTarget,
+	})
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("allowing the dev stack's bucket and registry: %w", err)
@@ -187,14 +190,28 @@ func (d *dev) env() [][2]string {
 }
 
 // writeEnv writes the environment as a shell file only its owner reads (it
-// holds the event secret).
+// holds the event secret). os.WriteFile would keep the mode of a file left
+// by an earlier run (0644, say), so the file is written under a new name,
+// created 0600 by os.CreateTemp, and renamed over the old one.
 func (d *dev) writeEnv() error {
 	var b strings.Builder
 	b.WriteString("# r8im dev stack (worker --dev); valid while it runs. Source it: . " + d.envFile + "\n")
 	for _, kv := range d.env() {
 		fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
 	}
-	if err := os.WriteFile(d.envFile, []byte(b.String()), 0o600); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(d.envFile), "."+envFileName+"-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", d.envFile, err)
+	}
+	defer os.Remove(f.Name()) // after the rename, nothing is there
+	_, err = f.WriteString(b.String())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), d.envFile)
+	}
+	if err != nil {
 		return fmt.Errorf("writing %s: %w", d.envFile, err)
 	}
 	return nil
@@ -231,7 +248,7 @@ func (d *dev) demo(ctx context.Context, out, errOut io.Writer, cfg *config.Worke
 	fmt.Fprintf(errOut, "demo: signed event %s accepted, task %s (%s)\n", acc.EventID, acc.TaskID, acc.State)
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	rec, err := devstack.WaitEvent(wctx, client, d.eventsURL, ev.ID, 200*time.Millisecond, func(r *storage.Record) {
+	rec, err := devstack.WaitEvent(wctx, client, d.eventsURL, []byte(d.secret), ev.ID, 200*time.Millisecond, func(r *storage.Record) {
 		if r.LastError != "" {
 			fmt.Fprintf(errOut, "demo: %s, last error: %s\n", r.State, r.LastError)
 		} else {

@@ -45,13 +45,14 @@ func SendEvent(ctx context.Context, c *http.Client, baseURL string, secret []byt
 	return acc, nil
 }
 
-// WaitEvent polls GET /v1/events/{id} every interval until the event's
-// record has succeeded or failed, and returns it. seen, when set, is told of
-// every state or error change while waiting.
-func WaitEvent(ctx context.Context, c *http.Client, baseURL, id string, interval time.Duration, seen func(*storage.Record)) (*storage.Record, error) {
+// WaitEvent polls GET /v1/events/{id} every interval, each request signed
+// with secret (events.SignRequest), until the event's record has succeeded
+// or failed, and returns it. seen, when set, is told of every state or
+// error change while waiting.
+func WaitEvent(ctx context.Context, c *http.Client, baseURL string, secret []byte, id string, interval time.Duration, seen func(*storage.Record)) (*storage.Record, error) {
 	var last string
 	for {
-		rec, err := getRecord(ctx, c, baseURL+"/v1/events/"+url.PathEscape(id))
+		rec, err := getRecord(ctx, c, baseURL, "/v1/events/"+url.PathEscape(id), secret)
 		if err != nil {
 			return nil, fmt.Errorf("waiting for event %s: %w", id, err)
 		}
@@ -73,11 +74,13 @@ func WaitEvent(ctx context.Context, c *http.Client, baseURL, id string, interval
 }
 
 // getRecord returns the record, or nil while the receiver does not know it.
-func getRecord(ctx context.Context, c *http.Client, u string) (*storage.Record, error) {
+func getRecord(ctx context.Context, c *http.Client, baseURL, path string, secret []byte) (*storage.Record, error) {
+	u := baseURL + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
+	req.Header.Set(events.SignatureHeader, events.SignRequest(secret, time.Now(), http.MethodGet, req.URL.EscapedPath()))
 	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err

@@ -372,7 +372,7 @@ func TestHostileEvents(t *testing.T) {
 	enq := jobs.NewEnqueuer(rdb, records, config.NewEnqueue().Tasks)
 	t.Cleanup(func() { _ = enq.Close() })
 	secret := []byte("event-secret-0123456789abcdef")
-	allow, err := events.NewAllowlists("s3://weights/*", "r8.im/acme/*", "hooks.example.com")
+	allow, err := events.NewAllowlists(events.AllowlistSettings{Sources: "s3://weights/*", Destinations: "r8.im/acme/*", CallbackHosts: "hooks.example.com", Bases: "r8.im/acme/*"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -128,6 +128,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		"R8IM_ALLOWED_SOURCES":        "s3://" + s.s3.Bucket + "/*",
 		"R8IM_ALLOWED_DESTINATIONS":   reg.Host + "/models/*",
 		"R8IM_ALLOWED_CALLBACK_HOSTS": "127.0.0.1",
+		"R8IM_ALLOWED_BASES":          reg.Host + "/*",
 	}
 	ecfg := config.NewEnqueue()
 	ecfg.Load(func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
@@ -137,7 +138,10 @@ func TestSecretsNeverLeak(t *testing.T) {
 	var recvLog testenv.Buffer
 	log := slog.New(slog.NewJSONHandler(&recvLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	log.Info("receiver started", "config", ecfg)
-	allow, err := events.NewAllowlists(ecfg.Events.AllowedSources, ecfg.Events.AllowedDestinations, ecfg.Events.AllowedCallbackHosts)
+	allow, err := events.NewAllowlists(events.AllowlistSettings{
+		Sources: ecfg.Events.AllowedSources, Destinations: ecfg.Events.AllowedDestinations, CallbackHosts: ecfg.Events.AllowedCallbackHosts,
+		Bases: ecfg.Events.AllowedBases, Targets: ecfg.Events.AllowedTargets,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,13 +208,18 @@ func TestSecretsNeverLeak(t *testing.T) {
 	poll(t, time.Minute, func() bool { return bytes.Contains(cb.all(), []byte(rec.Result)) },
 		func() string { return "no callback delivered the result:\n" + string(cb.all()) })
 	for _, id := range []string{"run-secret", "run-missing"} {
-		resp, err := http.Get(recv.URL + "/v1/events/" + id)
+		req, _ := http.NewRequest(http.MethodGet, recv.URL+"/v1/events/"+id, nil)
+		req.Header.Set(events.SignatureHeader, events.SignRequest([]byte(eventSecret), time.Now(), http.MethodGet, "/v1/events/"+id))
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		fmt.Fprintf(&answers, "%s %s\n", resp.Status, b)
+		if id == "run-secret" && (resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte(rec.Result))) {
+			t.Errorf("the signed GET of %s answered %s %s; want its record", id, resp.Status, b)
+		}
 	}
 	resp, err := http.Get(recv.URL + "/metrics")
 	if err != nil {

@@ -86,7 +86,7 @@ func hasZstdLayers(t testing.TB, ref string, platform *v1.Platform, kc authn.Key
 	if platform != nil {
 		p = *platform
 	}
-	img, err := remote.Image(r, remote.WithPlatform(p), remote.WithAuthFromKeychain(kc))
+	img, err := remote.Image(r, remote.WithPlatform(p), remote.WithAuthFromKeychain(kc), remote.WithTransport(TestCA(t).Transport()))
 	if err != nil {
 		t.Fatalf("reading %s: %v", ref, err)
 	}
