@@ -48,6 +48,9 @@ type Handler struct {
 	// Cache, when set, is the shared-layer cache of recompressions: a layer
 	// converted once on a registry is mounted by every later task.
 	Cache *storage.LayerCache
+	// Uploads, when set, keeps chunked upload sessions under the task id, so
+	// that a retry (after a worker was killed) resumes a big upload.
+	Uploads *storage.UploadSessions
 	// Batches, when set, learns of every final outcome, so that a batch
 	// knows when it completes (and fires its callback).
 	Batches *storage.Batches
@@ -230,6 +233,9 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 	if err == nil {
 		progress := h.progress(ctx, id)
 		opts := append(append(append([]imageops.Option{}, h.Options...), extra...), imageops.WithProgress(progress.report))
+		if h.Uploads != nil {
+			opts = append(opts, imageops.WithUploadSessions(UploadSessions(h.Uploads), id))
+		}
 		success, err = do(ctx, opts)
 		progress.stop()
 	}

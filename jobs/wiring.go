@@ -25,6 +25,7 @@ func NewHandler(rdb redis.UniversalClient, cfg *config.Worker, sources WeightsSo
 			imageops.WithTarLimits(imageops.TarLimits{MaxEntries: l.MaxTarEntries, MaxNameLength: l.MaxNameLength, MaxBytes: l.MaxWeightsSize})),
 		Log:                 log,
 		Cache:               storage.NewLayerCache(rdb),
+		Uploads:             storage.NewUploadSessions(rdb, 0),
 		Batches:             storage.NewBatches(records, cfg.RecordTTL),
 		Callbacks:           Callbacks{Keys: cfg.Callbacks.SecretKeys(), MaxRetry: cfg.Callbacks.MaxRetry},
 		Slots:               storage.NewSemaphore(rdb),

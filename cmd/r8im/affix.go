@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -69,13 +71,16 @@ The same tarball and --created always give the same digests.`,
 				}
 				req.WeightsSize = st.Size()
 				req.Weights = func() (io.ReadCloser, error) { return os.Open(tarPath) }
+				abs, _ := filepath.Abs(tarPath)
+				opts = append(opts, resumable("affix", req.Base, req.Dest, abs, fileIdentity(st),
+					string(req.Compression), strconv.Itoa(req.Level), req.Target))
 			}
 			res, err := imageops.Affix(cmd.Context(), req, opts...)
 			progress.Done()
 			if err != nil {
 				return err
 			}
-			return g.printResult(cmd, res, res.Ref, res.Stages)
+			return g.printResult(cmd, res, res.Ref, res.Stages, res.Transfer.Notes...)
 		},
 	}
 	f := cmd.Flags()

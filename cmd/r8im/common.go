@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -48,10 +51,14 @@ func (g *globals) options(cmd *cobra.Command) ([]imageops.Option, *cli.Progress,
 }
 
 // printResult writes the JSON form, or the reference line, on stdout, and
-// the stage timings on stderr.
-func (g *globals) printResult(cmd *cobra.Command, result any, ref string, stages []imageops.Stage) error {
+// the stage timings and the transfer's notes (a refused chunked upload, a
+// resumed one) on stderr; notes are in the JSON form's transfer.notes.
+func (g *globals) printResult(cmd *cobra.Command, result any, ref string, stages []imageops.Stage, notes ...string) error {
 	if g.json {
 		return cli.PrintJSON(cmd.OutOrStdout(), result)
+	}
+	for _, n := range notes {
+		fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
 	}
 	if !g.quiet {
 		for _, s := range stages {
@@ -62,4 +69,28 @@ func (g *globals) printResult(cmd *cobra.Command, result any, ref string, stages
 		fmt.Fprintln(cmd.OutOrStdout(), ref)
 	}
 	return nil
+}
+
+// resumable keeps the uploads' sessions under the user's cache directory
+// (r8im/uploads), keyed by what identifies the command's job, so that the
+// same command run again after an interruption resumes its uploads instead
+// of sending them again. Without a cache directory uploads still work, they
+// just do not resume across runs.
+func resumable(job ...string) imageops.Option {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return imageops.WithUploadSessions(nil, "")
+	}
+	return imageops.WithUploadSessions(imageops.FileSessions{Dir: filepath.Join(dir, "r8im", "uploads")}, strings.Join(job, "\x00"))
+}
+
+// fileIdentity names a file's content as far as its metadata tells: size,
+// modification time and inode. A file changed in place keeps its inode but
+// not its mtime; the upload's hash check catches the rest.
+func fileIdentity(st os.FileInfo) string {
+	id := fmt.Sprintf("%d:%d", st.Size(), st.ModTime().UnixNano())
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		id += fmt.Sprintf(":%d:%d", sys.Dev, sys.Ino)
+	}
+	return id
 }

@@ -68,7 +68,9 @@ shared by platforms is converted once) into a new OCI index.`,
 			}
 			defer progress.Done()
 			req.Source = args[0]
-			res, err := imageops.Recompress(cmd.Context(), req, append(opts, imageops.WithJobs(jobs))...)
+			// The layer ids of the sessions name source digests and level.
+			opts = append(opts, imageops.WithJobs(jobs), resumable("zstd", req.Source, req.Dest))
+			res, err := imageops.Recompress(cmd.Context(), req, opts...)
 			progress.Done()
 			if err != nil {
 				return err
@@ -76,7 +78,7 @@ shared by platforms is converted once) into a new OCI index.`,
 			if !g.json && !g.quiet {
 				printZstdLayers(cmd.ErrOrStderr(), res)
 			}
-			return g.printResult(cmd, res, res.Ref, res.Stages)
+			return g.printResult(cmd, res, res.Ref, res.Stages, res.Transfer.Notes...)
 		},
 	}
 	f := cmd.Flags()

@@ -33,5 +33,6 @@ func ImageOptions(reg config.Registry) ([]imageops.Option, error) {
 		imageops.WithDefaultRegistry(reg.Host),
 		imageops.WithCogToken(string(reg.Token)),
 		imageops.WithInsecure(reg.Insecure),
+		imageops.WithChunkSize(reg.ChunkSize),
 	}, nil
 }
