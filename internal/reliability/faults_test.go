@@ -25,19 +25,24 @@ const leaseRecovery = 150 * time.Second
 
 // TestWorkerKilledMidUpload: a worker SIGKILLed while it uploads the weights
 // layer loses its lease; another worker takes the task over once asynq's
-// recoverer sees the lease expired, and publishes it. The task succeeds
-// exactly once: one success record, one stream entry, a valid image.
+// recoverer sees the lease expired, resumes the chunked upload where the
+// registry has it (the session is in Redis under the task id), and
+// publishes. The task succeeds exactly once: one success record, one stream
+// entry, a valid image, and the registry received the layer's bytes about
+// once (at most 1.1×: the chunk in flight at the kill is sent again).
 func TestWorkerKilledMidUpload(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, stackOptions{})
 	tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 12 << 20, Seed: 801})
 	weights := s.s3.PutObject(t, "runs/801/weights.tar", tarPath)
 	s.proxy.Throttle(4 << 20) // the upload takes several seconds: there is a middle to kill it in
+	chunked := workerOptions{concurrency: 1, extraEnv: []string{"R8IM_UPLOAD_CHUNK_SIZE=1MiB"}}
 
-	a := s.startWorker(t, "a", workerOptions{concurrency: 1})
+	a := s.startWorker(t, "a", chunked)
 	id := s.affix(t, "run-killed", weights, s.proxy.Host+"/models/killed:v1")
 	s.waitRunning(t, id, time.Minute)
-	poll(t, time.Minute, func() bool { return s.proxy.Uploaded() > 1<<20 },
+	const half = 13 << 20 // of about 24 MiB of incompressible weights
+	poll(t, time.Minute, func() bool { return s.proxy.Uploaded() > half },
 		func() string { return fmt.Sprintf("only %d bytes uploaded", s.proxy.Uploaded()) })
 	a.kill()
 	killedAt := time.Now()
@@ -48,6 +53,9 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 		t.Fatalf("right after the kill the task is %+v, %v; want still active (leased to the dead worker)", info, err)
 	}
 	s.proxy.Throttle(0)
+	s.startWorker(t, "b", chunked)
+
+	rec := s.waitFinal(t, id, leaseRecovery)	s.proxy.Throttle(0)
 	s.startWorker(t, "b", workerOptions{concurrency: 1})
 
 	rec := s.waitFinal(t, id, leaseRecovery)
@@ -69,6 +77,10 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 	s.validate(t, rec.Result, files)
 	if n := checkRegistry(t, s.reg.Host, nil); n < 2 {
 		t.Fatalf("checked %d manifests, want the base and the result", n)
+	}
+	layer := s.proxy.Blobs()[rec.LayerDigest]
+	if total := s.proxy.Uploaded(); layer < half || float64(total) > 1.1*float64(layer) {
+		t.Errorf("the registry received %d bytes (%d before the kill) for a %d-byte layer; want at most 1.1× (resumed, not restarted)", total, uploadedByA, layer)
 	}
 }
 
