@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/untrusted"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -240,13 +241,16 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			// Cancelled or timed out: asynq decides (requeue on shutdown,
 			// retry on timeout); the record keeps the reason.
-			_ = h.Records.Fail(rctx, id, "interrupted: "+err.Error(), false)
+			_ = h.Records.Fail(rctx, id, untrusted.Text("interrupted: "+err.Error(), maxLastError), false)
 			outcome.Status = OutcomeInterrupted
 			return err
 		}
 		permanent := isPermanent(err)
 		final := permanent || retried >= maxRetry
-		if ferr := h.Records.Fail(rctx, id, err.Error(), final); ferr != nil {
+		// The reason is read by operators and event senders: whatever a
+		// remote party wrote into it is stripped of control characters and
+		// the whole is capped.
+		if ferr := h.Records.Fail(rctx, id, untrusted.Text(err.Error(), maxLastError), final); ferr != nil {
 			logger(ctx, h.Log).Error("recording a failure", "error", ferr)
 		}
 		outcome.Status = OutcomeRetry
@@ -256,6 +260,7 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 				logger(ctx, h.Log).Error("queueing the failure's callbacks", "error", nerr)
 			}
 		}
+		err = untrusted.Err(err, maxLastError) // asynq keeps it too (its last_err)
 		if permanent {
 			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 		}
@@ -275,6 +280,9 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 	}
 	return nil
 }
+
+// maxLastError caps a record's last_error, in bytes.
+const maxLastError = 4096
 
 // isPermanent is true for failures a retry cannot fix.
 func isPermanent(err error) bool {
