@@ -238,3 +238,70 @@ func s3Config(s *stack) config.S3 {
 	c.ChunkSize, c.Concurrency = 4<<20, 2
 	return c
 }
+
+// TestHostileWeightsHosts runs worker processes against weights URLs that
+// redirect where they should not, or name a host that resolves to
+// loopback: each task fails at its first attempt, the redirect's target or
+// the loopback server never gets a request, and an https source whose CA
+// the worker was given with R8IM_CA_FILE works.
+func TestHostileWeightsHosts(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{})
+	tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 1, FileSize: 64 << 10, Seed: 1203})
+
+	good := testenv.ServeWeights(t, tarPath, true)   // https, its CA given to the worker
+	target := testenv.ServeWeights(t, tarPath, false) // where the hostile hosts point
+	toHTTP := testenv.RedirectWeights(t, target.URL+"/w.tar?X-Amz-Signature=SECRET", true)
+	offHost := testenv.RedirectWeights(t, target.URL+"/w.tar", false)
+	inside := testenv.ServeWeights(t, tarPath, false)
+	_, port, _ := strings.Cut(strings.TrimPrefix(inside.URL, "http://"), ":")
+
+	// The first worker allows loopback (every test server is there), the
+	// second does not: its weights and callbacks reach public addresses
+	// only. Registries and S3 are the operator's and stay reachable.
+	s.startWorker(t, "loopback-allowed", workerOptions{extraEnv: []string{"R8IM_CA_FILE=" + good.CAFile, "R8IM_QUEUES=publish=1"}})
+	s.startWorker(t, "public-only", workerOptions{extraEnv: []string{"R8IM_ALLOW_PRIVATE_NETWORKS=", "R8IM_QUEUES=ops=1"}})
+
+	for _, tc := range []struct {
+		name, url, queue string
+		want             []string // empty: succeeds
+		untouched        *testenv.WeightsHost
+	}{
+		{"https with R8IM_CA_FILE", good.URL + "/w.tar", jobs.QueuePublish, nil, nil},
+		{"https to http", toHTTP.URL + "/w.tar", jobs.QueuePublish, []string{"redirect refused", "from https to plain http"}, target},
+		{"to another host", offHost.URL + "/w.tar", jobs.QueuePublish, []string{"redirect refused", "same scheme and host"}, target},
+		{"a name resolving to loopback", "http://localhost:" + port + "/w.tar", jobs.QueueOps, []string{"loopback", "R8IM_ALLOW_PRIVATE_NETWORKS"}, inside},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "weights-" + strings.ReplaceAll(tc.name, " ", "-")
+			res, err := s.enq.Enqueue(context.Background(), jobs.Request{Queue: tc.queue, EventID: id, Payload: jobs.AffixPayload{
+				EventID: id, Base: s.base, Weights: tc.url, Dest: s.proxy.Host + "/models/weights", Created: created,
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := s.waitFinal(t, res.ID, 2*time.Minute)
+			if tc.want == nil {
+				if rec.State != storage.StateSucceeded {
+					t.Fatalf("record %+v; want published", rec)
+				}
+				s.validate(t, rec.Result, files)
+				return
+			}
+			if rec.State != storage.StateFailed || rec.Attempts != 1 {
+				t.Fatalf("record %+v; want failed for good at its first attempt", rec)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(rec.LastError, w) {
+					t.Errorf("last_error %q lacks %q", rec.LastError, w)
+				}
+			}
+			if strings.Contains(rec.LastError, "SECRET") {
+				t.Errorf("last_error %q shows a presigned query", rec.LastError)
+			}
+			if n := tc.untouched.Hits(); n != 0 {
+				t.Errorf("%s got %d requests; want none", tc.untouched.URL, n)
+			}
+		})
+	}
+}
