@@ -249,7 +249,7 @@ func TestHostileWeightsHosts(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 1, FileSize: 64 << 10, Seed: 1203})
 
-	good := testenv.ServeWeights(t, tarPath, true)   // https, its CA given to the worker
+	good := testenv.ServeWeights(t, tarPath, true)    // https, its CA given to the worker
 	target := testenv.ServeWeights(t, tarPath, false) // where the hostile hosts point
 	toHTTP := testenv.RedirectWeights(t, target.URL+"/w.tar?X-Amz-Signature=SECRET", true)
 	offHost := testenv.RedirectWeights(t, target.URL+"/w.tar", false)
