@@ -20,31 +20,28 @@ import (
 	"github.com/r8im/r8im/storage"
 )
 
-// hostileCase is what a worker must make of one hostile registry: the
-// record fails after attempts attempts (1: permanent; 2: retried once, as
-// R8IM_AFFIX_MAX_RETRY=1 allows) with an error holding want.
+// hostileCase is what a worker must make of one hostile registry
+// (testdata/hostile/registries.json; the registries are testenv's): the
+// record fails after Attempts attempts (1: permanent; 2: retried once, as
+// R8IM_AFFIX_MAX_RETRY=1 allows) with an error holding every Want.
 type hostileCase struct {
-	mode     testenv.Hostile
-	attempts int
-	want     []string
-	check    func(t *testing.T, h *testenv.HostileRegistry, rec *storage.Record)
+	Name     testenv.Hostile `json:"name"`
+	Attempts int             `json:"attempts"`
+	Want     []string        `json:"want"`
 }
 
-var hostileCases = []hostileCase{
-	{testenv.RedirectLoop, 2, []string{"too many redirects", "stopped after 10 redirects"}, func(t *testing.T, h *testenv.HostileRegistry, rec *storage.Record) {
+// hostileChecks are further checks of some hostile registries.
+var hostileChecks = map[testenv.Hostile]func(t *testing.T, h *testenv.HostileRegistry, rec *storage.Record){
+	testenv.RedirectLoop: func(t *testing.T, h *testenv.HostileRegistry, rec *storage.Record) {
 		if max := int64(11 * rec.Attempts); h.Manifests() > max {
 			t.Errorf("the registry got %d manifest requests in %d attempts, want at most %d", h.Manifests(), rec.Attempts, max)
 		}
-	}},
-	{testenv.HugeManifest, 1, []string{"too large", "1073741824 bytes", "4194304-byte limit", "R8IM_MAX_MANIFEST_SIZE"}, nil},
-	{testenv.EndlessManifest, 1, []string{"too large", "more than the 4194304-byte limit"}, nil},
-	{testenv.HugeConfig, 1, []string{"config sha256:", "too large", "1073741824 bytes"}, func(t *testing.T, h *testenv.HostileRegistry, _ *storage.Record) {
+	},
+	testenv.HugeConfig: func(t *testing.T, h *testenv.HostileRegistry, _ *storage.Record) {
 		if n := h.Configs(); n != 0 {
 			t.Errorf("the 1 GiB config was requested %d times; want it refused from the manifest, never fetched", n)
 		}
-	}},
-	{testenv.StalledManifest, 2, []string{"no data for 1s", "idle timeout"}, nil},
-	{testenv.EscapeError, 1, []string{"not found", "owned"}, nil},
+	},
 }
 
 // TestHostileRegistriesFailTasks runs a worker process (configured by its
@@ -55,6 +52,10 @@ var hostileCases = []hostileCase{
 // it hold.
 func TestHostileRegistriesFailTasks(t *testing.T) {
 	t.Parallel()
+	hostileCases := loadCases[hostileCase](t, "registries.json")
+	if len(hostileCases) != len(testenv.Hostiles) {
+		t.Fatalf("registries.json has %d cases, testenv %d hostile registries", len(hostileCases), len(testenv.Hostiles))
+	}
 	s := newStack(t, stackOptions{noBase: true})
 	tarPath, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 1, FileSize: 64 << 10, Seed: 1201})
 	weights := s.s3.PutObject(t, "hostile-registry/weights.tar", tarPath)
@@ -67,23 +68,23 @@ func TestHostileRegistriesFailTasks(t *testing.T) {
 	regs := map[testenv.Hostile]*testenv.HostileRegistry{}
 	ids := map[testenv.Hostile]string{}
 	for _, c := range hostileCases {
-		regs[c.mode] = testenv.NewHostileRegistry(t, c.mode)
-		id := "hostile-" + string(c.mode)
+		regs[c.Name] = testenv.NewHostileRegistry(t, c.Name)
+		id := "hostile-" + string(c.Name)
 		res, err := enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: id, Payload: jobs.AffixPayload{
-			EventID: id, Base: regs[c.mode].Host + "/base/hostile:v1", Weights: weights, Dest: s.proxy.Host + "/models/hostile", Created: created,
+			EventID: id, Base: regs[c.Name].Host + "/base/hostile:v1", Weights: weights, Dest: s.proxy.Host + "/models/hostile", Created: created,
 		}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids[c.mode] = res.ID
+		ids[c.Name] = res.ID
 	}
 	for _, c := range hostileCases {
-		t.Run(string(c.mode), func(t *testing.T) {
-			rec := s.waitFinal(t, ids[c.mode], 2*time.Minute)
-			if rec.State != storage.StateFailed || rec.Attempts != c.attempts {
-				t.Fatalf("record %+v; want failed after %d attempt(s)", rec, c.attempts)
+		t.Run(string(c.Name), func(t *testing.T) {
+			rec := s.waitFinal(t, ids[c.Name], 2*time.Minute)
+			if rec.State != storage.StateFailed || rec.Attempts != c.Attempts {
+				t.Fatalf("record %+v; want failed after %d attempt(s)", rec, c.Attempts)
 			}
-			for _, want := range c.want {
+			for _, want := range c.Want {
 				if !strings.Contains(rec.LastError, want) {
 					t.Errorf("last_error %q lacks %q", rec.LastError, want)
 				}
@@ -91,8 +92,8 @@ func TestHostileRegistriesFailTasks(t *testing.T) {
 			if strings.ContainsAny(rec.LastError, "\x1b\x07\r\n") {
 				t.Errorf("last_error %q holds control characters the registry wrote", rec.LastError)
 			}
-			if c.check != nil {
-				c.check(t, regs[c.mode], rec)
+			if check := hostileChecks[c.Name]; check != nil {
+				check(t, regs[c.Name], rec)
 			}
 		})
 	}
