@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -216,7 +217,7 @@ func (h *Handler) deliver(ctx context.Context, url, id string, body []byte) erro
 	if err != nil {
 		// What a receiver answered may be quoted (a malformed answer's
 		// first line): filtered and capped.
-		safe := untrusted.Err(err, 512)
+		safe := untrusted.Err(withoutQuery(err), 512)
 		if errors.Is(err, netguard.ErrBlockedAddress) {
 			return fmt.Errorf("delivering the callback to %s: %w; callbacks go to public addresses only, unless the worker allows the network with R8IM_ALLOW_PRIVATE_NETWORKS: %w",
 				untrusted.URL(url), safe, asynq.SkipRetry)
@@ -239,6 +240,16 @@ func (h *Handler) deliver(ctx context.Context, url, id string, body []byte) erro
 	default:
 		return fmt.Errorf("delivering the callback to %s: the receiver answered HTTP %d", untrusted.URL(url), code)
 	}
+}
+
+// withoutQuery drops the query (which may hold a receiver's token) from the
+// URL a client error quotes.
+func withoutQuery(err error) error {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		return &neturl.Error{Op: ue.Op, URL: untrusted.URL(ue.URL), Err: ue.Err}
+	}
+	return err
 }
 
 // notify enqueues the callbacks a final outcome calls for: the record's own
