@@ -65,6 +65,7 @@ type Worker struct {
 	// Callbacks: result callback signing and retries, the per-registry bound.
 	Callbacks Callbacks
 	Limits    Limits
+	Network   Network
 
 	Concurrency     int            // tasks processed at once
 	Queues          map[string]int // queue name → priority weight
@@ -89,6 +90,8 @@ func NewWorker() *Worker {
 	c.Log.bind(b)
 	c.Callbacks.bind(b)
 	c.Limits.bind(b)
+	c.Network.bind(b)
+	c.Network.bindWorker(b)
 	b.bind(intVar(&c.Concurrency, 4), "concurrency", "c", []string{"R8IM_CONCURRENCY"}, plain,
 		"tasks processed at once by this worker")
 	b.bind(queuesVar(&c.Queues, maps.Clone(DefaultQueues)), "queues", "", []string{"R8IM_QUEUES"}, plain,
@@ -117,6 +120,7 @@ func (c *Worker) Validate() error {
 	ps = append(ps, c.Log.validate(c.b)...)
 	ps = append(ps, c.Callbacks.validate(c.b)...)
 	ps = append(ps, c.Limits.validate(c.b)...)
+	ps = append(ps, c.Network.validate(c.b)...)
 	if c.Concurrency < 1 || c.Concurrency > 1024 {
 		ps = append(ps, c.b.problem("concurrency", "must be between 1 and 1024, got %d", c.Concurrency))
 	}
@@ -186,6 +190,7 @@ type R8im struct {
 	settings
 	Registry Registry
 	Limits   Limits
+	Network  Network
 }
 
 // NewR8im returns an r8im configuration holding the defaults.
@@ -193,6 +198,7 @@ func NewR8im() *R8im {
 	c := &R8im{settings: settings{newBinder()}}
 	c.Registry.bind(c.b)
 	c.Limits.bind(c.b)
+	c.Network.bind(c.b)
 	return c
 }
 
@@ -201,6 +207,7 @@ func (c *R8im) Validate() error {
 	ps := slices.Clone(c.b.loadErrs)
 	ps = append(ps, c.Registry.validate(c.b)...)
 	ps = append(ps, c.Limits.validate(c.b)...)
+	ps = append(ps, c.Network.validate(c.b)...)
 	return asError(ps)
 }
 

@@ -39,7 +39,7 @@ func (o *options) openBlob(ctx context.Context, repo name.Repository, d v1.Descr
 	}
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
-		return nil, err
+		return nil, registryErr(err, fmt.Sprintf("fetching blob %s of %s", d.Digest, repo))
 	}
 	if err := transport.CheckError(resp, http.StatusOK); err != nil {
 		resp.Body.Close()

@@ -2,14 +2,19 @@ package imageops
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/r8im/r8im/internal/netguard"
 )
 
 // DefaultPlatform is the platform picked from a multi-platform base.
@@ -33,6 +38,9 @@ type options struct {
 	chunkSize       int64          // upload chunk size; 0: one request per blob
 	sessions        UploadSessions // nil: uploads are not resumable across attempts
 	sessionKey      string
+	rootCAs         *x509.CertPool // nil: the system's
+	maxManifest     int64
+	idleTimeout     time.Duration
 
 	kc authn.Keychain // keychain with the cog token exchange, built once
 }
@@ -42,15 +50,52 @@ func makeOptions(opts []Option) *options {
 		keychain:        authn.DefaultKeychain,
 		defaultRegistry: "r8.im",
 		platform:        &DefaultPlatform,
-		transport:       remote.DefaultTransport,
 		jobs:            4,
 		userAgent:       "r8im",
 		chunkSize:       DefaultChunkSize,
+		maxManifest:     DefaultMaxManifestSize,
+		idleTimeout:     netguard.DefaultIdleTimeout,
 	}
 	for _, opt := range opts {
 		opt(o)
 	}
+	if o.transport == nil {
+		o.transport = baseTransport(o.idleTimeout, o.insecure, o.rootCAs)
+	}
+	// Whatever the base, every request r8im sends to a registry (token
+	// exchanges included) has its redirects bounded, its response bodies
+	// under the idle deadline, and everything but blob bodies capped.
+	o.transport = capBodies(netguard.Wrap(o.transport, netguard.Options{IdleTimeout: o.idleTimeout}), o.maxManifest)
 	return o
+}
+
+// DefaultMaxManifestSize caps manifests, indexes, image configs and any
+// other registry answer that is not a blob's content (4 MiB; the largest
+// real manifests are tens of KiB).
+const DefaultMaxManifestSize = 4 << 20
+
+// baseTransports are shared by every operation with the same settings, so
+// connections are reused across operations (as remote.DefaultTransport's
+// are).
+var baseTransports sync.Map // baseKey → *http.Transport
+
+type baseKey struct {
+	idle     time.Duration
+	insecure bool
+	roots    *x509.CertPool
+}
+
+// baseTransport is the default transport to registries: TLS verified
+// against roots (skipped when insecure, as crane --insecure does), writes
+// and response headers bounded by the idle timeout. Registries are the
+// operator's choice, so loopback and private addresses are allowed.
+func baseTransport(idle time.Duration, insecure bool, roots *x509.CertPool) http.RoundTripper {
+	k := baseKey{idle, insecure, roots}
+	if t, ok := baseTransports.Load(k); ok {
+		return t.(http.RoundTripper)
+	}
+	t, _ := baseTransports.LoadOrStore(k, netguard.NewTransport(netguard.Options{IdleTimeout: idle, InsecureSkipVerify: insecure, RootCAs: roots}))
+	return t.(http.RoundTripper)
 }
 
 // WithKeychain sets where registry credentials come from (default: the
@@ -65,8 +110,37 @@ func WithCogToken(token string) Option { return func(o *options) { o.cogToken = 
 // (default r8.im).
 func WithDefaultRegistry(host string) Option { return func(o *options) { o.defaultRegistry = host } }
 
-// WithInsecure allows plain HTTP to registries that are not on loopback.
+// WithInsecure allows plain HTTP to registries that are not on loopback,
+// and accepts any TLS certificate from registries (as crane --insecure
+// does). A cog token is never sent over plain HTTP to a host that is not
+// loopback.
 func WithInsecure(insecure bool) Option { return func(o *options) { o.insecure = insecure } }
+
+// WithRootCAs sets the CAs that verify registries' TLS certificates
+// (default: the system's, which honour SSL_CERT_FILE).
+func WithRootCAs(pool *x509.CertPool) Option { return func(o *options) { o.rootCAs = pool } }
+
+// WithMaxManifestSize caps manifests, indexes, image configs and every other
+// registry answer but blob contents (default DefaultMaxManifestSize): a
+// larger one fails with ErrTooLarge before it is read.
+func WithMaxManifestSize(n int64) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.maxManifest = n
+		}
+	}
+}
+
+// WithIdleTimeout fails a registry request when its connection carries no
+// byte for d while r8im waits on the registry (default 60s); a failure
+// names the host and is transient.
+func WithIdleTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.idleTimeout = d
+		}
+	}
+}
 
 // WithPlatform picks the image of a multi-platform base (default
 // linux/amd64); nil applies the operation to every platform.
@@ -75,7 +149,11 @@ func WithPlatform(p *v1.Platform) Option { return func(o *options) { o.platform 
 // WithProgress receives progress reports; it must return quickly.
 func WithProgress(f func(Progress)) Option { return func(o *options) { o.progress = f } }
 
-// WithTransport sets the base HTTP transport (default remote.DefaultTransport).
+// WithTransport sets the base HTTP transport. The default verifies TLS with
+// WithRootCAs (or skips it with WithInsecure) and bounds dials, handshakes,
+// writes and response headers; a transport given here replaces those
+// settings. The redirect bound, the idle deadline on bodies and the size
+// caps wrap either one.
 func WithTransport(t http.RoundTripper) Option { return func(o *options) { o.transport = t } }
 
 // WithJobs bounds concurrent blob transfers (default 4).
@@ -189,7 +267,7 @@ func (o *options) keys() authn.Keychain {
 	if o.kc == nil {
 		o.kc = o.keychain
 		if o.cogToken != "" {
-			o.kc = newCogKeychain(o.defaultRegistry, o.cogToken, o.insecure, o.transport, o.keychain)
+			o.kc = newCogKeychain(o.defaultRegistry, o.cogToken, o.transport, o.keychain)
 		}
 	}
 	return o.kc

@@ -37,6 +37,9 @@ func (o *options) resolve(ctx context.Context, ref name.Reference, ropts []remot
 		if err != nil {
 			return nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
 		}
+		if err := o.checkConfigSize(img, what, ref); err != nil {
+			return nil, err
+		}
 		src.images = []platformImage{{image: img}}
 		return src, nil
 	}
@@ -58,9 +61,16 @@ func (o *options) resolve(ctx context.Context, ref name.Reference, ropts []remot
 		if o.platform != nil && !platformMatches(*d.Platform, *o.platform) {
 			continue
 		}
+		if d.Size > o.maxManifest {
+			return nil, registryErr(&TooLargeError{What: fmt.Sprintf("the %s manifest %s", d.Platform, d.Digest), Size: d.Size, Limit: o.maxManifest},
+				fmt.Sprintf("reading %s %s", what, ref))
+		}
 		img, err := idx.Image(d.Digest)
 		if err != nil {
-			return nil, fmt.Errorf("reading %s %s for %s: %w", what, ref, d.Platform, err)
+			return nil, registryErr(err, fmt.Sprintf("reading %s %s for %s", what, ref, d.Platform))
+		}
+		if err := o.checkConfigSize(img, what, ref); err != nil {
+			return nil, err
 		}
 		p := *d.Platform
 		src.images = append(src.images, platformImage{platform: &p, image: img})
@@ -76,6 +86,21 @@ func (o *options) resolve(ctx context.Context, ref name.Reference, ropts []remot
 		src.index = nil // one platform chosen: the result is a single image
 	}
 	return src, nil
+}
+
+// checkConfigSize refuses an image whose manifest declares a config larger
+// than the cap, before the config is fetched: go-containerregistry reads a
+// config whole, bounded only by the size its descriptor declares.
+func (o *options) checkConfigSize(img v1.Image, what string, ref name.Reference) error {
+	mf, err := img.Manifest()
+	if err != nil {
+		return registryErr(err, fmt.Sprintf("reading %s %s", what, ref))
+	}
+	if mf.Config.Size > o.maxManifest {
+		return registryErr(&TooLargeError{What: "its config " + mf.Config.Digest.String(), Size: mf.Config.Size, Limit: o.maxManifest},
+			fmt.Sprintf("reading %s %s", what, ref))
+	}
+	return nil
 }
 
 // platformMatches is OS/architecture equality, with the variant compared

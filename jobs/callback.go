@@ -11,13 +11,17 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/netguard"
+	"github.com/r8im/r8im/internal/untrusted"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -109,8 +113,31 @@ var ErrNoCallbackSecret = errors.New("no callback signing secret: set R8IM_CALLB
 type Callbacks struct {
 	Keys     [][]byte     // signing keys (config.Callbacks.SecretKeys)
 	MaxRetry int          // retries of a refused delivery
-	Client   *http.Client // default: 15s timeout, no redirects
+	Client   *http.Client // default: CallbackClient(nil)
 }
+
+// CallbackClient is the client callbacks are delivered with: a 15s
+// timeout, no redirects followed (the host was allowlisted, where it
+// redirects was not), and no connection to a loopback, private, link-local
+// or other non-public address unless n allows its network
+// (R8IM_ALLOW_PRIVATE_NETWORKS) — whatever name resolved to it. n (nil: the
+// defaults) also gives the CA file and the idle timeout.
+func CallbackClient(n *config.Network) (*http.Client, error) {
+	o := netguard.Options{NoRedirects: true, GuardPrivate: true}
+	if n != nil {
+		roots, err := n.RootCAs()
+		if err != nil {
+			return nil, fmt.Errorf("R8IM_CA_FILE: %w", err)
+		}
+		o.RootCAs, o.Allow, o.IdleTimeout = roots, n.AllowPrivateNetworks, n.IdleTimeout
+	}
+	c := netguard.NewClient(o)
+	c.Timeout = callbackTimeout
+	return c, nil
+}
+
+// defaultCallbackClient serves Handlers whose Callbacks.Client is nil.
+var defaultCallbackClient, _ = CallbackClient(nil)
 
 func (h *Handler) callback(ctx context.Context, t *asynq.Task) error {
 	var p CallbackPayload
@@ -174,14 +201,12 @@ func (h *Handler) callbackBody(ctx context.Context, p CallbackPayload) (string, 
 func (h *Handler) deliver(ctx context.Context, url, id string, body []byte) error {
 	client := h.Callbacks.Client
 	if client == nil {
-		client = &http.Client{Timeout: callbackTimeout, CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		}}
+		client = defaultCallbackClient
 	}
 	ts := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("delivering the callback to %s: %w: %w", url, err, asynq.SkipRetry)
+		return fmt.Errorf("delivering the callback to %s: %w: %w", untrusted.URL(url), err, asynq.SkipRetry)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "r8im-callback")
@@ -190,7 +215,14 @@ func (h *Handler) deliver(ctx context.Context, url, id string, body []byte) erro
 	req.Header.Set("webhook-signature", SignWebhook(h.Callbacks.Keys, id, ts, body))
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("delivering the callback to %s: %w", url, err)
+		// What a receiver answered may be quoted (a malformed answer's
+		// first line): filtered and capped.
+		safe := untrusted.Err(withoutQuery(err), 512)
+		if errors.Is(err, netguard.ErrBlockedAddress) {
+			return fmt.Errorf("delivering the callback to %s: %w; callbacks go to public addresses only, unless the worker allows the network with R8IM_ALLOW_PRIVATE_NETWORKS: %w",
+				untrusted.URL(url), safe, asynq.SkipRetry)
+		}
+		return fmt.Errorf("delivering the callback to %s: %w", untrusted.URL(url), safe)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -198,16 +230,26 @@ func (h *Handler) deliver(ctx context.Context, url, id string, body []byte) erro
 	case code >= 200 && code < 300:
 		return nil
 	case code == http.StatusGone:
-		return fmt.Errorf("delivering the callback to %s: the receiver answered 410 Gone; not retrying: %w", url, asynq.SkipRetry)
+		return fmt.Errorf("delivering the callback to %s: the receiver answered 410 Gone; not retrying: %w", untrusted.URL(url), asynq.SkipRetry)
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
-		err := fmt.Errorf("delivering the callback to %s: the receiver answered %s", url, resp.Status)
+		err := fmt.Errorf("delivering the callback to %s: the receiver answered HTTP %d", untrusted.URL(url), code)
 		if after, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && after > 0 {
 			return &imageops.RetryAfterError{Err: err, After: time.Duration(after) * time.Second}
 		}
 		return err
 	default:
-		return fmt.Errorf("delivering the callback to %s: the receiver answered %s", url, resp.Status)
+		return fmt.Errorf("delivering the callback to %s: the receiver answered HTTP %d", untrusted.URL(url), code)
 	}
+}
+
+// withoutQuery drops the query (which may hold a receiver's token) from the
+// URL a client error quotes.
+func withoutQuery(err error) error {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		return &neturl.Error{Op: ue.Op, URL: untrusted.URL(ue.URL), Err: ue.Err}
+	}
+	return err
 }
 
 // notify enqueues the callbacks a final outcome calls for: the record's own

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -89,8 +90,18 @@ func (r *receiver) waitDeliveries(t *testing.T, n int, timeout time.Duration) []
 func withCallbacks(h *jobs.Handler) {
 	var c config.Callbacks
 	c.Secrets = config.Secret(callbackSecret + ",a-second-secret-being-rotated-in")
-	h.Callbacks = jobs.Callbacks{Keys: c.SecretKeys(), MaxRetry: 5}
+	h.Callbacks = jobs.Callbacks{Keys: c.SecretKeys(), MaxRetry: 5, Client: loopbackCallbacks}
 }
+
+// loopbackCallbacks may reach the test receivers, all on 127.0.0.1: the
+// worker's R8IM_ALLOW_PRIVATE_NETWORKS=127.0.0.0/8.
+var loopbackCallbacks = func() *http.Client {
+	c, err := jobs.CallbackClient(&config.Network{AllowPrivateNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
 
 func TestCallbackDeliveredSignedAndRetried(t *testing.T) {
 	e := newEnv(t)
@@ -189,4 +200,37 @@ func weightsTar(t *testing.T) string {
 	t.Helper()
 	p, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 1, FileSize: 64 << 10})
 	return p
+}
+
+// TestCallbackToPrivateAddressRefused: a callback_url whose name resolves
+// to loopback (an allowlisted name pointing inside) is never connected to
+// unless the worker allows the network; the callback fails for good, naming
+// the setting.
+func TestCallbackToPrivateAddressRefused(t *testing.T) {
+	e := newEnv(t)
+	rcv := newReceiver(t, 0)
+	e.worker(t, 1, func(h *jobs.Handler) {
+		withCallbacks(h)
+		h.Callbacks.Client = nil // the default: no private network allowed
+	})
+	weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
+	hook := strings.Replace(rcv.URL, "127.0.0.1", "localhost", 1) + "/hook"
+	res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-private", CallbackURL: hook,
+		Payload: jobs.AffixPayload{EventID: "cb-private", Base: e.base, Weights: weights, Dest: e.proxy.Host + "/cb/private", Created: created}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := e.waitFor(t, res.ID, 2*time.Minute); rec.State != storage.StateSucceeded {
+		t.Fatalf("publish: %+v", rec)
+	}
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	id := jobs.CallbackPayload{Record: res.ID, State: storage.StateSucceeded}.TaskID()
+	waitArchived(t, insp, jobs.QueuePublish, id)
+	info, err := insp.GetTaskInfo(jobs.QueuePublish, id)
+	if err != nil || info.Retried != 0 || !strings.Contains(info.LastErr, "loopback") || !strings.Contains(info.LastErr, "R8IM_ALLOW_PRIVATE_NETWORKS") {
+		t.Errorf("archived callback: %+v, %v; want refused at once, naming the loopback address and R8IM_ALLOW_PRIVATE_NETWORKS", info, err)
+	}
+	if n := len(rcv.deliveries()); n != 0 {
+		t.Errorf("the receiver on loopback got %d requests", n)
+	}
 }

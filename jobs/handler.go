@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/untrusted"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -246,13 +249,16 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			// Cancelled or timed out: asynq decides (requeue on shutdown,
 			// retry on timeout); the record keeps the reason.
-			_ = h.Records.Fail(rctx, id, "interrupted: "+err.Error(), false)
+			_ = h.Records.Fail(rctx, id, lastError("interrupted: "+err.Error()), false)
 			outcome.Status = OutcomeInterrupted
 			return err
 		}
 		permanent := isPermanent(err)
 		final := permanent || retried >= maxRetry
-		if ferr := h.Records.Fail(rctx, id, err.Error(), final); ferr != nil {
+		// The reason is read by operators and event senders: whatever a
+		// remote party wrote into it is stripped of control characters and
+		// the whole is capped.
+		if ferr := h.Records.Fail(rctx, id, lastError(err.Error()), final); ferr != nil {
 			logger(ctx, h.Log).Error("recording a failure", "error", ferr)
 		}
 		outcome.Status = OutcomeRetry
@@ -262,6 +268,7 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 				logger(ctx, h.Log).Error("queueing the failure's callbacks", "error", nerr)
 			}
 		}
+		err = untrusted.Err(err, maxLastError) // asynq keeps it too (its last_err)
 		if permanent {
 			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 		}
@@ -280,6 +287,67 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 		return fmt.Errorf("published %s, but %w", success.Result, err)
 	}
 	return nil
+}
+
+// maxLastError caps a record's last_error, in bytes.
+const maxLastError = 4096
+
+// lastError is an error message fit for a record: escapes and control
+// characters stripped (untrusted.Text); quoted inputs longer than 256 bytes
+// shortened to their ends; and when still longer than maxLastError, its
+// middle cut, so that what was being done and the reason both remain.
+func lastError(msg string) string {
+	s := shortenQuoted(untrusted.Text(msg, 3*len(msg)+1), 256)
+	if len(s) <= maxLastError {
+		return s
+	}
+	head, tail := s[:maxLastError/2], s[len(s)-maxLastError/2:]
+	for len(head) > 0 && !utf8.ValidString(head) {
+		head = head[:len(head)-1]
+	}
+	for len(tail) > 0 && !utf8.RuneStart(tail[0]) {
+		tail = tail[1:]
+	}
+	return fmt.Sprintf("%s…[%d bytes cut]…%s", head, len(s)-len(head)-len(tail), tail)
+}
+
+// shortenQuoted shortens each double-quoted part of s (as %q writes them)
+// longer than max to its first and last max/2 bytes.
+func shortenQuoted(s string, max int) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(s, '"')
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		j := i + 1
+		for j < len(s) && s[j] != '"' {
+			if s[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		if j >= len(s) { // unterminated: keep as is
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+1])
+		if q := s[i+1 : j]; len(q) > max {
+			head, tail := q[:max/2], q[len(q)-max/2:]
+			for len(head) > 0 && !utf8.ValidString(head) {
+				head = head[:len(head)-1]
+			}
+			for len(tail) > 0 && !utf8.RuneStart(tail[0]) {
+				tail = tail[1:]
+			}
+			fmt.Fprintf(&b, "%s…[%d bytes]…%s", head, len(q)-len(head)-len(tail), tail)
+		} else {
+			b.WriteString(q)
+		}
+		b.WriteByte('"')
+		s = s[j+1:]
+	}
 }
 
 // isPermanent is true for failures a retry cannot fix.

@@ -14,20 +14,36 @@ import (
 // and set from cfg: records, the shared-layer cache, batches, callback
 // signing, the per-registry bound and the tarball limits. opts give
 // registry access. Callers may set Observe and ProgressEvery after.
+//
+// cfg.Network applies to registries (CA file, manifest cap, idle timeout)
+// and callbacks (and the private networks they may reach); cfg.Validate
+// has checked it, so a CA file that no longer reads is logged and the
+// system's CAs used.
 func NewHandler(rdb redis.UniversalClient, cfg *config.Worker, sources WeightsSource, opts []imageops.Option, log *slog.Logger) *Handler {
 	records := storage.NewRecords(rdb, cfg.RecordTTL)
 	l := cfg.Limits
+	roots, err := cfg.Network.RootCAs()
+	if err != nil && log != nil {
+		log.Error("R8IM_CA_FILE cannot be used; the system's CAs are", "error", err)
+	}
+	callbacks, err := CallbackClient(&cfg.Network)
+	if err != nil {
+		callbacks = nil // the default client: system CAs
+	}
 	return &Handler{
 		Records: records,
 		Sources: sources,
 		Options: append(append([]imageops.Option{}, opts...),
 			imageops.WithUserAgent("r8im-worker"),
+			imageops.WithRootCAs(roots),
+			imageops.WithMaxManifestSize(cfg.Network.MaxManifestSize),
+			imageops.WithIdleTimeout(cfg.Network.IdleTimeout),
 			imageops.WithTarLimits(imageops.TarLimits{MaxEntries: l.MaxTarEntries, MaxNameLength: l.MaxNameLength, MaxBytes: l.MaxWeightsSize})),
 		Log:                 log,
 		Cache:               storage.NewLayerCache(rdb),
 		Uploads:             storage.NewUploadSessions(rdb, 0),
 		Batches:             storage.NewBatches(records, cfg.RecordTTL),
-		Callbacks:           Callbacks{Keys: cfg.Callbacks.SecretKeys(), MaxRetry: cfg.Callbacks.MaxRetry},
+		Callbacks:           Callbacks{Keys: cfg.Callbacks.SecretKeys(), MaxRetry: cfg.Callbacks.MaxRetry, Client: callbacks},
 		Slots:               storage.NewSemaphore(rdb),
 		RegistryConcurrency: cfg.Callbacks.RegistryConcurrency,
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/r8im/r8im/config"
+	"github.com/r8im/r8im/internal/netguard"
 )
 
 // Errors returned by Sources.Open and by the readers it returns. Each is
@@ -37,6 +38,7 @@ type Sources struct {
 	s3          s3API
 	creds       aws.CredentialsProvider // nil: none to check before a request
 	http        *http.Client
+	net         *config.Network // nil: the defaults, no private network allowed
 	chunkSize   int64
 	concurrency int
 	buffers     *bufferPool
@@ -51,11 +53,21 @@ type Sources struct {
 type SourceOption func(*Sources)
 
 // WithHTTPClient sets the client for https:// and http:// sources and for
-// S3 requests. By default https:// and http:// use a client tuned for
+// S3 requests, replacing every limit WithNetwork describes. By default
+// https:// and http:// use a guarded client (see WithNetwork) tuned for
 // Concurrency connections per host, and S3 the AWS SDK's client (which
 // honours AWS_CA_BUNDLE), tuned likewise.
 func WithHTTPClient(c *http.Client) SourceOption {
 	return func(s *Sources) { s.http = c }
+}
+
+// WithNetwork applies the network settings to https:// and http:// sources
+// (not to S3, whose endpoint is the operator's): the CA file, the idle
+// timeout (also S3 chunks' stall timeout) and the private networks they
+// may reach. Without it, no loopback, private or link-local address may be
+// reached and the idle timeout is config.DefaultIdleTimeout.
+func WithNetwork(n *config.Network) SourceOption {
+	return func(s *Sources) { s.net = n }
 }
 
 // NewSources returns Sources reading S3 with cfg: the AWS SDK's default
@@ -84,7 +96,14 @@ func NewSources(ctx context.Context, cfg config.S3, opts ...SourceOption) (*Sour
 	}
 	s3HTTP := s.http
 	if s.http == nil {
-		s.http = defaultHTTPClient(s.concurrency)
+		hc, err := weightsClient(s.concurrency, s.net)
+		if err != nil {
+			return nil, err
+		}
+		s.http = hc
+	}
+	if s.net != nil && s.net.IdleTimeout > 0 {
+		s.stallTimeout = s.net.IdleTimeout
 	}
 	s.buffers = newBufferPool(s.chunkSize)
 	var err error
@@ -94,12 +113,27 @@ func NewSources(ctx context.Context, cfg config.S3, opts ...SourceOption) (*Sour
 	return s, nil
 }
 
-func defaultHTTPClient(concurrency int) *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
+// weightsClient is the client of https:// and http:// sources: weights URLs
+// come from events, so it follows redirects only on the same scheme and
+// host, refuses connections to non-public addresses that n does not allow
+// (whatever name resolved to them), and fails a connection idle for n's
+// idle timeout.
+func weightsClient(concurrency int, n *config.Network) (*http.Client, error) {
+	o := netguard.Options{SameHost: true, GuardPrivate: true, IdleTimeout: config.DefaultIdleTimeout}
+	if n != nil {
+		roots, err := n.RootCAs()
+		if err != nil {
+			return nil, fmt.Errorf("R8IM_CA_FILE: %w", err)
+		}
+		o.RootCAs, o.Allow = roots, n.AllowPrivateNetworks
+		if n.IdleTimeout > 0 {
+			o.IdleTimeout = n.IdleTimeout
+		}
+	}
+	t := netguard.NewTransport(o)
 	t.MaxIdleConnsPerHost = max(2*concurrency, 16)
 	t.DisableCompression = true
-	t.ResponseHeaderTimeout = 2 * time.Minute
-	return &http.Client{Transport: t}
+	return &http.Client{Transport: netguard.Wrap(t, o), CheckRedirect: o.CheckRedirect}, nil
 }
 
 // Open opens the weights tarball at rawURL and returns a reader and its size

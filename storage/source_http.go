@@ -10,6 +10,9 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+
+	"github.com/r8im/r8im/internal/netguard"
+	"github.com/r8im/r8im/internal/untrusted"
 )
 
 // openHTTP probes the URL with a GET for its first byte (a HEAD would not
@@ -53,7 +56,7 @@ func (s *Sources) openHTTP(ctx context.Context, raw string) (io.ReadCloser, int6
 		if total, ok := contentRangeTotal(resp.Header.Get("Content-Range")); ok && total == 0 {
 			return emptyReader{}, 0, nil
 		}
-		return nil, 0, fmt.Errorf("opening %s: the server refused the range bytes=0-0 (%s) without saying the size; serve the file with range support or without", red, resp.Status)
+		return nil, 0, fmt.Errorf("opening %s: the server refused the range bytes=0-0 (HTTP %d) without saying the size; serve the file with range support or without", red, resp.StatusCode)
 	}
 	drain(resp)
 	size, ok := contentRangeTotal(resp.Header.Get("Content-Range"))
@@ -127,11 +130,19 @@ func (h *httpObject) do(ctx context.Context, rng string, conditional bool) (*htt
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
 		}
+		// The error may quote what the server sent (a malformed answer's
+		// first line): its text is filtered and capped.
+		safe := untrusted.Err(err, 512)
 		var cert *tls.CertificateVerificationError
-		if errors.As(err, &cert) {
-			return nil, fmt.Errorf("the server's TLS certificate is not trusted; fix the certificate or add its CA to the system store: %w", err)
+		switch {
+		case errors.As(err, &cert):
+			return nil, fmt.Errorf("the server's TLS certificate is not trusted; fix the certificate, or give its CA to the worker with R8IM_CA_FILE (or SSL_CERT_FILE): %w", safe)
+		case errors.Is(err, netguard.ErrBlockedAddress):
+			return nil, fmt.Errorf("%w: %w; weights are fetched from public addresses only, unless the worker allows the network with R8IM_ALLOW_PRIVATE_NETWORKS", ErrDenied, safe)
+		case errors.Is(err, netguard.ErrRedirectRefused), errors.Is(err, netguard.ErrTooManyRedirects):
+			return nil, fmt.Errorf("%w: %w", ErrDenied, safe)
 		}
-		return nil, transient(fmt.Errorf("reaching the server: %w", err))
+		return nil, transient(fmt.Errorf("reaching the server: %w", safe))
 	}
 	return resp, nil
 }

@@ -40,6 +40,11 @@ func (g *globals) options(cmd *cobra.Command) ([]imageops.Option, *cli.Progress,
 	if err != nil {
 		return nil, nil, err
 	}
+	nopts, err := cli.NetworkOptions(&g.cfg.Network)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts = append(opts, nopts...)
 	progress := cli.NewProgress(cmd.ErrOrStderr(), g.quiet || g.json && !cli.IsTerminal(cmd.ErrOrStderr()))
 	return append(opts,
 		imageops.WithPlatform(p),

@@ -76,7 +76,7 @@ func serve(ctx context.Context, cfg *config.Worker, log *slog.Logger, started fu
 		return err
 	}
 	defer rdb.Close()
-	sources, err := storage.NewSources(ctx, cfg.S3)
+	sources, err := storage.NewSources(ctx, cfg.S3, storage.WithNetwork(&cfg.Network))
 	if err != nil {
 		return fmt.Errorf("setting up S3: %w", err)
 	}

@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/r8im/r8im/config"
+	"github.com/r8im/r8im/internal/untrusted"
 )
 
 // Config is what every process configuration offers (see package config).
@@ -117,9 +119,23 @@ func Main(root *cobra.Command) {
 	if err == nil {
 		return
 	}
-	fmt.Fprintf(root.ErrOrStderr(), "%s: %v\n", root.Name(), err)
+	fmt.Fprintf(root.ErrOrStderr(), "%s: %s\n", root.Name(), SafeText(err.Error()))
 	if errors.Is(err, context.Canceled) {
 		os.Exit(130)
 	}
 	os.Exit(1)
+}
+
+// SafeText is s fit for a terminal: each line stripped of escape sequences
+// and control characters (untrusted.Text) and capped, at most 100 lines.
+// Errors may quote what a registry, weights host or receiver wrote.
+func SafeText(s string) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > 100 {
+		lines = append(lines[:100], "…")
+	}
+	for i, l := range lines {
+		lines[i] = untrusted.Text(l, 4096)
+	}
+	return strings.Join(lines, "\n")
 }

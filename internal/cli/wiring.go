@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -34,5 +35,19 @@ func ImageOptions(reg config.Registry) ([]imageops.Option, error) {
 		imageops.WithCogToken(string(reg.Token)),
 		imageops.WithInsecure(reg.Insecure),
 		imageops.WithChunkSize(reg.ChunkSize),
+	}, nil
+}
+
+// NetworkOptions turns the network settings into imageops options: the CA
+// file, the manifest size cap and the idle timeout.
+func NetworkOptions(n *config.Network) ([]imageops.Option, error) {
+	roots, err := n.RootCAs()
+	if err != nil {
+		return nil, fmt.Errorf("R8IM_CA_FILE or --ca-file: %w", err)
+	}
+	return []imageops.Option{
+		imageops.WithRootCAs(roots),
+		imageops.WithMaxManifestSize(n.MaxManifestSize),
+		imageops.WithIdleTimeout(n.IdleTimeout),
 	}, nil
 }

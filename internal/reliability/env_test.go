@@ -126,6 +126,9 @@ func (s *stack) startWorker(t *testing.T, name string, o workerOptions) *workerP
 		"R8IM_S3_CHUNK_SIZE=4MiB",
 		"R8IM_LOG_FORMAT=json", "R8IM_LOG_LEVEL=debug",
 		"R8IM_HTTP_ADDR=127.0.0.1:0",
+		// Every test server is on loopback, which weights URLs and
+		// callbacks may only reach when allowed.
+		"R8IM_ALLOW_PRIVATE_NETWORKS=127.0.0.0/8,::1",
 	)
 	if s.dockerConfig != "" {
 		env = append(env, "DOCKER_CONFIG="+s.dockerConfig)

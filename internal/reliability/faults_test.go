@@ -55,9 +55,6 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 	s.proxy.Throttle(0)
 	s.startWorker(t, "b", chunked)
 
-	rec := s.waitFinal(t, id, leaseRecovery)	s.proxy.Throttle(0)
-	s.startWorker(t, "b", workerOptions{concurrency: 1})
-
 	rec := s.waitFinal(t, id, leaseRecovery)
 	t.Logf("taken over and published %s after the kill (A had uploaded %d bytes)", time.Since(killedAt).Round(time.Second), uploadedByA)
 	if rec.State != storage.StateSucceeded || rec.Attempts < 2 {

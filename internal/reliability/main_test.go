@@ -51,7 +51,7 @@ func workerMain() int {
 		return 1
 	}
 	defer rdb.Close()
-	sources, err := storage.NewSources(ctx, cfg.S3)
+	sources, err := storage.NewSources(ctx, cfg.S3, storage.WithNetwork(&cfg.Network))
 	if err != nil {
 		log.Error("setting up S3", "error", err)
 		return 1
