@@ -58,7 +58,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if s.reg == nil {
 		s.reg = testenv.Registry(t)
 	}
-	s.proxy = testenv.CountingProxy(t, s.reg.Host)
+	s.proxy = s.reg.Proxy(t) // fronts TLS and token-auth registries too
 	s.rdb = s.redis.Client(t)
 	s.records = storage.NewRecords(s.rdb, time.Hour)
 	tasks := config.NewEnqueue().Tasks
@@ -67,7 +67,8 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	t.Cleanup(func() { _ = s.enq.Close() })
 	s.insp = asynq.NewInspectorFromRedisClient(s.rdb)
 	if !o.noBase {
-		s.base = testenv.PushBase(t, s.proxy.Host, "base/rel", testenv.OCI).String()
+		// Seeded as the registry's admin, referenced through the proxy.
+		s.base = strings.Replace(s.reg.PushBase(t, "base/rel", testenv.OCI).String(), s.reg.Host, s.proxy.Host, 1)
 	}
 	return s
 }
