@@ -54,3 +54,35 @@ func TestAffixCLIRefusesLinkAttacks(t *testing.T) {
 		})
 	}
 }
+
+// TestExtractCLISubstitutedBlobLeavesNothing runs `r8im extract --dir`
+// against a registry that serves another tarball for the weights layer:
+// the digest check fails and --dir holds nothing new.
+func TestExtractCLISubstitutedBlobLeavesNothing(t *testing.T) {
+	reg := testenv.Registry(t)
+	img, _ := testenv.WeightsImage(t, testenv.OCI, testenv.Amd64, testenv.R8imWeights, testenv.WeightsSpec{Files: 1, Seed: 90})
+	dig := testenv.Push(t, reg.Host+"/models/cli-substituted:latest", img)
+	mf, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := mf.Layers[len(mf.Layers)-1]
+	proxy := testenv.SubstituteBlobs(t, reg.Host)
+	planted := testenv.LayerTar(t, testenv.File("src/weights/planted.bin", "planted by the registry"))
+	proxy.Substitute(layer.Digest.String(), testenv.GzipOfSize(t, planted, int(layer.Size)))
+
+	dir := filepath.Join(t.TempDir(), "weights")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err := r8im(t, nil, "extract", strings.Replace(dig.String(), reg.Host, proxy.Host, 1), "--dir", dir)
+	if err == nil || !strings.Contains(err.Error(), "error verifying sha256 checksum") {
+		t.Fatalf("extract = %v; want the digest check to fail\n%s", err, stderr)
+	}
+	if proxy.Served(layer.Digest.String()) == 0 {
+		t.Fatal("the proxy did not substitute the layer")
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Errorf("--dir holds %v (%v) after the failure; want nothing", entries, err)
+	}
+}
