@@ -14,6 +14,10 @@ const (
 	// maxLinkBytes bounds the memory the symlinks of one publish may take
 	// (their paths, entry names and targets are kept in full to be resolved).
 	maxLinkBytes = 32 << 20
+	// maxResolveSteps bounds the path components the resolutions of one
+	// tarball may walk (a second or so): links through chains of long
+	// links, many times over, would otherwise take hours.
+	maxResolveSteps = 20_000_000
 )
 
 // LinkSet is what the weights layers of one publish hold, as far as links
@@ -44,6 +48,8 @@ type LinkSet struct {
 	// directories.
 	kinds map[pathKey]byte
 	bytes int // kept in symlinks: paths, entry names, targets
+	steps int // path components walked by resolve in this tarball
+	added int // symlinks added by this tarball
 }
 
 // linkEntry is one symlink: path in the image, the entry name it came
@@ -76,11 +82,12 @@ func (s *LinkSet) Clone() *LinkSet {
 }
 
 // startTarball marks the symlinks seen so far as coming from earlier
-// tarballs, for messages.
+// tarballs, for messages, and starts the tarball's resolution budget.
 func (s *LinkSet) startTarball() {
 	for _, l := range s.order {
 		l.earlier = true
 	}
+	s.steps, s.added = 0, 0
 }
 
 // kind returns the type flag of the entry last written at p.
@@ -107,6 +114,7 @@ func (s *LinkSet) add(p string, typ byte, entry, link string) bool {
 	l := &linkEntry{path: p, entry: entry, link: link}
 	s.symlinks[p] = l
 	s.order = append(s.order, l)
+	s.added++
 	return true
 }
 
@@ -117,6 +125,7 @@ type resolution struct {
 	via2    string // the second one, "" when none
 	escapes bool   // a ".." climbed above the image root (path is where the kernel, staying at /, lands)
 	loop    bool   // more than maxSymlinks symlinks were followed
+	budget  bool   // maxResolveSteps ran out: not resolved
 	refused bool   // a symlink the policy refused was followed
 }
 
@@ -131,54 +140,109 @@ type resolution struct {
 // does not confine paths to the root would leave the image there.
 func (s *LinkSet) resolve(from, p string, follow bool) resolution {
 	var r resolution
-	cur := from
-	if strings.HasPrefix(p, "/") || cur == "" {
-		cur = "."
+	// cur is the path walked so far, relative to the root ("" for it),
+	// with ends[i] the length of its first i components; appending and
+	// dropping a component costs its own length only.
+	var cur []byte
+	var ends []int
+	if !strings.HasPrefix(p, "/") && from != "." && from != "" {
+		for _, c := range strings.Split(from, "/") {
+			cur, ends = appendComponent(cur, ends, c)
+		}
 	}
 	stack := pushComponents(nil, p)
 	followed := 0
 	for len(stack) > 0 {
+		if s.steps++; s.steps > maxResolveSteps {
+			r.budget = true
+			return r
+		}
 		c := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		switch c {
 		case "", ".":
 			continue
 		case "..":
-			if cur == "." {
+			if len(ends) == 0 {
 				r.escapes = true
 			} else {
-				cur = path.Dir(cur)
+				cur, ends = dropComponent(cur, ends)
 			}
 			continue
 		}
-		next := c
-		if cur != "." {
-			next = cur + "/" + c
-		}
-		if l := s.symlinks[next]; l != nil && (follow || len(stack) > 0) {
-			// A trailing "/" or "/." leaves components on the stack, so
-			// the link is followed, as the kernel does.
-			followed++
-			if followed > maxSymlinks {
-				r.loop = true
-				return r
-			}
-			if r.via == "" {
-				r.via = next
-			} else if r.via2 == "" && next != r.via {
-				r.via2 = next
-			}
-			r.refused = r.refused || l.refused
-			if strings.HasPrefix(l.link, "/") {
-				cur = "."
-			}
-			stack = pushComponents(stack, l.link)
+		cur, ends = appendComponent(cur, ends, c)
+		l := s.symlinks[string(cur)]
+		if l == nil || !follow && len(stack) == 0 {
+			// A trailing "/" or "/." leaves components on the stack, so a
+			// last link is followed then, as the kernel does.
 			continue
 		}
-		cur = next
+		followed++
+		if followed > maxSymlinks {
+			r.loop = true
+			return r
+		}
+		if r.via == "" {
+			r.via = l.path
+		} else if r.via2 == "" && l.path != r.via {
+			r.via2 = l.path
+		}
+		r.refused = r.refused || l.refused
+		cur, ends = dropComponent(cur, ends) // the link's directory
+		if strings.HasPrefix(l.link, "/") {
+			cur, ends = cur[:0], ends[:0]
+		}
+		stack = pushComponents(stack, l.link)
 	}
-	r.path = cur
+	r.path = string(cur)
+	if r.path == "" {
+		r.path = "."
+	}
 	return r
+}
+
+func appendComponent(cur []byte, ends []int, c string) ([]byte, []int) {
+	if len(cur) > 0 {
+		cur = append(cur, '/')
+	}
+	cur = append(cur, c...)
+	return cur, append(ends, len(cur))
+}
+
+func dropComponent(cur []byte, ends []int) ([]byte, []int) {
+	ends = ends[:len(ends)-1]
+	if len(ends) == 0 {
+		return cur[:0], ends
+	}
+	return cur[:ends[len(ends)-1]], ends
+}
+
+// firstLink returns the first symlink of the set that a path p (relative
+// to the root, as written: ".." allowed) goes through before its last
+// component, or "". It follows no link, so it costs the length of p.
+func (s *LinkSet) firstLink(p string) string {
+	if len(s.symlinks) == 0 {
+		return ""
+	}
+	var cur []byte
+	var ends []int
+	parts := strings.Split(strings.TrimRight(p, "/"), "/")
+	for i, c := range parts {
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(ends) > 0 {
+				cur, ends = dropComponent(cur, ends)
+			}
+			continue
+		}
+		cur, ends = appendComponent(cur, ends, c)
+		if l := s.symlinks[string(cur)]; l != nil && i < len(parts)-1 {
+			return l.path
+		}
+	}
+	return ""
 }
 
 // pushComponents pushes the components of p onto stack so that the first
@@ -190,8 +254,6 @@ func pushComponents(stack []string, p string) []string {
 	}
 	return stack
 }
-
-func (s *LinkSet) hasSymlinks() bool { return len(s.symlinks) > 0 }
 
 // where describes a resolution for a message: "/etc/passwd", with the
 // first symlink followed other than self (the link being resolved).
@@ -219,6 +281,8 @@ func (rw *rewriter) linkVerdict(p, link string, res resolution, what string) str
 	}
 	hint := fmt.Sprintf("point it inside %s (or use --allow-outside-target)", rw.target)
 	switch {
+	case res.budget:
+		return fmt.Sprintf("%s to %s, which r8im did not resolve: resolving the links of these weights took more than %d steps (long chains of long links); simplify them", what, quoteEntry(link), maxResolveSteps)
 	case res.loop:
 		return fmt.Sprintf("%s to %s, which does not resolve: it goes through more than %d symlinks (a loop?); r8im refuses links it cannot resolve", what, quoteEntry(link), maxSymlinks)
 	case res.escapes && rw.allowOutside:
@@ -239,7 +303,11 @@ func (rw *rewriter) linkVerdict(p, link string, res resolution, what string) str
 // tarball is in: a later entry (a symlink made where an earlier link's
 // path goes, "e -> s/s/../../../etc/passwd" then "s -> .") changes where
 // the earlier link leads. It refuses those that now leave the target.
+// Resolutions depend on the symlinks only: without a new one, none changed.
 func (rw *rewriter) verifyLinks() {
+	if rw.links.added == 0 {
+		return
+	}
 	for _, l := range rw.links.order {
 		if l.refused {
 			continue

@@ -599,12 +599,14 @@ func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
 		}
 		return nil, fmt.Sprintf("it would replace the directory /%s with a %s; the target %s and its parents must stay directories", strings.TrimPrefix(final, "."), typeName(typ), rw.target)
 	}
-	if rw.links.hasSymlinks() {
-		// The name as given, not cleaned: "s/../x" goes through s.
-		if res := rw.links.resolve(".", rw.raw(name, abs), false); res.via != "" {
-			return nil, fmt.Sprintf("its path goes through /%s, a symlink earlier in the weights, %s; r8im does not write through symlinks: store the files at their real path",
-				res.via, landing(res))
+	// The name as given, not cleaned: "s/../x" goes through s.
+	if via := rw.links.firstLink(rw.raw(name, abs)); via != "" {
+		where := ""
+		if len(rw.violations) < maxListedViolations { // where it lands, for the messages shown only
+			where = ", " + landing(rw.links.resolve(".", rw.raw(name, abs), false))
 		}
+		return nil, fmt.Sprintf("its path goes through /%s, a symlink earlier in the weights%s; r8im does not write through symlinks: store the files at their real path",
+			via, where)
 	}
 	if l := rw.links.symlink(final); l != nil {
 		return nil, fmt.Sprintf("an earlier entry (%s) made /%s a symlink, and r8im does not write over symlinks (unpackers differ: some write through them); keep one of the two entries",
@@ -649,9 +651,11 @@ func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
 	return out, ""
 }
 
-// landing says where an entry through a symlink would land.
+// landing says where a path through a symlink would land.
 func landing(res resolution) string {
 	switch {
+	case res.budget:
+		return fmt.Sprintf("and r8im did not resolve it (more than %d steps)", maxResolveSteps)
 	case res.loop:
 		return fmt.Sprintf("and goes through more than %d symlinks", maxSymlinks)
 	case res.escapes:
@@ -749,7 +753,7 @@ func (rw *rewriter) checkHardlink(final, link string) (string, *linkEntry, strin
 	}
 	res := rw.links.resolve(".", rw.raw(link, strings.HasPrefix(link, "/")), false)
 	switch {
-	case res.escapes || res.loop:
+	case res.escapes || res.loop || res.budget:
 		return "", nil, fmt.Sprintf("it is a hard link to %s, whose path goes through the symlink /%s %s", quoteEntry(link), res.via, landing(res))
 	case !rw.inTarget(res.path) && !rw.allowOutside:
 		return "", nil, fmt.Sprintf("it is a hard link to %s, which resolves to %s outside the target %s; link only to files inside %s", quoteEntry(link), res.where(""), rw.target, rw.target)

@@ -883,3 +883,28 @@ func TestRewriteTarSymlinkDepth(t *testing.T) {
 		t.Fatalf("a chain of 41 symlinks: refused %q, want src/weights/l1", refused)
 	}
 }
+
+// Links through a chain of long links, many times over, would take hours to
+// resolve: the work of one publish is bounded, and what is left unresolved
+// is refused.
+func TestRewriteTarLinkWorkIsBounded(t *testing.T) {
+	entries := []tarEntry{tarReg("src/weights/model.bin", "w")}
+	detour := strings.Repeat("x/../", 800) // 1600 components, 4000 bytes
+	for i := 38; i >= 1; i-- {
+		to := fmt.Sprintf("l%d", i+1)
+		if i == 38 {
+			to = "model.bin"
+		}
+		entries = append(entries, tarSymlink(fmt.Sprintf("src/weights/l%d", i), detour+to))
+	}
+	for i := range 1000 {
+		entries = append(entries, tarSymlink(fmt.Sprintf("src/weights/p%d", i), "l1"))
+	}
+	refused, _, err := rewrite(t, imageops.TarPolicy{}, entries...)
+	if err == nil || !strings.Contains(err.Error(), "took more than 20000000 steps") {
+		t.Fatalf("RewriteTar = %v; want the links refused past the resolution budget", err)
+	}
+	if len(refused) == 0 || !strings.HasPrefix(refused[0], "src/weights/p") {
+		t.Errorf("refused %q, want the pointers past the budget", refused[:min(len(refused), 3)])
+	}
+}
