@@ -758,8 +758,8 @@ func (rw *rewriter) checkHardlink(final, link string) (string, *linkEntry, strin
 	case !rw.inTarget(res.path) && !rw.allowOutside:
 		return "", nil, fmt.Sprintf("it is a hard link to %s, which resolves to %s outside the target %s; link only to files inside %s", quoteEntry(link), res.where(""), rw.target, rw.target)
 	}
-	if res.path == final || strings.HasPrefix(res.path, final+"/") {
-		return "", nil, fmt.Sprintf("it is a hard link to %s, which is the link itself or beneath it, and which unpacking the link removes; link to another file", quoteEntry(link))
+	if res.path == final || strings.HasPrefix(res.path, final+"/") || strings.HasPrefix(final, res.path+"/") {
+		return "", nil, fmt.Sprintf("it is a hard link to %s, which is the link itself, beneath it or one of its directories; link to another file", quoteEntry(link))
 	}
 	if l := rw.links.symlink(res.path); l != nil {
 		return res.path, l, ""
