@@ -44,8 +44,7 @@ type LinkSet struct {
 	// order lists the symlinks in the order they came, for verify.
 	order []*linkEntry
 	// kinds maps every path an entry wrote (hashed, to bound memory) to
-	// its tar type flag; the target directories RewriteTar writes are
-	// directories.
+	// its tar type flag, for hard links.
 	kinds map[pathKey]byte
 	bytes int // kept in symlinks: paths, entry names, targets
 	steps int // path components walked by resolve in this tarball
