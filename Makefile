@@ -98,6 +98,7 @@ test: deps bench-tools lint build ## install deps, lint, build the binaries as t
 
 fuzz: ## run each fuzz target for FUZZTIME (default 20s) on top of the committed corpus
 	$(GO) test -run '^$$' -fuzz '^FuzzRewriteTar$$' -fuzztime $(FUZZTIME) ./imageops/
+	$(GO) test -run '^$$' -fuzz '^FuzzResolveLinks$$' -fuzztime $(FUZZTIME) ./imageops/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReference$$' -fuzztime $(FUZZTIME) ./imageops/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSignature$$' -fuzztime $(FUZZTIME) ./events/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./events/

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -72,30 +73,128 @@ func Extract(ctx context.Context, ref string, w io.Writer, eo ExtractOptions, op
 // created if needed; see Extract for which entries are taken. No entry may
 // land outside dir: paths with "..", symlinks whose target leaves dir and
 // entries below a symlink are refused, and every write goes through an
-// os.Root of dir. Existing files at extracted paths are replaced; symlinks
-// are written with cleaned, relative targets; directory modes and times are
-// applied at the end. After an error dir may hold part of the weights.
-func ExtractToDir(ctx context.Context, ref string, dir string, eo ExtractOptions, opts ...Option) (*ExtractResult, error) {
+// os.Root. The files are first written to a temp dir inside dir and moved
+// into place only once every layer is read and its digest checked, so after
+// an error (a blob that does not match its digest, a refused entry, the
+// size limit of WithTarLimits) dir holds nothing new. Existing files and
+// symlinks at extracted paths are replaced; a directory where the weights
+// have a file, or a file or symlink where they have a directory, is an
+// error before anything moves. Symlinks are written with cleaned, relative
+// targets; directory modes and times are applied last.
+func ExtractToDir(ctx context.Context, ref string, dir string, eo ExtractOptions, opts ...Option) (_ *ExtractResult, err error) {
 	if strings.TrimSpace(dir) == "" {
 		return nil, invalidf("extract: no output directory given")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	made, err := mkdirAllNew(dir)
+	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", dir, err)
 	}
+	defer func() {
+		if err != nil {
+			for _, d := range made { // deepest first; only if still empty
+				_ = os.Remove(d)
+			}
+		}
+	}()
+	stage, err := os.MkdirTemp(dir, ".r8im-extract-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating a temp dir in %s: %w", dir, err)
+	}
+	defer os.RemoveAll(stage) // empty after a complete move
+	staged, err := os.OpenRoot(stage)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", stage, err)
+	}
+	defer staged.Close()
+	sink := &dirSink{root: staged, path: dir}
+	res, err := extract(ctx, ref, eo, opts, sink)
+	if err != nil {
+		return nil, err
+	}
+
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", dir, err)
 	}
 	defer root.Close()
-	sink := &dirSink{root: root, path: dir}
-	res, err := extract(ctx, ref, eo, opts, sink)
-	if err != nil {
+	m := &mover{root: root, stage: filepath.Base(stage), path: dir}
+	if err := m.walk(".", false); err != nil { // every conflict, before anything moves
 		return nil, err
 	}
+	if err := m.walk(".", true); err != nil {
+		return nil, err
+	}
+	sink.root = root
 	if err := sink.finish(); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// mkdirAllNew creates dir and its missing parents and returns those it
+// created, deepest first.
+func mkdirAllNew(dir string) ([]string, error) {
+	var made []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		made = append(made, d)
+	}
+	return made, os.MkdirAll(dir, 0o755)
+}
+
+// mover moves the tree staged in root/stage into root.
+type mover struct {
+	root  *os.Root
+	stage string // the temp dir, a child of root
+	path  string // root's path, for messages
+}
+
+// walk goes through the staged directory rel: each entry missing from
+// root, or a file or symlink replacing one, is renamed into place (when
+// move; else only checked); directories present on both sides are merged.
+func (m *mover) walk(rel string, move bool) error {
+	f, err := m.root.Open(path.Join(m.stage, rel))
+	if err != nil {
+		return fmt.Errorf("reading the extracted files: %w", err)
+	}
+	entries, err := f.ReadDir(-1)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("reading the extracted files: %w", err)
+	}
+	for _, e := range entries {
+		name := path.Join(rel, e.Name())
+		fi, err := m.root.Lstat(name)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("writing %s under %s: %w", name, m.path, err)
+		case e.IsDir() && fi.IsDir():
+			if err := m.walk(name, move); err != nil {
+				return err
+			}
+			continue
+		case e.IsDir():
+			return fmt.Errorf("writing %s under %s: %w", name, m.path, fmt.Errorf("the weights have a directory there and %s holds a %s: remove it (r8im neither replaces nor writes through it)", m.path, fileKind(fi)))
+		case fi.IsDir():
+			return fmt.Errorf("writing %s under %s: %w", name, m.path, errors.New("a directory is in the way"))
+		}
+		if move {
+			if err := m.root.Rename(path.Join(m.stage, name), name); err != nil {
+				return fmt.Errorf("moving %s into %s: %w", name, m.path, err)
+			}
+		}
+	}
+	return nil
+}
+
+func fileKind(fi os.FileInfo) string {
+	if fi.Mode()&os.ModeSymlink != 0 {
+		return "symlink"
+	}
+	return "file"
 }
 
 func (eo ExtractOptions) target() (string, error) {
@@ -152,6 +251,9 @@ func extract(ctx context.Context, ref string, eo ExtractOptions, opts []Option, 
 
 	tick(true)
 	x := newExtractor(target, eo.StripTarget, fallback, sink)
+	if x.maxBytes = o.limits.MaxBytes; x.maxBytes <= 0 {
+		x.maxBytes = defaultMaxBytes
+	}
 	res := &ExtractResult{Ref: info.Ref}
 	for i := len(picked) - 1; i >= 0; i-- {
 		res.Layers = append(res.Layers, picked[i].Digest.String())
@@ -219,9 +321,10 @@ type extractor struct {
 	layerWhiteouts map[string]bool
 	layerOpaque    map[string]bool
 
-	files int
-	bytes int64
-	found int // entries under the target, the target itself excluded
+	files    int
+	bytes    int64
+	maxBytes int64 // bound on bytes, as the files' headers declare them
+	found    int   // entries under the target, the target itself excluded
 }
 
 func newExtractor(target string, strip, fallback bool, sink extractSink) *extractor {
@@ -321,6 +424,9 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	case tar.TypeDir:
 		return x.sink.dir(out, hdr)
 	case tar.TypeReg:
+		if hdr.Size > x.maxBytes-x.bytes {
+			return invalidf("the weights files add up to more than %d bytes (the limit, R8IM_MAX_WEIGHTS_SIZE) at %s; raise the limit to extract them", x.maxBytes, p)
+		}
 		x.files++
 		x.bytes += hdr.Size
 		x.layerFiles[p] = out

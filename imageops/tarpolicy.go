@@ -58,6 +58,13 @@ type TarPolicy struct {
 	// declare them before any byte is copied (a small compressed bomb is
 	// refused before it expands); 0 means 1 TiB.
 	MaxBytes int64
+	// Links holds the paths and links of the weights layers written before
+	// this one in the same publish, nil when there are none. RewriteTar
+	// resolves this tarball's entries and links through them and adds its
+	// own entries to it, so the next layer's pass sees them. A pass that
+	// must run again (a retried upload) needs the set as it was before:
+	// give it a Clone.
+	Links *LinkSet
 }
 
 // TarStats describes a rewritten tarball. Entries counts the entries copied
@@ -138,9 +145,16 @@ func displayName(s string) string {
 //   - Entries keep their name, content and rwx bits; owners become root,
 //     setuid/setgid/sticky bits, xattrs and PAX records are dropped, and
 //     every time is p.ModTime, so the same input gives the same bytes.
-//   - Paths leaving the target (by "..", an absolute name or a link),
-//     devices, fifos, whiteouts, unknown entry types, over-long names, too
-//     many entries, and paths through a symlink of the tarball are refused.
+//   - Paths leaving the target (by an absolute name or a link), names
+//     that climb out of their first directory with "..", devices, fifos,
+//     whiteouts, unknown entry types, over-long names, too many entries,
+//     paths through a symlink and entries over a symlink are refused.
+//   - Symlinks and hard links are resolved as the kernel would resolve them
+//     in the unpacked image, through the links seen so far (p.Links: those
+//     of earlier weights layers of the publish, then this tarball's), and
+//     every symlink is resolved again once the tarball ends; each must stay
+//     in the target (in the image with AllowOutsideTarget) both by its text
+//     and by that resolution. See LinkSet.
 //
 // At the first refused entry RewriteTar stops writing but reads on, skipping
 // bodies, and returns a *PolicyError naming every refused entry; w then holds
@@ -232,6 +246,7 @@ func RewriteTar(w io.Writer, r io.Reader, p TarPolicy) (TarStats, error) {
 		stats.Bytes += out.Size
 	}
 
+	rw.verifyLinks()
 	var policyErr error
 	if len(rw.violations) > 0 || rw.more > 0 {
 		policyErr = &PolicyError{Target: rw.target, Violations: rw.violations, More: rw.more}
@@ -396,13 +411,9 @@ type rewriter struct {
 
 	layout layout
 	first  string // the entry that decided a relative layout, for messages
-	// seen maps the paths of earlier entries (hashed, to bound memory) to
-	// whether they are directories, for hard links.
-	seen map[pathKey]bool
-	// symlinks holds the paths of the tarball's symlinks (hashed), and
-	// symlinkLens their lengths, to refuse entries beneath them cheaply.
-	symlinks    map[pathKey]struct{}
-	symlinkLens map[int]struct{}
+	// links holds the paths, kinds and symlinks written so far, by earlier
+	// layers of the publish and by this tarball.
+	links *LinkSet
 
 	violations []Violation
 	more       int
@@ -422,10 +433,12 @@ func newRewriter(p TarPolicy) *rewriter {
 		maxEntries:    p.MaxEntries,
 		maxNameLength: p.MaxNameLength,
 		maxBytes:      p.MaxBytes,
-		seen:          map[pathKey]bool{},
-		symlinks:      map[pathKey]struct{}{},
-		symlinkLens:   map[int]struct{}{},
+		links:         p.Links,
 	}
+	if rw.links == nil {
+		rw.links = NewLinkSet()
+	}
+	rw.links.startTarball()
 	if rw.modTime.IsZero() {
 		rw.modTime = time.Unix(0, 0)
 	}
@@ -484,6 +497,28 @@ func (rw *rewriter) isTargetDir(p string) bool {
 
 func escapes(p string) bool { return p == ".." || strings.HasPrefix(p, "../") }
 
+// climbsOut reports whether name climbs out of its first directory with
+// "..": "a/b/../c" stays in a, "a/../b" and "../b" do not. Such a name
+// cannot be placed without guessing what its author meant, so it is
+// refused rather than cleaned into another place.
+func climbsOut(name string) bool {
+	depth := 0
+	for _, c := range strings.Split(name, "/") {
+		switch c {
+		case "", ".":
+		case "..":
+			if depth--; depth < 1 {
+				return true
+			}
+		default:
+			depth++
+		}
+	}
+	return false
+}
+
+const climbReason = "climbs out of its first directory through \"..\"; r8im refuses such names instead of moving the entry elsewhere: remove the \"..\" components"
+
 func hasDotDot(name string) bool {
 	for _, c := range strings.Split(name, "/") {
 		if c == ".." {
@@ -534,6 +569,10 @@ func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
 		}
 	}
 
+	if climbsOut(name) {
+		return nil, "its path " + climbReason
+	}
+
 	abs := strings.HasPrefix(name, "/")
 	clean := path.Clean(strings.TrimLeft(name, "/"))
 	isDir := typ == tar.TypeDir
@@ -556,12 +595,22 @@ func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
 	}
 	if rw.isTargetDir(final) {
 		if isDir {
-			return nil, "" // e.g. "../" of a relative tarball, with AllowOutsideTarget
+			return nil, "" // e.g. "src/" of a relative tarball, with AllowOutsideTarget
 		}
 		return nil, fmt.Sprintf("it would replace the directory /%s with a %s; the target %s and its parents must stay directories", strings.TrimPrefix(final, "."), typeName(typ), rw.target)
 	}
-	if via := rw.throughSymlink(final); via != "" {
-		return nil, fmt.Sprintf("its path goes through /%s, a symlink earlier in the tarball; r8im does not write through symlinks: store the files at their real path", via)
+	// The name as given, not cleaned: "s/../x" goes through s.
+	if via := rw.links.firstLink(rw.raw(name, abs)); via != "" {
+		where := ""
+		if len(rw.violations) < maxListedViolations { // where it lands, for the messages shown only
+			where = ", " + landing(rw.links.resolve(".", rw.raw(name, abs), false))
+		}
+		return nil, fmt.Sprintf("its path goes through /%s, a symlink earlier in the weights%s; r8im does not write through symlinks: store the files at their real path",
+			via, where)
+	}
+	if l := rw.links.symlink(final); l != nil {
+		return nil, fmt.Sprintf("an earlier entry (%s) made /%s a symlink, and r8im does not write over symlinks (unpackers differ: some write through them); keep one of the two entries",
+			displayName(l.entry), final)
 	}
 
 	out := &tar.Header{
@@ -576,21 +625,72 @@ func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
 	case tar.TypeReg:
 		out.Size = h.Size
 	case tar.TypeSymlink:
-		if reason := rw.checkSymlink(final, h.Linkname); reason != "" {
-			rw.record(final, typ)
+		out.Linkname = h.Linkname
+		if reason := rw.addSymlink(final, name, h.Linkname, "it is a symlink"); reason != "" {
 			return nil, reason
 		}
-		out.Linkname = h.Linkname
+		return out, ""
 	case tar.TypeLink:
-		linkFinal, reason := rw.checkHardlink(h.Linkname)
+		linkFinal, symlink, reason := rw.checkHardlink(final, h.Linkname)
 		if reason != "" {
-			rw.record(final, typ)
+			rw.links.add(final, typ, "", "")
 			return nil, reason
 		}
 		out.Linkname = linkFinal
+		if symlink != nil {
+			// A hard link to a symlink is a second symlink with the same
+			// target (link(2) does not follow it), resolved from here.
+			what := fmt.Sprintf("it is a hard link to the symlink /%s, so a symlink", linkFinal)
+			if reason := rw.addSymlink(final, name, symlink.link, what); reason != "" {
+				return nil, reason
+			}
+			return out, ""
+		}
 	}
-	rw.record(final, typ)
+	rw.links.add(final, typ, "", "")
 	return out, ""
+}
+
+// landing says where a path through a symlink would land.
+func landing(res resolution) string {
+	switch {
+	case res.budget:
+		return fmt.Sprintf("and r8im did not resolve it (more than %d steps)", maxResolveSteps)
+	case res.loop:
+		return fmt.Sprintf("and goes through more than %d symlinks", maxSymlinks)
+	case res.escapes:
+		return "and climbs above the image root"
+	}
+	return "so it would be written at /" + strings.TrimPrefix(res.path, ".")
+}
+
+// raw is an entry name or hard link target placed by the layout but not
+// cleaned, without trailing slashes, for resolving as the kernel would.
+func (rw *rewriter) raw(name string, abs bool) string {
+	name = strings.TrimRight(strings.TrimLeft(name, "/"), "/")
+	if !abs && rw.layout == relative && rw.rel != "" {
+		return rw.rel + "/" + name
+	}
+	return name
+}
+
+// addSymlink records a symlink at final and checks where it leads; what
+// starts the reason ("it is a symlink").
+func (rw *rewriter) addSymlink(final, entry, link, what string) string {
+	if !rw.links.add(final, tar.TypeSymlink, entry, link) {
+		return fmt.Sprintf("the weights hold more than %d MiB of symlinks (paths and targets), which r8im keeps to resolve links; use fewer symlinks", maxLinkBytes>>20)
+	}
+	l := rw.links.symlink(final)
+	if link == "" {
+		l.refused = true
+		return "it is a symlink with an empty target; remove it or point it at a file"
+	}
+	res := rw.links.resolve(".", final, true) // the link itself counts, as in the kernel
+	if reason := rw.linkVerdict(final, link, res, what); reason != "" {
+		l.refused = true
+		return reason
+	}
+	return ""
 }
 
 // place maps an entry name to its path in the image, following the layout.
@@ -628,82 +728,50 @@ func (rw *rewriter) place(name string, abs bool, clean string) (string, string) 
 	return final, ""
 }
 
-// checkSymlink resolves a symlink at final (in the image) the way the kernel
-// would, relative links from the link's directory, absolute ones from the
-// image root, and refuses it when it lands outside the target.
-func (rw *rewriter) checkSymlink(final, link string) string {
-	if link == "" {
-		return "it is a symlink with an empty target; remove it or point it at a file"
-	}
-	var resolved string
-	if strings.HasPrefix(link, "/") {
-		resolved = path.Clean(link)
-	} else {
-		resolved = path.Clean("/" + path.Dir(final) + "/" + link)
-	}
-	rel := strings.TrimPrefix(resolved, "/")
-	if rel == "" {
-		rel = "."
-	}
-	if !rw.inTarget(rel) && !rw.allowOutside {
-		return fmt.Sprintf("it is a symlink to %s, which resolves to %s outside the target %s; point it inside %s (or use --allow-outside-target)", quoteEntry(link), resolved, rw.target, rw.target)
-	}
-	return ""
-}
-
 // checkHardlink maps a hard link's target with the same layout rules as
-// names and requires it to be an earlier non-directory entry.
-func (rw *rewriter) checkHardlink(link string) (string, string) {
+// names, resolves its directories through the links seen so far (link(2)
+// follows those, not the last component) and requires an earlier entry
+// that is not a directory. It returns the path to write as the link's
+// target, and the symlink there when the target is one.
+func (rw *rewriter) checkHardlink(final, link string) (string, *linkEntry, string) {
 	if link == "" {
-		return "", "it is a hard link with an empty target; remove it or recreate the tarball"
+		return "", nil, "it is a hard link with an empty target; remove it or recreate the tarball"
+	}
+	if climbsOut(link) {
+		return "", nil, fmt.Sprintf("it is a hard link to %s, whose path %s", quoteEntry(link), climbReason)
 	}
 	clean := path.Clean(strings.TrimLeft(link, "/"))
-	final := clean
+	to := clean
 	if !strings.HasPrefix(link, "/") && rw.layout == relative && rw.rel != "" {
-		final = path.Clean(rw.rel + "/" + clean)
+		to = path.Clean(rw.rel + "/" + clean)
 	}
-	if escapes(clean) || escapes(final) {
-		return "", fmt.Sprintf("it is a hard link to %s, which leaves the image root through \"..\"", quoteEntry(link))
+	if escapes(clean) || escapes(to) {
+		return "", nil, fmt.Sprintf("it is a hard link to %s, which leaves the image root through \"..\"", quoteEntry(link))
 	}
-	if !rw.inTarget(final) && !rw.allowOutside {
-		return "", fmt.Sprintf("it is a hard link to %s, outside the target %s; link only to files inside %s", quoteEntry(link), rw.target, rw.target)
+	if !rw.inTarget(to) && !rw.allowOutside {
+		return "", nil, fmt.Sprintf("it is a hard link to %s, outside the target %s; link only to files inside %s", quoteEntry(link), rw.target, rw.target)
 	}
-	isDir, ok := rw.seen[keyOf(final)]
+	res := rw.links.resolve(".", rw.raw(link, strings.HasPrefix(link, "/")), false)
+	switch {
+	case res.escapes || res.loop || res.budget:
+		return "", nil, fmt.Sprintf("it is a hard link to %s, whose path goes through the symlink /%s %s", quoteEntry(link), res.via, landing(res))
+	case !rw.inTarget(res.path) && !rw.allowOutside:
+		return "", nil, fmt.Sprintf("it is a hard link to %s, which resolves to %s outside the target %s; link only to files inside %s", quoteEntry(link), res.where(""), rw.target, rw.target)
+	}
+	if res.path == final || strings.HasPrefix(res.path, final+"/") || strings.HasPrefix(final, res.path+"/") {
+		return "", nil, fmt.Sprintf("it is a hard link to %s, which is the link itself, beneath it or one of its directories; link to another file", quoteEntry(link))
+	}
+	if l := rw.links.symlink(res.path); l != nil {
+		return res.path, l, ""
+	}
+	kind, ok := rw.links.kind(res.path)
 	switch {
 	case !ok:
-		return "", fmt.Sprintf("it is a hard link to %s (/%s), which is not an earlier entry of the tarball; put the file before its links", quoteEntry(link), final)
-	case isDir:
-		return "", fmt.Sprintf("it is a hard link to the directory %s; hard links must point at files", quoteEntry(link))
+		return "", nil, fmt.Sprintf("it is a hard link to %s (/%s), which is not an earlier entry of the tarball or of an earlier weights layer; put the file before its links", quoteEntry(link), res.path)
+	case kind == tar.TypeDir:
+		return "", nil, fmt.Sprintf("it is a hard link to the directory %s; hard links must point at files", quoteEntry(link))
 	}
-	return final, ""
-}
-
-func (rw *rewriter) record(final string, typ byte) {
-	rw.seen[keyOf(final)] = typ == tar.TypeDir
-	if typ == tar.TypeSymlink {
-		rw.symlinks[keyOf(final)] = struct{}{}
-		rw.symlinkLens[len(final)] = struct{}{}
-	}
-}
-
-// throughSymlink returns the first ancestor of final that is a symlink of
-// the tarball, or "".
-func (rw *rewriter) throughSymlink(final string) string {
-	if len(rw.symlinks) == 0 {
-		return ""
-	}
-	for i := 0; i < len(final); i++ {
-		if final[i] != '/' {
-			continue
-		}
-		if _, ok := rw.symlinkLens[i]; !ok {
-			continue
-		}
-		if _, ok := rw.symlinks[keyOf(final[:i])]; ok {
-			return final[:i]
-		}
-	}
-	return ""
+	return res.path, nil, ""
 }
 
 // typeReason refuses every entry type but directories, regular files,

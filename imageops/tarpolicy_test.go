@@ -197,13 +197,25 @@ func TestRewriteTarRefuses(t *testing.T) {
 		reason  string // a part of the reason
 	}{
 		{"dotdot leaving the target", imageops.TarPolicy{},
-			[]tarEntry{model, tarReg("src/weights/../../etc/passwd", "x")}, "src/weights/../../etc/passwd", `leaves the target /src/weights through ".."`},
+			[]tarEntry{model, tarReg("src/weights/../../etc/passwd", "x")}, "src/weights/../../etc/passwd", climbs},
 		{"dotdot in a relative tarball", imageops.TarPolicy{},
-			[]tarEntry{tarReg("model.bin", "w"), tarReg("../predict.py", "x")}, "../predict.py", `leaves the target /src/weights through ".."`},
+			[]tarEntry{tarReg("model.bin", "w"), tarReg("../predict.py", "x")}, "../predict.py", climbs},
+		{"dotdot in a relative tarball with allow-outside", imageops.TarPolicy{AllowOutsideTarget: true},
+			[]tarEntry{tarReg("model.bin", "w"), tarReg("../predict.py", "x")}, "../predict.py", climbs},
 		{"dotdot leaving the root with allow-outside", imageops.TarPolicy{AllowOutsideTarget: true},
-			[]tarEntry{tarReg("model.bin", "w"), tarReg("../../../../x", "x")}, "../../../../x", "leaves the image root"},
+			[]tarEntry{tarReg("model.bin", "w"), tarReg("../../../../x", "x")}, "../../../../x", climbs},
 		{"dotdot leaving the root in an absolute path", imageops.TarPolicy{AllowOutsideTarget: true},
-			[]tarEntry{model, tarReg("/../etc/passwd", "x")}, "/../etc/passwd", "leaves the image root"},
+			[]tarEntry{model, tarReg("/../etc/passwd", "x")}, "/../etc/passwd", climbs},
+		// Issue 15: these used to be cleaned into /src/weights/etc/cron.d/x
+		// and /src/weights/model.bin, silently.
+		{"dotdot as the first entry", imageops.TarPolicy{},
+			[]tarEntry{tarReg("src/weights/../../etc/cron.d/x", "x")}, "src/weights/../../etc/cron.d/x", climbs},
+		{"dotdot after a relative entry", imageops.TarPolicy{},
+			[]tarEntry{tarReg("model.bin", "w"), tarReg("src/weights/../../etc/cron.d/x", "x")}, "src/weights/../../etc/cron.d/x", climbs},
+		{"dotdot back to the top", imageops.TarPolicy{},
+			[]tarEntry{tarReg("a.bin", "w"), tarReg("sub/../model.bin", "x")}, "sub/../model.bin", climbs},
+		{"hard link climbing", imageops.TarPolicy{},
+			[]tarEntry{model, tarHardlink("src/weights/h", "src/weights/../../etc/passwd")}, "src/weights/h", "whose path " + climbs},
 		{"absolute path outside the target", imageops.TarPolicy{},
 			[]tarEntry{model, tarReg("/etc/passwd", "x")}, "/etc/passwd", "absolute path outside the target /src/weights"},
 		{"outside the target", imageops.TarPolicy{},
@@ -252,7 +264,41 @@ func TestRewriteTarRefuses(t *testing.T) {
 		{"symlink replacing a parent", imageops.TarPolicy{},
 			[]tarEntry{model, tarSymlink("src", "/tmp")}, "src", "replace the directory /src"},
 		{"entry through a symlink", imageops.TarPolicy{},
-			[]tarEntry{model, tarSymlink("src/weights/here", "."), tarReg("src/weights/here/x", "x")}, "src/weights/here/x", "goes through /src/weights/here"},
+			[]tarEntry{model, tarSymlink("src/weights/here", "."), tarReg("src/weights/here/x", "x")}, "src/weights/here/x",
+			"goes through /src/weights/here, a symlink earlier in the weights, so it would be written at /src/weights/x"},
+		// Issue 12: links resolved through links, as the kernel does.
+		{"symlink through a symlink to /etc/passwd", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/s", "."), tarSymlink("src/weights/e", "s/s/s/../../../etc/passwd")}, "src/weights/e",
+			"resolves to /etc/passwd (following the symlink /src/weights/s) outside the target /src/weights"},
+		{"symlink through a symlink to the code", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/s", "."), tarSymlink("src/weights/code", "s/..")}, "src/weights/code",
+			"resolves to /src (following the symlink /src/weights/s) outside the target"},
+		{"symlink made escaping by a later symlink", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/e", "s/s/s/../../../etc/passwd"), tarSymlink("src/weights/s", ".")}, "src/weights/e",
+			"once the later entries of the weights are in place"},
+		{"symlink escaping with allow-outside", imageops.TarPolicy{AllowOutsideTarget: true},
+			[]tarEntry{model, tarSymlink("src/weights/s", "."), tarSymlink("src/weights/e", "s/../../../..")}, "src/weights/e", "climbs above the image root"},
+		{"symlink to itself", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/self", "self")}, "src/weights/self", "more than 40 symlinks"},
+		{"symlink loop", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/a", "b"), tarSymlink("src/weights/b", "c"), tarSymlink("src/weights/c", "a")}, "src/weights/c", "more than 40 symlinks"},
+		{"entry through a symlink by its raw name", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/s", "."), tarReg("src/weights/s/../x", "x")}, "src/weights/s/../x", "so it would be written at /src/x"},
+		{"symlink chain of 41", imageops.TarPolicy{}, chain(41), "src/weights/l1", "more than 40 symlinks"},
+		{"file over a symlink", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/l", "model.bin"), tarReg("src/weights/l", "x")}, "src/weights/l", "made /src/weights/l a symlink"},
+		{"directory over a symlink", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/l", "model.bin"), tarDir("src/weights/l/")}, "src/weights/l/", "does not write over symlinks"},
+		{"hard link to itself", imageops.TarPolicy{},
+			[]tarEntry{model, tarHardlink("src/weights/model.bin", "src/weights/model.bin")}, "src/weights/model.bin", "the link itself, beneath it or one of its directories"},
+		{"hard link to its directory's place", imageops.TarPolicy{},
+			[]tarEntry{model, tarReg("src/weights/a", "a"), tarHardlink("src/weights/a/0", "src/weights/a")}, "src/weights/a/0", "the link itself, beneath it or one of its directories"},
+		{"hard link through a symlink out", imageops.TarPolicy{},
+			[]tarEntry{model, tarSymlink("src/weights/s", "."), tarHardlink("src/weights/h", "src/weights/s/../predict.py")}, "src/weights/h",
+			"resolves to /src/predict.py (following the symlink /src/weights/s) outside the target"},
+		{"hard link to a symlink that escapes from its new place", imageops.TarPolicy{},
+			[]tarEntry{model, tarDir("src/weights/a/"), tarSymlink("src/weights/a/l", "../model.bin"), tarHardlink("src/weights/h", "src/weights/a/l")}, "src/weights/h",
+			`hard link to the symlink /src/weights/a/l, so a symlink to "../model.bin", which resolves to /src/model.bin outside`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -279,6 +325,22 @@ func TestRewriteTarRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+const climbs = `climbs out of its first directory through ".."`
+
+// chain is n symlinks l1 -> l2 -> … -> ln -> model.bin, written last
+// first so that each resolves when it comes.
+func chain(n int) []tarEntry {
+	entries := []tarEntry{tarReg("src/weights/model.bin", "w")}
+	for i := n; i >= 1; i-- {
+		to := fmt.Sprintf("l%d", i+1)
+		if i == n {
+			to = "model.bin"
+		}
+		entries = append(entries, tarSymlink(fmt.Sprintf("src/weights/l%d", i), to))
+	}
+	return entries
 }
 
 func TestRewriteTarListsEveryViolation(t *testing.T) {
@@ -371,9 +433,13 @@ func TestRewriteTarAccepts(t *testing.T) {
 			[]tarEntry{tarReg("src/weights/model.bin", "weights"), tarReg("src/predict.py", "code"), tarReg("/etc/motd", "hi"),
 				tarSymlink("src/weights/cache", "/root/.cache"), tarHardlink("src/predict2.py", "src/predict.py")},
 			[]string{"src/weights/model.bin", "src/predict.py", "etc/motd", "src/weights/cache", "src/predict2.py"}},
-		{"allow outside in a relative tarball", imageops.TarPolicy{AllowOutsideTarget: true},
-			[]tarEntry{tarReg("model.bin", "weights"), tarReg("../predict.py", "code")},
-			[]string{"src/weights/model.bin", "src/predict.py"}},
+		{"links through links inside the target", imageops.TarPolicy{},
+			[]tarEntry{tarReg("src/weights/model.bin", "weights"), tarDir("src/weights/v2/"), tarReg("src/weights/v2/config.json", "{}"),
+				tarSymlink("src/weights/latest", "v2"), tarSymlink("src/weights/cfg", "latest/config.json"),
+				tarSymlink("src/weights/up", "../weights/model.bin"), tarSymlink("src/weights/v2/back", "../latest/../model.bin"),
+				tarHardlink("src/weights/cfg2", "src/weights/latest/config.json"), tarReg("src/weights/a/b/../c.bin", "c")},
+			[]string{"src/weights/model.bin", "src/weights/v2/", "src/weights/v2/config.json", "src/weights/latest", "src/weights/cfg",
+				"src/weights/up", "src/weights/v2/back", "src/weights/cfg2", "src/weights/a/c.bin"}},
 		{"another target", imageops.TarPolicy{Target: "models/llama/"},
 			[]tarEntry{tarReg("model.bin", "weights")},
 			[]string{"models/llama/model.bin"}},
@@ -706,4 +772,143 @@ func FuzzRewriteTar(f *testing.F) {
 			}
 		}
 	})
+}
+
+// rewrite runs RewriteTar on entries and returns the refused entry names
+// (nil when it accepts them) and the output.
+func rewrite(t *testing.T, policy imageops.TarPolicy, entries ...tarEntry) ([]string, []readEntry, error) {
+	t.Helper()
+	policy.ModTime = policyTime
+	var out bytes.Buffer
+	_, err := imageops.RewriteTar(&out, bytes.NewReader(makeTar(t, entries...)), policy)
+	if err == nil {
+		return nil, listTarball(t, out.Bytes()), nil
+	}
+	var pe *imageops.PolicyError
+	if !errors.As(err, &pe) {
+		t.Fatalf("RewriteTar = %v, want nil or a *PolicyError", err)
+	}
+	var refused []string
+	for _, v := range pe.Violations {
+		refused = append(refused, v.Entry)
+	}
+	return refused, nil, err
+}
+
+// The two tarballs of issue 12: each link is inside the target by its text,
+// outside once resolved through the others.
+func TestRewriteTarLinkAttacks(t *testing.T) {
+	model := tarReg("src/weights/model.bin", "w")
+	for _, tc := range []struct {
+		name    string
+		entries []tarEntry
+		refused []string
+		say     []string
+	}{
+		{"e to /etc/passwd through s", []tarEntry{model, tarSymlink("src/weights/s", "."), tarSymlink("src/weights/e", "s/s/s/../../../etc/passwd")},
+			[]string{"src/weights/e"}, []string{"src/weights/e: it is a symlink", "resolves to /etc/passwd (following the symlink /src/weights/s)"}},
+		{"code over /src, then predict.py through it", []tarEntry{model, tarSymlink("src/weights/s", "."), tarSymlink("src/weights/code", "s/.."), tarReg("src/weights/code/predict.py", "pwned")},
+			[]string{"src/weights/code", "src/weights/code/predict.py"},
+			[]string{"resolves to /src (following the symlink /src/weights/s) outside the target", "goes through /src/weights/code, a symlink earlier in the weights, so it would be written at /src/predict.py"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			refused, _, err := rewrite(t, imageops.TarPolicy{}, tc.entries...)
+			if fmt.Sprint(refused) != fmt.Sprint(tc.refused) {
+				t.Fatalf("refused %q (%v), want %q", refused, err, tc.refused)
+			}
+			for _, s := range tc.say {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error does not say %q:\n%v", s, err)
+				}
+			}
+		})
+	}
+}
+
+// A LinkSet carries the links of one weights layer into the next: each
+// second layer below passes alone (but the hard link, whose file is in the
+// first) and is refused after the first.
+func TestRewriteTarLinksAcrossLayers(t *testing.T) {
+	model := tarReg("src/weights/model.bin", "w")
+	for _, tc := range []struct {
+		name          string
+		first, second []tarEntry
+		refused       string
+		say           string
+	}{
+		{"a link through a link of the layer before", []tarEntry{model, tarSymlink("src/weights/s", ".")},
+			[]tarEntry{tarSymlink("src/weights/code", "s/..")}, "src/weights/code", "resolves to /src (following the symlink /src/weights/s)"},
+		{"a file through a link of the layer before", []tarEntry{model, tarSymlink("src/weights/code", "../weights")},
+			[]tarEntry{tarReg("src/weights/code/predict.py", "x")}, "src/weights/code/predict.py", "goes through /src/weights/code"},
+		{"a link made escaping by the next layer", []tarEntry{model, tarSymlink("src/weights/e", "s/s/s/../../../etc/passwd")},
+			[]tarEntry{tarSymlink("src/weights/s", ".")}, "/src/weights/e", "it comes from an earlier weights layer"},
+		{"a hard link to a symlink of the layer before", []tarEntry{model, tarDir("src/weights/a/"), tarSymlink("src/weights/a/l", "../model.bin")},
+			[]tarEntry{tarHardlink("src/weights/h", "src/weights/a/l")}, "src/weights/h", "resolves to /src/model.bin outside"},
+		{"over a symlink of the layer before", []tarEntry{model, tarSymlink("src/weights/l", "model.bin")},
+			[]tarEntry{tarReg("src/weights/l", "x")}, "src/weights/l", "made /src/weights/l a symlink"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if refused, _, err := rewrite(t, imageops.TarPolicy{}, tc.second...); err != nil && !strings.Contains(err.Error(), "not an earlier entry") {
+				t.Fatalf("the second layer alone is refused (%q): %v", refused, err)
+			}
+			links := imageops.NewLinkSet()
+			if refused, _, err := rewrite(t, imageops.TarPolicy{Links: links}, tc.first...); err != nil {
+				t.Fatalf("the first layer is refused (%q): %v", refused, err)
+			}
+			// A retried pass starts from a clone: both see the first layer only.
+			for range 2 {
+				refused, _, err := rewrite(t, imageops.TarPolicy{Links: links.Clone()}, tc.second...)
+				if len(refused) != 1 || refused[0] != tc.refused || !strings.Contains(err.Error(), tc.say) {
+					t.Fatalf("after the first layer: refused %q, %v; want %q saying %q", refused, err, tc.refused, tc.say)
+				}
+			}
+		})
+	}
+	t.Run("hard link to a file of the layer before", func(t *testing.T) {
+		links := imageops.NewLinkSet()
+		if _, _, err := rewrite(t, imageops.TarPolicy{Links: links}, model, tarDir("src/weights/v1/"), tarReg("src/weights/v1/c.json", "{}"), tarSymlink("src/weights/latest", "v1")); err != nil {
+			t.Fatal(err)
+		}
+		_, out, err := rewrite(t, imageops.TarPolicy{Links: links}, tarHardlink("src/weights/c.json", "src/weights/latest/c.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := out[len(out)-1].hdr; h.Linkname != "src/weights/v1/c.json" {
+			t.Errorf("hard link to %q, want the resolved src/weights/v1/c.json", h.Linkname)
+		}
+	})
+}
+
+func TestRewriteTarSymlinkDepth(t *testing.T) {
+	if refused, _, err := rewrite(t, imageops.TarPolicy{}, chain(40)...); err != nil {
+		t.Fatalf("a chain of 40 symlinks is refused (%q): %v", refused, err)
+	}
+	if refused, _, _ := rewrite(t, imageops.TarPolicy{}, chain(41)...); fmt.Sprint(refused) != "[src/weights/l1]" {
+		t.Fatalf("a chain of 41 symlinks: refused %q, want src/weights/l1", refused)
+	}
+}
+
+// Links through a chain of long links, many times over, would take hours to
+// resolve: the work of one publish is bounded, and what is left unresolved
+// is refused.
+func TestRewriteTarLinkWorkIsBounded(t *testing.T) {
+	entries := []tarEntry{tarReg("src/weights/model.bin", "w")}
+	detour := strings.Repeat("x/../", 800) // 1600 components, 4000 bytes
+	for i := 38; i >= 1; i-- {
+		to := fmt.Sprintf("l%d", i+1)
+		if i == 38 {
+			to = "model.bin"
+		}
+		entries = append(entries, tarSymlink(fmt.Sprintf("src/weights/l%d", i), detour+to))
+	}
+	for i := range 1000 {
+		entries = append(entries, tarSymlink(fmt.Sprintf("src/weights/p%d", i), "l1"))
+	}
+	refused, _, err := rewrite(t, imageops.TarPolicy{}, entries...)
+	if err == nil || !strings.Contains(err.Error(), "took more than 20000000 steps") {
+		t.Fatalf("RewriteTar = %v; want the links refused past the resolution budget", err)
+	}
+	if len(refused) == 0 || !strings.HasPrefix(refused[0], "src/weights/p") {
+		t.Errorf("refused %q, want the pointers past the budget", refused[:min(len(refused), 3)])
+	}
 }
