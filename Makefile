@@ -104,6 +104,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 20s) on top of the committed
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./events/
 	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./events/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePayload$$' -fuzztime $(FUZZTIME) ./jobs/
+	$(GO) test -run '^$$' -fuzz '^FuzzJSONDepth$$' -fuzztime $(FUZZTIME) ./events/
+	$(GO) test -run '^$$' -fuzz '^FuzzText$$' -fuzztime $(FUZZTIME) ./internal/untrusted/
 
 .PHONY: soak
 soak: deps ## SOAK_TASKS affix tasks (500) on SOAK_WORKERS workers, SOAK_KILLS kills, SOAK_FAULTS registry faults; see docs/reliability.md
