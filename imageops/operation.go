@@ -49,6 +49,9 @@ func (op *operation) resolve(o *options, ref, what string) (name.Reference, *sou
 // its blobs, timed as "push" and "verify".
 func (op *operation) publish(src *source, images []platformImage, toOCI bool) (*pushed, error) {
 	op.st.start("push")
+	if err := op.copyForeign(images); err != nil {
+		return nil, err
+	}
 	p, err := push(op.repo, op.tag, src, images, toOCI, op.ropts)
 	if err != nil {
 		return nil, err

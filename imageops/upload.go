@@ -18,7 +18,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/r8im/r8im/internal/untrusted"
 )
@@ -799,4 +801,74 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// copyForeign uploads, through uploadBlob (chunked, resumable), every layer
+// of images that lives on another registry and that the destination lacks.
+// go-containerregistry would stream each in one request, which a front
+// capping request bodies refuses; after this, remote.Write finds them all.
+func (op *operation) copyForeign(images []platformImage) error {
+	client, err := op.o.pushClient(op.ctx, op.repo, nil) // unmetered: remote.Write's own existence check is the one counted
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(op.ctx)
+	g.SetLimit(op.o.jobs)
+	seen := map[v1.Hash]bool{}
+	for _, pi := range images {
+		layers, err := pi.image.Layers()
+		if err != nil {
+			return fmt.Errorf("listing the layers to push: %w", err)
+		}
+		for _, l := range layers {
+			ml, ok := l.(*remote.MountableLayer)
+			if !ok || ml.Reference.Context().RegistryStr() == op.repo.RegistryStr() {
+				continue // ours, or mountable within the registry
+			}
+			d, err := l.Digest()
+			if err != nil || seen[d] {
+				continue
+			}
+			seen[d] = true
+			size, err := l.Size()
+			if err != nil {
+				return fmt.Errorf("reading the size of layer %s: %w", d, err)
+			}
+			g.Go(func() error {
+				if have, err := blobExists(ctx, client, op.repo, d); err != nil || have {
+					return err
+				}
+				_, err := op.o.uploadBlob(ctx, op.repo, op.m, blobSpec{
+					id: "copy/" + d.String(), what: fmt.Sprintf("layer %s (copied from %s)", d, ml.Reference.Context().RegistryStr()),
+					size: size, digest: d,
+					write: func(w io.Writer) error {
+						rc, err := l.Compressed()
+						if err != nil {
+							return registryErr(err, "reading layer "+d.String())
+						}
+						defer rc.Close()
+						_, err = io.Copy(w, rc)
+						return err
+					},
+				})
+				return err
+			})
+		}
+	}
+	return g.Wait()
+}
+
+// blobExists asks repo's registry whether it holds blob d.
+func blobExists(ctx context.Context, client *http.Client, repo name.Repository, d v1.Hash) (bool, error) {
+	u := url.URL{Scheme: repo.Scheme(), Host: repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", repo.RepositoryStr(), d)}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u.String(), nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("checking for blob %s in %s: %w", d, repo, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, nil
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/random"
+
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/testenv"
 )
@@ -275,4 +277,39 @@ func hasNote(tr imageops.Transfer, s string) bool {
 		}
 	}
 	return false
+}
+
+// A base on another registry is copied, and its big layers go in chunks
+// like the weights: a front that caps request bodies takes every request.
+func TestCrossRegistryCopyIsChunked(t *testing.T) {
+	const limit = testChunk + 64<<10
+	src := testenv.Registry(t)
+	img, err := random.Image(3<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := testenv.PushWith(t, src.Host+"/far/big:v1", img)
+	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
+		s.base = big.String()
+		res, err := s.affix(context.Background(), "far", imageops.Uncompressed, imageops.WithChunkSize(testChunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := s.proxy.Stats()
+		if st.LargestBody > limit || st.TooLarge != 0 {
+			t.Errorf("the front saw a %d-byte body (cap %d), refused %d", st.LargestBody, limit, st.TooLarge)
+		}
+		if !res.CrossRegistry || res.Transfer.DownloadedBytes < 6<<20 || res.Transfer.Chunks < 6+chunksFor(res.Layer.Size, testChunk) {
+			t.Errorf("cross-registry %v, downloaded %d, %d chunks; want both 3 MiB base layers copied in chunks", res.CrossRegistry, res.Transfer.DownloadedBytes, res.Transfer.Chunks)
+		}
+		mf, err := img.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range mf.Layers {
+			if got := s.proxy.Blobs()[l.Digest.String()]; got != l.Size {
+				t.Errorf("base layer %s: %d bytes sent, want %d", l.Digest, got, l.Size)
+			}
+		}
+	}, testenv.ProxyBodyCap(limit))
 }
