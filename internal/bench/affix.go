@@ -61,6 +61,13 @@ func (b *bench) affixSize(ctx context.Context, size int64) error {
 	host := b.svc.regHost
 
 	var raw, crane []float64
+	var chunk *chunkRuns
+	if b.cfg.has(CaseChunk) {
+		if chunk, err = b.startChunk(); err != nil {
+			return err
+		}
+		defer chunk.close()
+	}
 	secs := map[string][]float64{}
 	rss := map[string][]int64{}
 	layer := map[string]int64{}
@@ -71,7 +78,7 @@ func (b *bench) affixSize(ctx context.Context, size int64) error {
 			return fmt.Errorf("raw upload: %w", err)
 		}
 		raw = append(raw, s)
-		if b.cfg.has(CaseAffix) || b.cfg.has(CaseRemix) {
+		if b.cfg.has(CaseAffix) || b.cfg.has(CaseRemix) || b.cfg.has(CaseChunk) {
 			for _, c := range compressions {
 				b.logf("%s run %d/%d: r8im affix --compression %s", sn, i, b.cfg.Runs, c)
 				r, err := b.exec(ctx, nil, nil, b.bins.r8im, "affix", "-q", "--json", "--base", b.base,
@@ -94,6 +101,11 @@ func (b *bench) affixSize(ctx context.Context, size int64) error {
 				}
 			}
 		}
+		if chunk != nil {
+			if err := b.chunkRun(ctx, chunk, sn, tarPath, i); err != nil {
+				return err
+			}
+		}
 		if b.cfg.has(CaseCrane) {
 			b.logf("%s run %d/%d: crane append", sn, i, b.cfg.Runs)
 			r, err := b.exec(ctx, nil, nil, b.bins.crane, "append", "-b", b.base, "-f", tarPath, "-t", fmt.Sprintf("%s/crane/%s-%d:v1", host, strings.ToLower(sn), i))
@@ -114,6 +126,9 @@ func (b *bench) affixSize(ctx context.Context, size int64) error {
 				Ratio: m / rawMed, RatioOf: "÷ raw", Target: "≤ 1.20", Holds: holds(m/rawMed <= 1.2), PeakRSS: medianInt(rss[c]), Bytes: layer[c]})
 			b.rss.put("r8im", size, medianInt(rss[c]))
 		}
+	}
+	if chunk != nil {
+		b.chunkResults(chunk, sn, st.Size(), secs["none"], rawMed)
 	}
 	if b.cfg.has(CaseCrane) {
 		m := median(crane)

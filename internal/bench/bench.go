@@ -38,10 +38,11 @@ const (
 	CaseRegctl = "regctl" // regctl image mod --layer-compress zstd
 	CaseCache  = "cache"  // a second image through the shared-layer cache
 	CaseQueue  = "queue"  // enqueue and no-op worker throughput
+	CaseChunk  = "chunk"  // affix in one request vs 96 MiB chunks; chunks through a 100 MB body cap
 )
 
 // AllCases is every case group, in the order they run.
-var AllCases = []string{CaseAffix, CaseCrane, CaseS3, CaseRemix, CaseZstd, CaseRegctl, CaseCache, CaseQueue}
+var AllCases = []string{CaseAffix, CaseChunk, CaseCrane, CaseS3, CaseRemix, CaseZstd, CaseRegctl, CaseCache, CaseQueue}
 
 // Config says what to measure.
 type Config struct {
@@ -209,7 +210,7 @@ func (b *bench) run(ctx context.Context) error {
 	if b.base, err = pushBase(ctx, b.svc.regHost+"/base/bench:v1", 3); err != nil {
 		return fmt.Errorf("pushing the base image: %w", err)
 	}
-	if b.cfg.has(CaseAffix) || b.cfg.has(CaseCrane) || b.cfg.has(CaseS3) {
+	if b.cfg.has(CaseAffix) || b.cfg.has(CaseChunk) || b.cfg.has(CaseCrane) || b.cfg.has(CaseS3) {
 		for _, size := range b.cfg.Sizes {
 			if err := b.affixSize(ctx, size); err != nil {
 				return err
