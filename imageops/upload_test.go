@@ -313,3 +313,40 @@ func TestCrossRegistryCopyIsChunked(t *testing.T) {
 		}
 	}, testenv.ProxyBodyCap(limit))
 }
+
+// zstd's recompressed layers and remix's cross-registry copies obey a
+// front's body cap like affix's layers.
+func TestZstdAndRemixUnderABodyCap(t *testing.T) {
+	const limit = testChunk + 64<<10
+	src := testenv.Registry(t)
+	img, err := random.Image(3<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := testenv.PushWith(t, src.Host+"/far/big:v1", img)
+	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
+		opts := []imageops.Option{imageops.WithTransport(s.reg.Transport()), imageops.WithKeychain(s.reg.User.Keychain()), imageops.WithChunkSize(testChunk)}
+		weights, err := s.affix(context.Background(), "weights", imageops.Uncompressed, imageops.WithChunkSize(testChunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		remixed, err := imageops.Remix(context.Background(), imageops.RemixRequest{
+			Base: big.String(), Weights: weights.Ref, Dest: s.proxy.Host + "/" + testenv.TestUser + "/remixed",
+		}, opts...)
+		if err != nil {
+			t.Fatalf("remix: %v", err)
+		}
+		zres, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{
+			Source: remixed.Ref, Dest: s.proxy.Host + "/" + testenv.TestUser + "/zstd",
+		}, opts...)
+		if err != nil {
+			t.Fatalf("zstd: %v", err)
+		}
+		if st := s.proxy.Stats(); st.LargestBody > limit || st.TooLarge != 0 {
+			t.Errorf("the front saw a %d-byte body (cap %d), refused %d", st.LargestBody, limit, st.TooLarge)
+		}
+		if remixed.Transfer.Chunks < 6 || zres.Transfer.Chunks < 6 {
+			t.Errorf("remix sent %d chunks, zstd %d; want the 3 MiB layers in chunks", remixed.Transfer.Chunks, zres.Transfer.Chunks)
+		}
+	}, testenv.ProxyBodyCap(limit))
+}
