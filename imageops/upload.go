@@ -301,11 +301,12 @@ func (u *blobUpload) resume(s *UploadSession) error {
 		return nil
 	}
 	u.loc = loc
+	u.last = s // still the checkpoint if this attempt fails before a new one
 	have, err := u.status()
 	switch {
 	case errors.Is(err, errRestart):
 		u.m.addNote(fmt.Sprintf("%s: the registry no longer has the interrupted upload; sending it from the start", u.spec.what))
-		u.loc = nil
+		u.loc, u.last = nil, nil
 		u.forget()
 		return nil
 	case err != nil:
@@ -313,7 +314,7 @@ func (u *blobUpload) resume(s *UploadSession) error {
 	case have < s.Offset || s.Offset <= 0:
 		u.m.addNote(fmt.Sprintf("%s: the interrupted upload cannot be resumed (the registry holds %d bytes, %d were recorded); sending it from the start", u.spec.what, have, s.Offset))
 		u.abort()
-		u.loc = nil
+		u.loc, u.last = nil, nil
 		u.forget()
 		return nil
 	}
@@ -420,11 +421,13 @@ func (u *blobUpload) Write(p []byte) (int, error) {
 			}
 			return n, nil
 		}
-		if u.buf == nil {
-			u.mem = make([]byte, 0, u.chunk)
-			u.buf = u.mem
-		}
 		k := min(len(p), int(u.chunk)-len(u.buf))
+		if len(u.buf)+k > cap(u.buf) {
+			// Grow by doubling up to one chunk: a small blob holds little.
+			nb := make([]byte, len(u.buf), min(int(u.chunk), max(2*cap(u.buf), len(u.buf)+k, 1<<20)))
+			copy(nb, u.buf)
+			u.mem, u.buf = nb, nb
+		}
 		u.buf = append(u.buf, p[:k]...)
 		u.h.Write(p[:k])
 		u.written += int64(k)
