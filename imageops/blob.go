@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -19,25 +18,16 @@ import (
 // is checked anyway — Recompress checks the decompressed stream against the
 // config's diffID before anything is committed. Its length is still checked.
 func (o *options) openBlob(ctx context.Context, repo name.Repository, d v1.Descriptor, m *meter) (io.ReadCloser, error) {
-	auth, err := authn.Resolve(ctx, o.keys(), repo)
+	client, err := o.registryClient(ctx, repo, m, transport.PullScope, true)
 	if err != nil {
-		return nil, fmt.Errorf("finding credentials for %s: %w", repo, err)
-	}
-	base := o.transport
-	if m != nil {
-		base = m.wrap(base)
-	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth,
-		transport.NewUserAgent(transport.NewRetry(base), o.userAgent), []string{repo.Scope(transport.PullScope)})
-	if err != nil {
-		return nil, registryErr(err, "authenticating to "+repo.RegistryStr())
+		return nil, err
 	}
 	u := url.URL{Scheme: repo.Scheme(), Host: repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", repo.RepositoryStr(), d.Digest)}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := (&http.Client{Transport: rt}).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, registryErr(err, fmt.Sprintf("fetching blob %s of %s", d.Digest, repo))
 	}

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -142,7 +141,7 @@ const uploadAttempts = 3
 // uploadBlob uploads one blob to repo, resuming a saved session when there
 // is one, and commits it.
 func (o *options) uploadBlob(ctx context.Context, repo name.Repository, m *meter, b blobSpec) (uploaded, error) {
-	client, err := o.pushClient(ctx, repo, m)
+	client, err := o.registryClient(ctx, repo, m, transport.PushScope, false)
 	if err != nil {
 		return uploaded{}, err
 	}
@@ -165,27 +164,6 @@ func (o *options) uploadBlob(ctx context.Context, repo name.Repository, m *meter
 			return uploaded{}, err
 		}
 	}
-}
-
-// pushClient is an authenticated client for repo with push scope, below
-// which the meter counts what is sent.
-func (o *options) pushClient(ctx context.Context, repo name.Repository, m *meter) (*http.Client, error) {
-	auth, err := authn.Resolve(ctx, o.keys(), repo)
-	if err != nil {
-		return nil, fmt.Errorf("finding credentials for %s: %w", repo, err)
-	}
-	base := o.transport
-	if m != nil {
-		base = m.wrap(base)
-	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewUserAgent(base, o.userAgent),
-		[]string{repo.Scope(transport.PushScope)})
-	if err != nil {
-		return nil, registryErr(err, "authenticating to "+repo.RegistryStr())
-	}
-	return &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse // upload URLs are followed by hand, on the registry's host only
-	}}, nil
 }
 
 // blobUpload is one attempt at uploading a blob. It is the io.Writer the
@@ -811,7 +789,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // go-containerregistry would stream each in one request, which a front
 // capping request bodies refuses; after this, remote.Write finds them all.
 func (op *operation) copyForeign(images []platformImage) error {
-	client, err := op.o.pushClient(op.ctx, op.repo, nil) // unmetered: remote.Write's own existence check is the one counted
+	client, err := op.o.registryClient(op.ctx, op.repo, nil, transport.PushScope, false) // unmetered: remote.Write's own existence check is the one counted
 	if err != nil {
 		return err
 	}
