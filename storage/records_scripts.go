@@ -103,10 +103,13 @@ return 1
 `)
 
 // failScript: ARGV 6 message, 7 final ("1") or not ("0"). Returns 0 for a
-// succeeded record, else 1.
+// succeeded record, else 1. A final failure's reason stays: a handler that
+// notices its cancellation after the operator's cancel was recorded does
+// not overwrite "cancelled by an operator" with its own "interrupted".
 var failScript = redis.NewScript(transitionPrelude + `
 local st = redis.call('HGET', rec, 'state')
 if st == 'succeeded' then return 0 end
+if st == 'failed' and ARGV[7] ~= '1' then return 1 end
 local e = checkTypes() if e then return e end
 if not st then redis.call('HSET', rec, 'id', id, 'created_at', now, 'attempts', 0, 'state', 'running') end
 redis.call('HSET', rec, 'last_error', ARGV[6], 'updated_at', now)
