@@ -18,6 +18,7 @@ type Registry struct {
 	DockerConfig string // directory holding config.json; "" means ~/.docker
 	Insecure     bool   // plain HTTP / unverified TLS for non-loopback registries
 	ChunkSize    int64  // upload chunk size in bytes; 0 sends every blob in one request
+	RequireMount bool   // fail instead of copying base layers the registry would not mount
 }
 
 // DefaultChunkSize is the upload chunk size (imageops.DefaultChunkSize):
@@ -39,6 +40,8 @@ func (r *Registry) bind(b *binder) {
 		"allow plain HTTP and unverified TLS to registries (loopback registries always allow HTTP)")
 	b.bind(sizeVar(&r.ChunkSize, DefaultChunkSize), "chunk-size", "", []string{"R8IM_UPLOAD_CHUNK_SIZE"}, plain,
 		"upload blobs over 128MiB in chunks of this size, so that a front capping request bodies (Cloudflare: 100-500MB) takes them; 0 sends each blob in one request")
+	b.bind(boolVar(&r.RequireMount, false), "require-mount", "", []string{"R8IM_REQUIRE_MOUNT"}, plain,
+		"fail instead of downloading and uploading again base layers the registry will not mount (a base on another registry, or in a repository the credentials may not pull)")
 }
 
 func (r *Registry) validate(b *binder) []Problem {

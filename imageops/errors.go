@@ -3,9 +3,12 @@ package imageops
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -48,6 +51,10 @@ func registryErr(err error, doing string) error {
 		case http.StatusNotFound:
 			return fmt.Errorf("%s: %w (check the reference; %w)", doing, ErrNotFound, remote)
 		case http.StatusUnauthorized, http.StatusForbidden:
+			if refused := refusedAccess(te); refused != "" {
+				return fmt.Errorf("%s: %w: the registry refused %s: the credentials in use may not do that there "+
+					"(check the repository, or log in as a user who may: `docker login`, DOCKER_CONFIG, --token / COG_TOKEN): %w", doing, ErrUnauthorized, refused, remote)
+			}
 			return fmt.Errorf("%s: %w: %w (log in with `docker login`, set DOCKER_CONFIG, or pass a cog token with --token / COG_TOKEN)", doing, ErrUnauthorized, remote)
 		}
 	}
@@ -59,6 +66,76 @@ func registryErr(err error, doing string) error {
 	}
 	return fmt.Errorf("%s: %w", doing, remote)
 }
+
+// refusedAccess says which action on which repository a 401 or 403
+// refused, from the registry's error detail (distribution lists the access
+// it wanted: [{"Type":"repository","Name":"alice/x","Action":"push"}]) or,
+// failing that, from the request: a GET or HEAD wants pull, anything else
+// push. "" when neither tells.
+func refusedAccess(te *transport.Error) string {
+	var wanted []string
+	for _, d := range te.Errors {
+		b, err := json.Marshal(d.Detail)
+		if err != nil {
+			continue
+		}
+		var access []struct{ Type, Name, Action string }
+		if json.Unmarshal(b, &access) != nil {
+			continue
+		}
+		for _, a := range access {
+			if a.Type == "repository" && a.Name != "" && a.Action != "" {
+				w := untrusted.Text(a.Action, 32) + " on repository " + untrusted.Text(a.Name, 256)
+				if !slices.Contains(wanted, w) {
+					wanted = append(wanted, w)
+				}
+			}
+		}
+	}
+	if len(wanted) > 0 {
+		return strings.Join(wanted, " and ")
+	}
+	if te.Request == nil {
+		return ""
+	}
+	p := strings.TrimPrefix(te.Request.URL.Path, "/v2/")
+	i := strings.LastIndex(p, "/blobs/")
+	if j := strings.LastIndex(p, "/manifests/"); j > i {
+		i = j
+	}
+	if i <= 0 {
+		return ""
+	}
+	action := "push"
+	if te.Request.Method == http.MethodGet || te.Request.Method == http.MethodHead {
+		action = "pull"
+	}
+	return action + " on repository " + untrusted.Text(p[:i], 256)
+}
+
+// MountRefusedError is a base blob that the destination registry would not
+// mount from the base's repository (or that lives on another registry),
+// which WithRequireMount forbids copying. It is permanent: errors.Is(err,
+// ErrUnauthorized) holds.
+type MountRefusedError struct {
+	Digest   string // the blob
+	From     string // the repository it was to be mounted from
+	Registry string // the registry that refused
+	// CrossRegistry: From is on another registry, where no mount is possible.
+	CrossRegistry bool
+}
+
+func (e *MountRefusedError) Error() string {
+	if e.CrossRegistry {
+		return fmt.Sprintf("%s is on another registry than %s: its layers cannot be mounted, and copying them (download and upload again) "+
+			"is forbidden by require-mount; copy the image to %s first, or allow the copy", e.From, e.Registry, e.Registry)
+	}
+	return fmt.Sprintf("the registry %s refused to mount base blob %s from repository %s (the credentials may not pull it), "+
+		"and copying it (download and upload again) is forbidden by require-mount; use credentials that may pull %s, or allow the copy",
+		e.Registry, e.Digest, e.From, e.From)
+}
+
+func (e *MountRefusedError) Unwrap() error { return ErrUnauthorized }
 
 // untrustedCertificate reports whether err is a TLS certificate that did
 // not verify.

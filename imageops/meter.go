@@ -1,14 +1,19 @@
 package imageops
 
 import (
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // Transfer counts what crossed the network for an operation, as observed on
@@ -23,6 +28,11 @@ type Transfer struct {
 	Chunks          int   `json:"chunks,omitempty"`        // chunked PATCH requests acknowledged
 	ChunkSize       int64 `json:"chunk_size,omitempty"`    // the chunk size, when a 413 made it smaller
 	ResumedBytes    int64 `json:"resumed_bytes,omitempty"` // bytes an interrupted upload had sent, not sent again
+	// RefusedMounts counts base blobs of the destination's registry that
+	// it would not mount (the credentials may not pull their repository):
+	// they were downloaded and uploaded again (RefusedMountBytes).
+	RefusedMounts     int   `json:"refused_mounts,omitempty"`
+	RefusedMountBytes int64 `json:"refused_mount_bytes,omitempty"`
 	// Notes says, in words, where an upload did not go as planned: a
 	// refused chunked upload sent in one request, a smaller chunk size after
 	// a 413, an interrupted upload resumed or started again.
@@ -35,9 +45,12 @@ type meter struct {
 	uploaded, downloaded, skippedBytes atomic.Int64
 	skipped                            atomic.Int64
 	mu                                 sync.Mutex
-	mounted                            map[string]bool // digests mounted
-	committed                          map[string]bool // digests uploaded by this operation
-	retryAfter                         atomic.Int64    // the longest Retry-After seen (ns)
+	mounted                            map[string]bool   // digests mounted
+	refused                            map[string]string // digests whose same-registry mount was refused → source repository
+	requireMount                       bool              // fail the copy of a refused mount (MountRefusedError)
+	sizes                              map[string]int64  // blob sizes of the images pushed, to price mounts
+	committed                          map[string]bool   // digests uploaded by this operation
+	retryAfter                         atomic.Int64      // the longest Retry-After seen (ns)
 	chunks, resumed, chunkSize         atomic.Int64
 	notes                              []string
 }
@@ -61,11 +74,47 @@ func (m *meter) setChunkSize(n int64) {
 	}
 }
 
-func newMeter() *meter { return &meter{mounted: map[string]bool{}, committed: map[string]bool{}} }
+func newMeter() *meter {
+	return &meter{mounted: map[string]bool{}, committed: map[string]bool{}, refused: map[string]string{}}
+}
+
+// addSizes records the layer and config sizes of img, which prices the
+// blobs of it that were mounted, skipped or copied.
+func (m *meter) addSizes(img v1.Image) {
+	mf, err := img.Manifest()
+	if err != nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sizes == nil {
+		m.sizes = map[string]int64{}
+	}
+	m.sizes[mf.Config.Digest.String()] = mf.Config.Size
+	for _, l := range mf.Layers {
+		m.sizes[l.Digest.String()] = l.Size
+	}
+}
+
+// refusedFrom returns the repository a refused mount of digest was asked
+// from, if the mount was refused and never succeeded since.
+func (m *meter) refusedFrom(digest string) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	from, ok := m.refused[digest]
+	return from, ok && !m.mounted[digest]
+}
 
 func (m *meter) wrap(t http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		isBlob := strings.Contains(req.URL.Path, "/blobs/")
+		if isBlob && req.Method == http.MethodGet && m.requireMount {
+			// go-containerregistry copies a blob whose mount was refused:
+			// the download is where that copy starts.
+			if from, ok := m.refusedFrom(path.Base(req.URL.Path)); ok {
+				return nil, &MountRefusedError{Digest: path.Base(req.URL.Path), From: from, Registry: req.URL.Host}
+			}
+		}
 		if isBlob && req.Body != nil && (req.Method == http.MethodPatch || req.Method == http.MethodPut) {
 			req.Body = &countingReadCloser{ReadCloser: req.Body, n: &m.uploaded}
 		}
@@ -99,12 +148,19 @@ func (m *meter) wrap(t http.RoundTripper) http.RoundTripper {
 			}
 		case req.Method == http.MethodGet && resp.StatusCode == http.StatusOK:
 			resp.Body = &countingReadCloser{ReadCloser: resp.Body, n: &m.downloaded}
-		case req.Method == http.MethodPost && resp.StatusCode == http.StatusCreated:
-			if d := req.URL.Query().Get("mount"); d != "" {
-				m.mu.Lock()
+		case req.Method == http.MethodPost && req.URL.Query().Get("mount") != "":
+			q := req.URL.Query()
+			d, from, origin := q.Get("mount"), q.Get("from"), q.Get("origin")
+			m.mu.Lock()
+			switch {
+			case resp.StatusCode == http.StatusCreated:
 				m.mounted[d] = true
-				m.mu.Unlock()
+			case from != "" && (origin == "" || origin == req.URL.Host):
+				// a same-registry mount answered 202 (an upload instead) or
+				// 401/403 (no pull on from): the blob will be copied
+				m.refused[d] = from
 			}
+			m.mu.Unlock()
 		}
 		return resp, nil
 	})
@@ -115,6 +171,12 @@ func (m *meter) wrap(t http.RoundTripper) http.RoundTripper {
 func (m *meter) transfer(sizes map[string]int64) Transfer {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	all := maps.Clone(m.sizes)
+	if all == nil {
+		all = map[string]int64{}
+	}
+	maps.Copy(all, sizes)
+	sizes = all
 	t := Transfer{
 		UploadedBytes: m.uploaded.Load(), DownloadedBytes: m.downloaded.Load(),
 		SkippedBlobs: int(m.skipped.Load()), SkippedBytes: m.skippedBytes.Load(),
@@ -124,6 +186,18 @@ func (m *meter) transfer(sizes map[string]int64) Transfer {
 	}
 	for d := range m.mounted {
 		t.MountedBytes += sizes[d]
+	}
+	froms := map[string]bool{}
+	for d, from := range m.refused {
+		if !m.mounted[d] {
+			t.RefusedMounts++
+			t.RefusedMountBytes += sizes[d]
+			froms[from] = true
+		}
+	}
+	if t.RefusedMounts > 0 {
+		t.Notes = append(t.Notes, fmt.Sprintf("the registry refused to mount %d base blob(s) (%d bytes) from %s: they were downloaded and uploaded again; "+
+			"credentials that may pull %s would mount them instead", t.RefusedMounts, t.RefusedMountBytes, joinSorted(froms), joinSorted(froms)))
 	}
 	return t
 }
@@ -156,4 +230,14 @@ func (c *countingReadCloser) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// joinSorted lists a set's members in order.
+func joinSorted(set map[string]bool) string {
+	var l []string
+	for k := range set {
+		l = append(l, k)
+	}
+	slices.Sort(l)
+	return strings.Join(l, ", ")
 }

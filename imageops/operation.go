@@ -2,6 +2,7 @@ package imageops
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -29,6 +30,11 @@ func begin(ctx context.Context, opts []Option, dest string) (*operation, error) 
 		return nil, err
 	}
 	m := newMeter()
+	m.requireMount = o.requireMount
+	if tag == "" {
+		m.addNote(fmt.Sprintf("%s gets no tag: the image is pushed by digest only, and `registry garbage-collect --delete-untagged` may delete it; "+
+			"give the destination a tag (%s:TAG) to keep it", repo, repo))
+	}
 	return &operation{ctx: ctx, o: o, m: m, ropts: o.remoteOptions(ctx, m), st: newStages(o), repo: repo, tag: tag}, nil
 }
 
@@ -39,6 +45,13 @@ func (op *operation) resolve(o *options, ref, what string) (name.Reference, *sou
 	if err != nil {
 		return nil, nil, err
 	}
+	if reg := r.Context().RegistryStr(); reg != op.repo.RegistryStr() {
+		if o.requireMount {
+			return nil, nil, &MountRefusedError{Registry: op.repo.RegistryStr(), From: r.Context().String(), CrossRegistry: true}
+		}
+		op.m.addNote(fmt.Sprintf("the %s %s is on another registry than %s: the layers the destination lacks were copied (downloaded and uploaded again), not mounted",
+			what, r.Context(), op.repo))
+	}
 	op.st.start("resolve")
 	src, err := o.resolve(op.ctx, r, op.ropts, what)
 	return r, src, err
@@ -48,6 +61,13 @@ func (op *operation) resolve(o *options, ref, what string) (name.Reference, *sou
 // platform was processed — then re-reads the result by digest and checks
 // its blobs, timed as "push" and "verify".
 func (op *operation) publish(src *source, images []platformImage, toOCI bool) (*pushed, error) {
+	if src.index != nil && src.attestations > 0 {
+		op.m.addNote(fmt.Sprintf("%d attestation manifest(s) (platform unknown/unknown) of %s were left out of the new index: "+
+			"they describe the old images, not the new ones", src.attestations, src.ref))
+	}
+	for _, pi := range images {
+		op.m.addSizes(pi.image)
+	}
 	op.st.start("push")
 	if err := op.copyForeign(images); err != nil {
 		return nil, err

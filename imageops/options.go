@@ -29,6 +29,8 @@ type options struct {
 	defaultRegistry string
 	insecure        bool
 	platform        *v1.Platform // nil means every platform of an index
+	exactPlatform   bool         // a single-platform image must be platform too
+	requireMount    bool         // fail instead of copying base layers
 	progress        func(Progress)
 	transport       http.RoundTripper
 	jobs            int
@@ -144,7 +146,24 @@ func WithIdleTimeout(d time.Duration) Option {
 
 // WithPlatform picks the image of a multi-platform base (default
 // linux/amd64); nil applies the operation to every platform.
-func WithPlatform(p *v1.Platform) Option { return func(o *options) { o.platform = p } }
+func WithPlatform(p *v1.Platform) Option {
+	return func(o *options) { o.platform, o.exactPlatform = p, false }
+}
+
+// WithExactPlatform is WithPlatform for a platform the user chose: a
+// single-platform image of another platform is refused (naming the one it
+// has) instead of being taken as it is.
+func WithExactPlatform(p *v1.Platform) Option {
+	return func(o *options) { o.platform, o.exactPlatform = p, p != nil }
+}
+
+// WithRequireMount makes a write fail, permanently, instead of copying base
+// layers (downloading and uploading them again) that the destination
+// registry does not mount: a base on another registry, or a mount the
+// registry refused because the credentials may not pull the base's
+// repository. Without it such copies happen and are reported
+// (Transfer.RefusedMounts, Transfer.Notes).
+func WithRequireMount(on bool) Option { return func(o *options) { o.requireMount = on } }
 
 // WithProgress receives progress reports; it must return quickly.
 func WithProgress(f func(Progress)) Option { return func(o *options) { o.progress = f } }

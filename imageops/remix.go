@@ -3,6 +3,7 @@ package imageops
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -71,7 +72,7 @@ func Remix(ctx context.Context, req RemixRequest, opts ...Option) (_ *RemixResul
 			return nil, err
 		}
 		toOCI = toOCI || oci
-		res.Removed, res.Added = removed, added
+		res.Removed, res.Added = union(res.Removed, removed), union(res.Added, added)
 		images = append(images, platformImage{platform: pa.platform, image: img})
 	}
 
@@ -215,4 +216,15 @@ func manifestAndConfig(img v1.Image, what string) (*v1.Manifest, *v1.ConfigFile,
 		return nil, nil, fmt.Errorf("reading the %s config: %w", what, err)
 	}
 	return mf, cf, nil
+}
+
+// union appends to l the members of add it does not have yet: the layers
+// removed or added on any platform of an index.
+func union(l, add []string) []string {
+	for _, s := range add {
+		if !slices.Contains(l, s) {
+			l = append(l, s)
+		}
+	}
+	return l
 }

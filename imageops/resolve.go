@@ -17,6 +17,9 @@ type source struct {
 	ref    name.Digest     // repo@digest of the manifest or index the reference named
 	index  v1.ImageIndex   // the index, when the reference named one
 	images []platformImage // one, or one per platform with --platform all
+	// attestations counts the index's manifests that are no runnable
+	// image (unknown/unknown attestations), left out of a new index.
+	attestations int
 }
 
 type platformImage struct {
@@ -40,6 +43,9 @@ func (o *options) resolve(ctx context.Context, ref name.Reference, ropts []remot
 		if err := o.checkConfigSize(img, what, ref); err != nil {
 			return nil, err
 		}
+		if err := o.checkSinglePlatform(img, what, ref); err != nil {
+			return nil, err
+		}
 		src.images = []platformImage{{image: img}}
 		return src, nil
 	}
@@ -55,6 +61,9 @@ func (o *options) resolve(ctx context.Context, ref name.Reference, ropts []remot
 	var have []string
 	for _, d := range im.Manifests {
 		if d.Platform == nil || d.Platform.OS == "unknown" || !d.MediaType.IsImage() {
+			if d.Platform != nil && d.Platform.OS == "unknown" {
+				src.attestations++
+			}
 			continue // attestations and nested indexes are not runnable images
 		}
 		have = append(have, d.Platform.String())
@@ -86,6 +95,28 @@ func (o *options) resolve(ctx context.Context, ref name.Reference, ropts []remot
 		src.index = nil // one platform chosen: the result is a single image
 	}
 	return src, nil
+}
+
+// checkSinglePlatform refuses a single-platform image whose config names
+// another platform than the one chosen with WithExactPlatform: taking it
+// anyway would publish an image for a platform nobody asked for.
+func (o *options) checkSinglePlatform(img v1.Image, what string, ref name.Reference) error {
+	if !o.exactPlatform || o.platform == nil {
+		return nil
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return registryErr(err, fmt.Sprintf("reading the config of %s %s", what, ref))
+	}
+	have := v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
+	if have.OS == "" && have.Architecture == "" {
+		return nil // the config does not say: nothing to compare
+	}
+	if !platformMatches(have, *o.platform) {
+		return invalidf("%s %s is a single-platform %s image; it has no %s image (choose %s, or a base that has %s)",
+			what, ref, have.String(), o.platform, have.String(), o.platform)
+	}
+	return nil
 }
 
 // checkConfigSize refuses an image whose manifest declares a config larger

@@ -18,6 +18,7 @@ import (
 //	r8im_downloaded_bytes_total{type}        weights and layer bytes read (S3, HTTP, registry)
 //	r8im_uploaded_bytes_total{type}          blob bytes sent to the registry
 //	r8im_mounted_bytes_total{type}           blob bytes the registry mounted or already had: not sent
+//	r8im_refused_mount_bytes_total{type}     base blob bytes the registry would not mount: downloaded and uploaded again
 //	r8im_stage_duration_seconds{type,stage}  histogram of seconds per stage of succeeded tasks (imageops' stage names)
 //	r8im_reused_layers_total{type}           layer conversions taken from the shared-layer cache
 //
@@ -28,6 +29,7 @@ type Metrics struct {
 	downloaded *prometheus.CounterVec
 	uploaded   *prometheus.CounterVec
 	mounted    *prometheus.CounterVec
+	refused    *prometheus.CounterVec
 	stage      *prometheus.HistogramVec
 	reused     *prometheus.CounterVec
 }
@@ -55,6 +57,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		mounted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "r8im_mounted_bytes_total", Help: "Blob bytes that succeeded tasks did not send because the registry mounted them or already had them, by task type.",
 		}, []string{"type"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "r8im_refused_mount_bytes_total", Help: "Base blob bytes that succeeded tasks copied (downloaded and uploaded again) because the registry refused to mount them, by task type.",
+		}, []string{"type"}),
 		stage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "r8im_stage_duration_seconds", Help: "Seconds spent per stage (resolve, upload, push, verify, remix, recompress, ...) by succeeded tasks, by task type.",
 			Buckets: stageBuckets,
@@ -63,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "r8im_reused_layers_total", Help: "Layer conversions taken from the shared-layer cache instead of being recomputed, by task type.",
 		}, []string{"type"}),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.downloaded, m.uploaded, m.mounted, m.stage, m.reused} {
+	for _, c := range []prometheus.Collector{m.duration, m.downloaded, m.uploaded, m.mounted, m.refused, m.stage, m.reused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the task metrics: %w", err)
 		}
@@ -80,7 +85,8 @@ func (m *Metrics) Observe(o Outcome) {
 	s := o.Success
 	m.downloaded.WithLabelValues(o.Type).Add(float64(max(s.DownloadedBytes, 0)))
 	m.uploaded.WithLabelValues(o.Type).Add(float64(max(s.UploadedBytes, 0)))
-	m.mounted.WithLabelValues(o.Type).Add(float64(max(s.MountedBytes, 0)))
+	m.mounted.WithLabelValues(o.Type).Add(float64(max(s.MountedBytes, 0) + max(s.SkippedBytes, 0)))
+	m.refused.WithLabelValues(o.Type).Add(float64(max(s.RefusedMountBytes, 0)))
 	m.reused.WithLabelValues(o.Type).Add(float64(max(s.ReusedLayers, 0)))
 	for name, secs := range s.Stages {
 		m.stage.WithLabelValues(o.Type, name).Observe(secs)

@@ -76,7 +76,7 @@ func TestMetricsObserveOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Observe(jobs.Outcome{Type: jobs.TypeAffix, Queue: "publish", Status: jobs.OutcomeSucceeded, Duration: 3 * time.Second, Success: storage.Success{
-		DownloadedBytes: 1000, UploadedBytes: 900, MountedBytes: 5000, Stages: map[string]float64{"resolve": 0.5, "upload": 2, "push": 0.25},
+		DownloadedBytes: 1000, UploadedBytes: 900, MountedBytes: 5000, SkippedBytes: 700, RefusedMountBytes: 300, Stages: map[string]float64{"resolve": 0.5, "upload": 2, "push": 0.25},
 	}})
 	m.Observe(jobs.Outcome{Type: jobs.TypeZstd, Queue: "backfill", Status: jobs.OutcomeSucceeded, Duration: time.Second, Success: storage.Success{
 		DownloadedBytes: 70, UploadedBytes: 40, ReusedLayers: 2, Stages: map[string]float64{"recompress": 0.75},
@@ -95,7 +95,8 @@ func TestMetricsObserveOutcomes(t *testing.T) {
 		`r8im_task_duration_seconds_count{status=succeeded,type=image:zstd}`:  1,
 		`r8im_downloaded_bytes_total{type=image:affix}`:                       1000,
 		`r8im_uploaded_bytes_total{type=image:affix}`:                         900,
-		`r8im_mounted_bytes_total{type=image:affix}`:                          5000,
+		`r8im_mounted_bytes_total{type=image:affix}`:                          5700, // mounted or already there
+		`r8im_refused_mount_bytes_total{type=image:affix}`:                    300,
 		`r8im_reused_layers_total{type=image:affix}`:                          0,
 		`r8im_downloaded_bytes_total{type=image:zstd}`:                        70,
 		`r8im_uploaded_bytes_total{type=image:zstd}`:                          40,

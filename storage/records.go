@@ -82,6 +82,8 @@ type Record struct {
 	UploadedBytes    int64  `json:"uploaded_bytes,omitempty"`
 	MountedBytes     int64  `json:"mounted_bytes,omitempty"`
 	DownloadedBytes  int64  `json:"downloaded_bytes,omitempty"`
+	// RefusedMountBytes: base blobs the registry would not mount, copied.
+	RefusedMountBytes int64 `json:"refused_mount_bytes,omitempty"`
 	// SavedBytes is what a recompression saved: old minus new layer sizes.
 	SavedBytes int64 `json:"saved_bytes,omitempty"`
 	// ReusedLayers counts layers whose conversion the shared-layer cache
@@ -102,18 +104,20 @@ type Record struct {
 
 // Success is what a finished publish reports.
 type Success struct {
-	Result           string // repo@sha256:… (required)
-	BaseDigest       string
-	LayerDigest      string
-	LayerDiffID      string
-	LayerSize        int64
-	UncompressedSize int64
-	UploadedBytes    int64
-	MountedBytes     int64
-	DownloadedBytes  int64
-	SavedBytes       int64              // recompression: old minus new layer sizes
-	ReusedLayers     int64              // recompression: conversions taken from the shared-layer cache
-	Stages           map[string]float64 // seconds per stage
+	Result            string // repo@sha256:… (required)
+	BaseDigest        string
+	LayerDigest       string
+	LayerDiffID       string
+	LayerSize         int64
+	UncompressedSize  int64
+	UploadedBytes     int64
+	MountedBytes      int64
+	DownloadedBytes   int64
+	SkippedBytes      int64              // blobs the registry already had (not stored; metrics)
+	RefusedMountBytes int64              // base blobs the registry would not mount, copied
+	SavedBytes        int64              // recompression: old minus new layer sizes
+	ReusedLayers      int64              // recompression: conversions taken from the shared-layer cache
+	Stages            map[string]float64 // seconds per stage
 }
 
 // Records keeps publish records in Redis: one hash per record
@@ -290,6 +294,7 @@ func (r *Records) Succeed(ctx context.Context, id string, s Success) (first bool
 		{"layer_size", s.LayerSize}, {"uncompressed_size", s.UncompressedSize},
 		{"uploaded_bytes", s.UploadedBytes}, {"mounted_bytes", s.MountedBytes},
 		{"downloaded_bytes", s.DownloadedBytes}, {"saved_bytes", s.SavedBytes}, {"reused_layers", s.ReusedLayers},
+		{"refused_mount_bytes", s.RefusedMountBytes},
 	} {
 		if f.v != 0 {
 			fields = append(fields, f.name, f.v)
@@ -436,7 +441,8 @@ func decodeRecord(h map[string]string) (*Record, error) {
 		"layer_size": &rec.LayerSize, "uncompressed_size": &rec.UncompressedSize,
 		"uploaded_bytes": &rec.UploadedBytes, "mounted_bytes": &rec.MountedBytes,
 		"downloaded_bytes": &rec.DownloadedBytes, "saved_bytes": &rec.SavedBytes, "reused_layers": &rec.ReusedLayers,
-		"progress_done": &rec.ProgressDone, "progress_total": &rec.ProgressTotal,
+		"refused_mount_bytes": &rec.RefusedMountBytes,
+		"progress_done":       &rec.ProgressDone, "progress_total": &rec.ProgressTotal,
 	} {
 		if v := h[name]; v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)

@@ -45,9 +45,13 @@ func (g *globals) options(cmd *cobra.Command) ([]imageops.Option, *cli.Progress,
 		return nil, nil, err
 	}
 	opts = append(opts, nopts...)
+	platform := imageops.WithPlatform(p)
+	if cmd.Flags().Changed("platform") {
+		platform = imageops.WithExactPlatform(p) // chosen: a single-platform base must have it
+	}
 	progress := cli.NewProgress(cmd.ErrOrStderr(), g.quiet || g.json && !cli.IsTerminal(cmd.ErrOrStderr()))
 	return append(opts,
-		imageops.WithPlatform(p),
+		platform,
 		imageops.WithProgress(progress.Report),
 		imageops.WithUserAgent("r8im/"+strings.Fields(cli.Version())[0]),
 		imageops.WithTarLimits(imageops.TarLimits{MaxEntries: g.cfg.Limits.MaxTarEntries,

@@ -35,6 +35,7 @@ func ImageOptions(reg config.Registry) ([]imageops.Option, error) {
 		imageops.WithCogToken(string(reg.Token)),
 		imageops.WithInsecure(reg.Insecure),
 		imageops.WithChunkSize(reg.ChunkSize),
+		imageops.WithRequireMount(reg.RequireMount),
 	}, nil
 }
 
