@@ -149,11 +149,15 @@ func untrustedCertificate(err error) bool {
 
 // IsPermanent reports whether retrying the operation cannot help: a bad
 // request or input, a policy violation, something missing or too large,
-// refused credentials. Network errors (stalled connections included), 5xx
-// and 429 are not permanent.
+// refused credentials, or an error that says so with a Permanent() bool
+// method (a weights source's, so that an upload never re-reads it).
+// Network errors (stalled connections included), 5xx and 429 are not
+// permanent.
 func IsPermanent(err error) bool {
+	var marked interface{ Permanent() bool }
 	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnauthorized) ||
-		errors.Is(err, ErrNoWeights) || errors.Is(err, ErrTooLarge) || isInputError(err)
+		errors.Is(err, ErrNoWeights) || errors.Is(err, ErrTooLarge) || isInputError(err) ||
+		errors.As(err, &marked) && marked.Permanent()
 }
 
 // RetryAfterError is a transient failure during which the server (a

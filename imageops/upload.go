@@ -401,8 +401,13 @@ func (u *blobUpload) Write(p []byte) (int, error) {
 		}
 		k := min(len(p), int(u.chunk)-len(u.buf))
 		if len(u.buf)+k > cap(u.buf) {
-			// Grow by doubling up to one chunk: a small blob holds little.
-			nb := make([]byte, len(u.buf), min(int(u.chunk), max(2*cap(u.buf), len(u.buf)+k, 1<<20)))
+			// 1 MiB first, then the whole chunk at once: a small blob holds
+			// little, a big one one chunk (growing by steps would hold more).
+			size := int(u.chunk)
+			if cap(u.buf) == 0 {
+				size = min(size, max(k, 1<<20))
+			}
+			nb := make([]byte, len(u.buf), size)
 			copy(nb, u.buf)
 			u.mem, u.buf = nb, nb
 		}

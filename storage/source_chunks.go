@@ -177,12 +177,14 @@ func (c *chunkReader) dispatch() {
 func (c *chunkReader) fetch(i int64, buf []byte, ch chan<- chunkResult) {
 	defer c.wg.Done()
 	alive := c.fetchesAlive.Add(1)
-	defer c.fetchesAlive.Add(-1)
 	for m := c.maxInFlight.Load(); alive > m && !c.maxInFlight.CompareAndSwap(m, alive); m = c.maxInFlight.Load() {
 	}
 	off := i * c.chunk
 	buf = buf[:min(c.chunk, c.size-off)]
 	err := c.src.retry(c.ctx, &c.retries, func(ctx context.Context) error { return c.fill(ctx, off, buf) })
+	// Not in flight any more: counted down before the result is handed
+	// over, since handing it over frees the buffer the next fetch takes.
+	c.fetchesAlive.Add(-1)
 	if err != nil && c.ctx.Err() == nil {
 		err = fmt.Errorf("reading %s (bytes %d-%d): %w", c.url, off, off+int64(len(buf))-1, err)
 		c.cancel(err) // the first failure stops the other fetches

@@ -38,7 +38,7 @@ const (
 	CaseRegctl = "regctl" // regctl image mod --layer-compress zstd
 	CaseCache  = "cache"  // a second image through the shared-layer cache
 	CaseQueue  = "queue"  // enqueue and no-op worker throughput
-	CaseChunk  = "chunk"  // affix in one request vs 96 MiB chunks; chunks through a 100 MB body cap
+	CaseChunk  = "chunk"  // affix in one request vs 96 MiB chunks; chunks through a 100 MiB body cap
 )
 
 // AllCases is every case group, in the order they run.

@@ -9,14 +9,15 @@ import (
 	"github.com/r8im/r8im/internal/testenv"
 )
 
-// chunkBodyCap is the request-body cap of the capped front: Cloudflare's
-// 100 MB of smaller plans.
-const chunkBodyCap = 100_000_000
+// chunkBodyCap is the request-body cap of the capped front: the 100 MB of
+// Cloudflare's smaller plans, read as 100 MiB; a front that means 10^8 bytes
+// refuses the first 96 MiB chunk with a 413, and r8im halves its chunks.
+const chunkBodyCap = 100 << 20
 
 // chunkRuns measures, per run, what chunked uploads cost: `r8im affix
 // --compression none` in one request (--chunk-size 0), to compare with the
 // default (96 MiB chunks, measured by the affix case), and chunked through a
-// front that refuses bodies over 100 MB, where one request fails.
+// front that refuses bodies over 100 MiB, where one request fails.
 type chunkRuns struct {
 	single, capped []float64
 	largest        int64
@@ -43,7 +44,7 @@ func (b *bench) chunkRun(ctx context.Context, c *chunkRuns, sn, tarPath string, 
 	}
 	c.single = append(c.single, r.seconds)
 
-	b.logf("%s run %d/%d: r8im affix --compression none through a front capping bodies at 100 MB", sn, i, b.cfg.Runs)
+	b.logf("%s run %d/%d: r8im affix --compression none through a front capping bodies at 100 MiB", sn, i, b.cfg.Runs)
 	base := strings.Replace(b.base, host, c.proxy.Host, 1)
 	r, err = b.exec(ctx, nil, nil, b.bins.r8im, "affix", "-q", "--json", "--base", base,
 		"--dest", fmt.Sprintf("%s/models/capped-%s-%d", c.proxy.Host, strings.ToLower(sn), i), "--tar", tarPath, "--compression", "none", "--created", created)
@@ -72,8 +73,8 @@ func (b *bench) chunkResults(c *chunkRuns, sn string, size int64, chunked []floa
 			Runs: chunked, Ratio: m / single, RatioOf: "÷ one request", Target: "≤ 1.05", Holds: holds(m/single <= 1.05)})
 	}
 	capped := median(c.capped)
-	b.add(Result{Case: "affix-capped-" + sn, Title: "r8im affix --compression none through a front refusing bodies over 100 MB, " + sn, Size: size, Unit: "s",
+	b.add(Result{Case: "affix-capped-" + sn, Title: "r8im affix --compression none through a front refusing bodies over 100 MiB, " + sn, Size: size, Unit: "s",
 		Runs: c.capped, Ratio: capped / rawMed, RatioOf: "÷ raw", Bytes: c.largest,
-		Target: "largest body ≤ 100 MB", Holds: holds(c.largest <= chunkBodyCap),
+		Target: "largest body ≤ 100 MiB", Holds: holds(c.largest <= chunkBodyCap),
 		Note: fmt.Sprintf("largest request body %d bytes; the test proxy itself costs time", c.largest)})
 }
