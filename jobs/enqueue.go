@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -250,4 +252,70 @@ func (e *Enqueuer) find(id string) (string, *asynq.TaskInfo, error) {
 		}
 	}
 	return "", nil, fmt.Errorf("no task %s in any queue (finished tasks are kept 24h; its record may still exist)", id)
+}
+
+// IDForms says what the ids the operator commands take look like.
+const IDForms = "a task id (affix:<event id>, remix:<hash>, zstd:<hash>, as enqueue prints it) or the event id of an affix (run-42)"
+
+// ErrUnknownID marks an id that names no record and no queued task.
+var ErrUnknownID = errors.New("no task or record")
+
+// ResolveID returns the task id that id names: id itself when a record or
+// a queued task has that id, else the affix task of event id
+// (affix:<id>) when that exists. Operators know event ids; the task id
+// of an event is affix:<event id>. An id that names nothing is
+// ErrUnknownID, with a message saying what ids look like.
+func (e *Enqueuer) ResolveID(ctx context.Context, id string) (string, error) {
+	candidates := []string{id}
+	if EventIDPattern.MatchString(id) {
+		candidates = append(candidates, AffixPayload{EventID: id}.TaskID())
+	}
+	for _, c := range candidates {
+		_, err := e.records.Get(ctx, c)
+		switch {
+		case err == nil:
+			return c, nil
+		case !errors.Is(err, storage.ErrNoRecord):
+			return "", err
+		}
+		if _, _, err := e.find(c); err == nil {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("%w with id %q in this Redis: give %s", ErrUnknownID, id, IDForms)
+}
+
+// TaskStates are asynq's names for where a task is, as asynqmon shows
+// them; TaskIDs lists the tasks in one of them.
+var TaskStates = []string{"pending", "active", "scheduled", "retry", "archived", "completed"}
+
+// TaskIDs returns the ids of up to limit tasks in state (one of
+// TaskStates) in queue (every queue when ""), queue by queue.
+func (e *Enqueuer) TaskIDs(state, queue string, limit int) ([]string, error) {
+	list := map[string]func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){
+		"pending": e.inspector.ListPendingTasks, "active": e.inspector.ListActiveTasks,
+		"scheduled": e.inspector.ListScheduledTasks, "retry": e.inspector.ListRetryTasks,
+		"archived": e.inspector.ListArchivedTasks, "completed": e.inspector.ListCompletedTasks,
+	}[state]
+	if list == nil {
+		return nil, fmt.Errorf("unknown task state %q: use one of %s", state, strings.Join(TaskStates, ", "))
+	}
+	queues := []string{queue}
+	if queue == "" {
+		queues = slices.Sorted(maps.Keys(config.DefaultQueues))
+	}
+	var ids []string
+	for _, q := range queues {
+		infos, err := list(q, asynq.PageSize(limit))
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing %s tasks of queue %s: %w", state, q, err)
+		}
+		for _, ti := range infos {
+			ids = append(ids, ti.ID)
+		}
+	}
+	return ids, nil
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/cli"
 	"github.com/r8im/r8im/jobs"
@@ -101,7 +102,7 @@ derived from the inputs, so running the same command twice queues it once.`,
 	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default $SOURCE_DATE_EPOCH, else now; retries keep it)")
 	f.StringVar(&p.EventID, "event-id", "", "the training event this publishes (default: derived from the inputs)")
 	s.register(cmd)
-	return cmd
+	return a.uses(cmd, config.SectionRedis, config.SectionTasks, config.SectionRecords)
 }
 
 func (a *app) remixCmd() *cobra.Command {
@@ -134,7 +135,7 @@ func (a *app) remixCmd() *cobra.Command {
 	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default: B's)")
 	f.StringVar(&p.EventID, "event-id", "", "an event id to keep with the record")
 	s.register(cmd)
-	return cmd
+	return a.uses(cmd, config.SectionRedis, config.SectionTasks, config.SectionRecords)
 }
 
 func (a *app) zstdCmd() *cobra.Command {
@@ -175,5 +176,5 @@ worker recompresses exactly this image) and queues the recompression.`,
 	f.StringVar(&minSize, "min-size", "1MiB", "keep layers smaller than this as they are")
 	f.StringVar(&p.Platform, "platform", "", "platform (default linux/amd64), or all")
 	s.register(cmd)
-	return cmd
+	return a.uses(cmd, config.SectionRedis, config.SectionRegistry, config.SectionTasks, config.SectionRecords)
 }
