@@ -24,8 +24,8 @@ const (
 
 // setting binds one configuration value to its flag and environment names.
 type setting struct {
-	flag   string   // flag name; "" when the value is settable by environment only
-	env    []string // checked in order, the first one set wins
+	flag    string   // flag name; "" when the value is settable by environment only
+	env     []string // checked in order, the first one set wins
 	redact  redaction
 	value   pflag.Value // writes through to the Config field
 	f       *pflag.Flag // the flag, shared by every flag set it is added to
