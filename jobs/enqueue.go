@@ -52,6 +52,12 @@ type Request struct {
 	Metadata json.RawMessage
 	// CallbackURL is kept in the record for the result callback.
 	CallbackURL string
+	// Incidental names payload fields (by their JSON names) that do not
+	// identify the work: an enqueue whose record differs only in them is
+	// a duplicate, not a conflict. A backfill re-run gives a task another
+	// batch_id; an affix whose id is derived from its other inputs may
+	// differ in created.
+	Incidental []string
 }
 
 // ErrConflict marks an enqueue whose task id is taken by other work: the
@@ -104,7 +110,9 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r Request) (Enqueued, error) {
 	var ce *storage.ConflictError
 	switch {
 	case errors.As(err, &ce):
-		return out, e.conflict(ctx, id, ce.Fields, task.Payload())
+		if err := e.conflict(ctx, id, ce.Fields, task.Payload(), r.Incidental); err != nil {
+			return out, err
+		}
 	case err != nil:
 		return out, fmt.Errorf("recording %s: %w", id, err)
 	}
@@ -130,9 +138,9 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r Request) (Enqueued, error) {
 	return out, nil
 }
 
-// conflict names the fields that differ; for inputs, the payload fields
-// that do.
-func (e *Enqueuer) conflict(ctx context.Context, id string, fields []string, inputs []byte) error {
+// conflict names the fields that differ (for inputs, the payload fields
+// that do), or returns nil when only incidental payload fields do.
+func (e *Enqueuer) conflict(ctx context.Context, id string, fields []string, inputs []byte, incidental []string) error {
 	ce := &ConflictError{ID: id}
 	for _, f := range fields {
 		if f != "inputs" {
@@ -144,7 +152,14 @@ func (e *Enqueuer) conflict(ctx context.Context, id string, fields []string, inp
 			ce.Fields = append(ce.Fields, f)
 			continue
 		}
-		ce.Fields = append(ce.Fields, diffKeys(rec.Inputs, inputs)...)
+		for _, k := range diffKeys(rec.Inputs, inputs) {
+			if !slices.Contains(incidental, k) {
+				ce.Fields = append(ce.Fields, k)
+			}
+		}
+	}
+	if len(ce.Fields) == 0 {
+		return nil
 	}
 	return ce
 }

@@ -24,13 +24,13 @@ func (s *submitFlags) register(cmd *cobra.Command) {
 }
 
 // submit enqueues, prints the outcome, and follows the task with --wait.
-func (a *app) submit(cmd *cobra.Command, s submitFlags, p jobs.Payload, eventID string) error {
+func (a *app) submit(cmd *cobra.Command, s submitFlags, p jobs.Payload, eventID string, incidental ...string) error {
 	e, records, closeAll, err := a.enqueuer(cmd.Context())
 	if err != nil {
 		return err
 	}
 	defer closeAll()
-	res, err := e.Enqueue(cmd.Context(), jobs.Request{Payload: p, Queue: s.queue, EventID: eventID})
+	res, err := e.Enqueue(cmd.Context(), jobs.Request{Payload: p, Queue: s.queue, EventID: eventID, Incidental: incidental})
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,13 @@ derived from the inputs, so running the same command twice queues it once.`,
 			if p.EventID == "" {
 				p.EventID = "op-" + jobs.InputsID(p.Base, p.Weights, p.Dest, p.Target, p.Compression, fmt.Sprint(p.Level), p.Platform)
 			}
-			return a.submit(cmd, s, p, p.EventID)
+			// A time not given differs from run to run: the same command
+			// twice is one task, which keeps its first time.
+			var incidental []string
+			if created == "" {
+				incidental = append(incidental, "created")
+			}
+			return a.submit(cmd, s, p, p.EventID, incidental...)
 		},
 	}
 	f := cmd.Flags()
