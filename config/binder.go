@@ -24,10 +24,12 @@ const (
 
 // setting binds one configuration value to its flag and environment names.
 type setting struct {
-	flag   string   // flag name; "" when the value is settable by environment only
-	env    []string // checked in order, the first one set wins
-	redact redaction
-	value  pflag.Value // writes through to the Config field
+	flag    string   // flag name; "" when the value is settable by environment only
+	env     []string // checked in order, the first one set wins
+	redact  redaction
+	value   pflag.Value // writes through to the Config field
+	f       *pflag.Flag // the flag, shared by every flag set it is added to
+	section Section
 }
 
 // source names where a setting comes from, for error messages:
@@ -47,6 +49,7 @@ type binder struct {
 	fs       *pflag.FlagSet
 	settings []*setting
 	loadErrs []Problem
+	section  Section // of the settings bound next
 }
 
 func newBinder() *binder {
@@ -56,7 +59,7 @@ func newBinder() *binder {
 // bind registers a setting. The flag is registered on the binder's own flag
 // set; RegisterFlags copies it to a command's flag set.
 func (b *binder) bind(v pflag.Value, flag, short string, env []string, r redaction, usage string) {
-	s := &setting{flag: flag, env: env, redact: r, value: v}
+	s := &setting{flag: flag, env: env, redact: r, value: v, section: b.section}
 	if flag != "" {
 		if len(env) > 0 {
 			usage = fmt.Sprintf("%s (env %s)", usage, strings.Join(env, ", "))
@@ -72,16 +75,23 @@ func (b *binder) bind(v pflag.Value, flag, short string, env []string, r redacti
 		if _, ok := v.(boolFlag); ok {
 			f.NoOptDefVal = "true"
 		}
+		s.f = f
 	}
 	b.settings = append(b.settings, s)
 }
 
 type boolFlag interface{ IsBoolFlag() bool }
 
-// registerFlags adds every bound flag to fs (a command's flag set).
-func (b *binder) registerFlags(fs *pflag.FlagSet) {
-	b.fs.VisitAll(func(f *pflag.Flag) { fs.AddFlag(f) })
-	b.fs = fs
+// registerFlags adds the bound flags of the given sections (every flag
+// when none is given) to fs (a command's flag set). A flag may be added to
+// several commands' flag sets: they share it, and load sees it as given
+// whichever command parsed it.
+func (b *binder) registerFlags(fs *pflag.FlagSet, sections ...Section) {
+	for _, s := range b.settings {
+		if s.f != nil && (len(sections) == 0 || slices.Contains(sections, s.section)) && fs.Lookup(s.flag) == nil {
+			fs.AddFlag(s.f)
+		}
+	}
 }
 
 // load applies environment variables to every setting whose flag was not set
@@ -91,7 +101,7 @@ func (b *binder) load(lookup LookupFunc) {
 	b.loadErrs = nil
 	for _, s := range b.settings {
 		if s.flag != "" {
-			if f := b.fs.Lookup(s.flag); f != nil && f.Changed {
+			if s.f != nil && s.f.Changed {
 				continue
 			}
 		}

@@ -20,6 +20,31 @@ type settings struct{ b *binder }
 // command's flags). Flags set on the command line win over the environment.
 func (s settings) RegisterFlags(fs *pflag.FlagSet) { s.b.registerFlags(fs) }
 
+// Section names a group of settings of a Config, so that a command can
+// show only the flags it uses (RegisterSections). Every setting is still
+// read from the environment.
+type Section string
+
+// The sections of Enqueue.
+const (
+	SectionRedis    Section = "redis"
+	SectionRegistry Section = "registry"
+	SectionLog      Section = "log"
+	SectionTasks    Section = "tasks"   // task timeouts and retries
+	SectionEvents   Section = "events"  // the event receiver
+	SectionRecords  Section = "records" // record TTL
+)
+
+// RegisterSections adds the flags of the given sections to fs; a command
+// that uses only some sections shows only their flags. The same flag may
+// be registered on several commands.
+func (s settings) RegisterSections(fs *pflag.FlagSet, sections ...Section) {
+	if len(sections) == 0 {
+		return
+	}
+	s.b.registerFlags(fs, sections...)
+}
+
 // Load reads the environment through lookup for every setting whose flag was
 // not given. Unparseable values are reported by Validate.
 func (s settings) Load(lookup LookupFunc) { s.b.load(lookup) }
@@ -163,11 +188,17 @@ type Enqueue struct {
 // NewEnqueue returns an enqueue configuration holding the defaults.
 func NewEnqueue() *Enqueue {
 	c := &Enqueue{settings: settings{newBinder()}}
+	c.b.section = SectionRedis
 	c.Redis.bind(c.b)
+	c.b.section = SectionRegistry
 	c.Registry.bind(c.b)
+	c.b.section = SectionLog
 	c.Log.bind(c.b)
+	c.b.section = SectionTasks
 	c.Tasks.bind(c.b)
+	c.b.section = SectionEvents
 	c.Events.bind(c.b)
+	c.b.section = SectionRecords
 	c.b.bind(durationVar(&c.RecordTTL, DefaultRecordTTL), "record-ttl", "", []string{"R8IM_RECORD_TTL"}, plain,
 		"how long publish records are kept in Redis")
 	return c

@@ -9,15 +9,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path"
 	"reflect"
-	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/go-containerregistry/pkg/name"
-
+	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/jobs"
 )
 
@@ -307,12 +304,6 @@ var Compressions = []string{"gzip", "zstd", "none"}
 // idPattern is jobs' event id pattern: the event id becomes the task id.
 var idPattern = jobs.EventIDPattern // an event id becomes part of a task id
 
-// tagPattern is the distribution spec's tag.
-var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-
-// pathComponent is the distribution spec's repository path component.
-var pathComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
-
 // Validate checks every field and the allowlists, and returns a
 // *ValidationError listing every problem, or nil. Messages never repeat a
 // URL's query (presigned credentials) or user info.
@@ -335,6 +326,7 @@ func (e *TrainingCompleted) validate(a *Allowlists) error {
 	checkDestination(&ps, e.Destination, a)
 	checkTarget(&ps, e.Target, a)
 	if c := e.Compression; c != "" && !contains(Compressions, c) {
+		// The wire form is the schema's enum; what each value means is imageops'.
 		ps.addf("compression", "%q is not one of %s (the default is gzip)", clip(c), strings.Join(Compressions, ", "))
 	}
 	switch t := e.CompletedAt; {
@@ -397,12 +389,15 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// checkTarget wants a clean absolute directory below /, and one of the
-// allowed targets (DefaultTarget when none is configured); no target is
-// DefaultTarget.
+// checkTarget applies imageops.CheckTarget, then the allowed targets
+// (DefaultTarget when none is configured); no target is DefaultTarget.
 func checkTarget(ps *problems, t string, a *Allowlists) {
-	if t != "" && (len(t) > maxRefLen || !path.IsAbs(t) || path.Clean(t) != t || t == "/" || hasControlOrSpace(t)) {
-		ps.addf("target", "%q must be a clean absolute directory below /, such as /src/weights (no '..', no trailing '/', no spaces)", clip(t))
+	if len(t) > maxRefLen {
+		ps.addf("target", "is longer than %d bytes", maxRefLen)
+		return
+	}
+	if err := imageops.CheckTarget(t); err != nil {
+		ps.addf("target", "%v", err)
 		return
 	}
 	if a == nil {
@@ -421,29 +416,16 @@ func checkTarget(ps *problems, t string, a *Allowlists) {
 	}
 }
 
-// checkBase wants what jobs does, a full reference by tag or digest with its
-// registry host, and clean repository path components; then a repository
-// that the base allowlist allows.
+// checkBase applies imageops.CheckReference (what jobs and the worker
+// want), then the base allowlist.
 func checkBase(ps *problems, ref string, a *Allowlists) {
-	if ref == "" {
-		ps.addf("base", "required: the base image, such as r8.im/acme/model-base@sha256:… or r8.im/acme/model-base:v3")
-		return
-	}
 	if len(ref) > maxRefLen {
 		ps.addf("base", "is longer than %d bytes", maxRefLen)
 		return
 	}
-	r, err := name.ParseReference(ref, name.StrictValidation)
+	r, err := imageops.CheckReference(ref)
 	if err != nil {
-		ps.addf("base", "%q is not an image reference with a registry host and a tag or digest, such as r8.im/acme/model-base:v3", clip(ref))
-		return
-	}
-	if !strings.HasPrefix(ref, r.Context().RegistryStr()+"/") {
-		ps.addf("base", "%q must start with its registry host, such as r8.im/%s", clip(ref), clip(ref))
-		return
-	}
-	if !cleanRepoPath(r.Context().RepositoryStr()) {
-		ps.addf("base", "%q has an empty, '.' or '..' path component", clip(ref))
+		ps.addf("base", "%s", clip(err.Error()))
 		return
 	}
 	if a == nil {
@@ -457,58 +439,28 @@ func checkBase(ps *problems, ref string, a *Allowlists) {
 	}
 }
 
-func cleanRepoPath(p string) bool {
-	for _, c := range strings.Split(p, "/") {
-		if !pathComponent.MatchString(c) {
-			return false
-		}
-	}
-	return true
-}
-
 func checkDestination(ps *problems, d Destination, a *Allowlists) {
 	repo := d.Repo
-	repoOK := false
-	switch {
-	case repo == "":
-		ps.addf("destination.repo", "required: the repository to push to, host/path such as r8.im/acme/model")
+	switch err := imageops.CheckRepository(repo); {
 	case len(repo) > maxRefLen:
 		ps.addf("destination.repo", "is longer than %d bytes", maxRefLen)
-	case strings.Contains(repo, "@"):
-		ps.addf("destination.repo", "%q names a digest: give host/path only, the digest is computed", clip(repo))
-	case strings.Contains(repo[strings.LastIndex(repo, "/")+1:], ":"):
+	case !strings.Contains(repo, "@") && strings.Contains(repo[strings.LastIndex(repo, "/")+1:], ":"):
+		// The event's shape, not a rule of repositories: the tag has its own member.
 		ps.addf("destination.repo", "%q has a tag: give host/path here and the tag in destination.tag", clip(repo))
-	default:
-		r, err := name.NewRepository(repo, name.StrictValidation)
+	case err != nil:
+		ps.addf("destination.repo", "%s", clip(err.Error()))
+	case a != nil:
 		host, rest, _ := strings.Cut(repo, "/")
 		switch {
-		case rest == "" || host != "localhost" && !strings.ContainsAny(host, ".:"):
-			ps.addf("destination.repo", "%q must start with its registry host, such as r8.im/%s", clip(repo), clip(repo))
-		case err != nil:
-			ps.addf("destination.repo", "%q is not host/path, such as r8.im/acme/model (lowercase letters, digits, '.', '_', '-')", clip(repo))
-		case r.RegistryStr() != host:
-			ps.addf("destination.repo", "%q must start with its registry host, such as r8.im/%s", clip(repo), clip(repo))
-		case !cleanRepoPath(rest):
-			ps.addf("destination.repo", "%q has an empty, '.' or '..' path component, or one that starts or ends with '.', '_' or '-'", clip(repo))
-		default:
-			repoOK = true
-			if a != nil {
-				switch {
-				case len(a.Destinations) == 0:
-					ps.addf("destination.repo", "no destination is allowed: the receiver's operator must set %s (such as r8.im/acme/*)", EnvAllowedDestinations)
-				case !allowedDest(a.Destinations, host, rest):
-					ps.addf("destination.repo", "%q is not allowed by %s: publish to an allowed repository, or ask the operator to add it", clip(repo), EnvAllowedDestinations)
-				}
-			}
+		case len(a.Destinations) == 0:
+			ps.addf("destination.repo", "no destination is allowed: the receiver's operator must set %s (such as r8.im/acme/*)", EnvAllowedDestinations)
+		case !allowedDest(a.Destinations, host, rest):
+			ps.addf("destination.repo", "%q is not allowed by %s: publish to an allowed repository, or ask the operator to add it", clip(repo), EnvAllowedDestinations)
 		}
 	}
 	if d.Tag != "" {
-		base := "r8.im/x"
-		if repoOK {
-			base = repo
-		}
-		if _, err := name.NewTag(base+":"+d.Tag, name.StrictValidation); err != nil || !tagPattern.MatchString(d.Tag) {
-			ps.addf("destination.tag", "%q is not a tag: 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'", clip(d.Tag))
+		if err := imageops.CheckTag(d.Tag); err != nil {
+			ps.addf("destination.tag", "%s", clip(err.Error()))
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/jobs"
 )
 
@@ -399,8 +400,8 @@ func TestSchemaMatchesStruct(t *testing.T) {
 	if got := root.Properties["id"].Pattern; got != idPattern.String() {
 		t.Errorf("id pattern %q, the code uses %q", got, idPattern)
 	}
-	if got := root.Properties["destination"].Properties["tag"].Pattern; got != tagPattern.String() {
-		t.Errorf("tag pattern %q, the code uses %q", got, tagPattern)
+	if got := root.Properties["destination"].Properties["tag"].Pattern; got != imageops.TagPattern.String() {
+		t.Errorf("tag pattern %q, the code uses %q", got, imageops.TagPattern)
 	}
 	if got := root.Properties["compression"].Enum; !slices.Equal(got, Compressions) {
 		t.Errorf("compression enum %q, the code accepts %q", got, Compressions)

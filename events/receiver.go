@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/r8im/r8im/internal/untrusted"
@@ -54,6 +56,31 @@ type Accepted struct {
 	TaskID  string        `json:"task_id"`
 	State   storage.State `json:"state"`
 	Known   bool          `json:"already_known"`
+}
+
+// Conflict is the 409 answer to an event whose id was received before
+// with another body: Fields names the members that differ.
+type Conflict struct {
+	Error  string   `json:"error"`
+	Fields []string `json:"fields"`
+}
+
+// payloadToEvent names the affix payload's fields as the event does.
+var payloadToEvent = map[string]string{"dest": "destination", "created": "completed_at", "event_id": "id"}
+
+// eventFields names the fields of a jobs.ConflictError as the event does.
+func eventFields(fields []string) []string {
+	out := make([]string, 0, len(fields))
+	for _, f := range fields {
+		if e, ok := payloadToEvent[f]; ok {
+			f = e
+		}
+		if !contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Handler routes POST /v1/events/training-completed, GET /v1/events/{id},
@@ -140,6 +167,16 @@ func (rc *Receiver) post(w http.ResponseWriter, r *http.Request) {
 	res, err := rc.Enqueuer.Enqueue(r.Context(), jobs.Request{
 		Payload: ev.Payload(), Queue: jobs.QueuePublish, EventID: ev.ID, Metadata: ev.Metadata, CallbackURL: ev.CallbackURL,
 	})
+	var ce *jobs.ConflictError
+	if errors.As(err, &ce) {
+		fields := eventFields(ce.Fields)
+		rc.log().Warn("event refused", "event_id", ev.ID, "reason", "its id is taken by another event", "differing", fields)
+		writeJSON(w, http.StatusConflict, Conflict{
+			Error:  fmt.Sprintf("event %s was already received with another %s: an event id names one event; send a new event with a new id", ev.ID, strings.Join(fields, ", ")),
+			Fields: fields,
+		})
+		return
+	}
 	if err != nil {
 		rc.log().Error("enqueueing an event", "event_id", ev.ID, "error", err)
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the event could not be queued; send it again (it is idempotent)"})

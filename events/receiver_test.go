@@ -133,6 +133,15 @@ func TestReceiver(t *testing.T) {
 		if n := queued(); n != 1 {
 			t.Fatalf("%d tasks queued, want 1", n)
 		}
+		// The same id with another body: 409 naming what differs, nothing queued.
+		other := bytes.Replace(bytes.Replace(body, []byte("/weights.tar"), []byte("/other.tar"), 1), []byte(`"run": "run-7"`), []byte(`"run": "other"`), 1)
+		resp, out = post(other, events.Sign(secret, time.Now(), other))
+		if resp.StatusCode != http.StatusConflict || mustJSON(out["fields"]) != `["metadata","weights"]` || !strings.Contains(mustJSON(out["error"]), "new id") {
+			t.Fatalf("another body under the same id: status %d %v; want 409 naming metadata and weights", resp.StatusCode, out)
+		}
+		if n := queued(); n != 1 {
+			t.Fatalf("%d tasks queued after a conflicting event, want 1", n)
+		}
 		getSigned := func(path string, sig string) *http.Response {
 			req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
 			if sig != "" {

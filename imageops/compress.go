@@ -33,23 +33,9 @@ func defaultLevel(c Compression, level int) int {
 }
 
 // checkLevel rejects levels that are out of range or not reproducible
-// (klauspost gzip level 0 depends on write sizes).
+// (klauspost gzip level 0 depends on write sizes): CheckLevel's rule.
 func checkLevel(c Compression, level int) error {
-	switch c {
-	case Gzip:
-		if level != gzip.HuffmanOnly && (level < 1 || level > 9) {
-			return invalidf("gzip level %d: use 1 (fastest) to 9 (smallest), or -2 (Huffman only); for no compression use --compression none", level)
-		}
-	case Zstd:
-		if level < 1 || level > 22 {
-			return invalidf("zstd level %d: use 1 (fastest) to 22 (smallest)", level)
-		}
-	case Uncompressed:
-		if level != 0 {
-			return invalidf("--level %d makes no sense with --compression none", level)
-		}
-	}
-	return nil
+	return CheckLevel(c, level)
 }
 
 // newCompressor wraps w in the compressor for c at level. Output is

@@ -226,7 +226,7 @@ func (b *Backfill) one(ctx context.Context, req BackfillRequest, img string, lim
 	if err := b.Batches.Add(ctx, req.BatchID, item.TaskID); err != nil {
 		return item, err
 	}
-	enq, err := b.Enqueuer.Enqueue(ctx, Request{Payload: p, Queue: QueueBackfill})
+	enq, err := b.Enqueuer.Enqueue(ctx, Request{Payload: p, Queue: QueueBackfill, Incidental: []string{"batch_id"}})
 	if err != nil {
 		if rerr := b.Batches.Remove(context.WithoutCancel(ctx), req.BatchID, item.TaskID); rerr != nil {
 			return item, errors.Join(err, rerr)

@@ -1,10 +1,15 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -47,11 +52,43 @@ type Request struct {
 	Metadata json.RawMessage
 	// CallbackURL is kept in the record for the result callback.
 	CallbackURL string
+	// Incidental names payload fields (by their JSON names) that do not
+	// identify the work: an enqueue whose record differs only in them is
+	// a duplicate, not a conflict. A backfill re-run gives a task another
+	// batch_id; an affix whose id is derived from its other inputs may
+	// differ in created.
+	Incidental []string
 }
 
-// Enqueue adds the task unless a task with its id is already queued or has
-// succeeded: a duplicate is reported as Existing with the current state,
-// not as an error.
+// ErrConflict marks an enqueue whose task id is taken by other work: the
+// same event id (or task id) with other inputs, metadata or callback.
+var ErrConflict = errors.New("the id is already used for other work")
+
+// ConflictError says which fields of a request differ from what the
+// existing record holds: payload fields by their JSON names (base,
+// weights, dest, …), and metadata, callback_url or type.
+type ConflictError struct {
+	ID     string
+	Fields []string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("%s is already queued or done with another %s: give the new work a new id, or send exactly the same request again",
+		e.ID, strings.Join(e.Fields, ", "))
+}
+
+// Unwrap makes errors.Is(err, ErrConflict) hold.
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// Enqueue writes the task's record (state queued), then adds the task,
+// unless its record has succeeded or the task is already queued: a
+// duplicate is reported as Existing with the current state, not as an
+// error. The record comes first so that a worker that picks the task up
+// at once finds the event id, metadata and callback URL; if it got there
+// first anyway (a task queued by other means), the record's missing
+// fields are filled in. A request whose id is taken by a record with
+// other inputs, metadata or callback URL is refused with a
+// *ConflictError naming them, and nothing is queued.
 func (e *Enqueuer) Enqueue(ctx context.Context, r Request) (Enqueued, error) {
 	task, err := NewTask(r.Payload)
 	if err != nil {
@@ -62,9 +99,28 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r Request) (Enqueued, error) {
 	if _, known := config.DefaultQueues[r.Queue]; !known {
 		return out, fmt.Errorf("unknown queue %q: use publish, ops or backfill", r.Queue)
 	}
-	if rec, err := e.records.Get(ctx, id); err == nil && rec.State == storage.StateSucceeded {
-		out.Existing, out.State, out.Queue = true, rec.State, rec.Queue
-		return out, nil
+	meta, err := canonicalJSON(r.Metadata)
+	if err != nil {
+		return out, fmt.Errorf("metadata of %s: %w", id, err)
+	}
+	created, err := e.records.Create(ctx, storage.Record{
+		ID: id, Type: task.Type(), Queue: r.Queue, EventID: r.EventID, Inputs: task.Payload(), Metadata: meta,
+		CallbackURL: r.CallbackURL,
+	})
+	var ce *storage.ConflictError
+	switch {
+	case errors.As(err, &ce):
+		if err := e.conflict(ctx, id, ce.Fields, task.Payload(), r.Incidental); err != nil {
+			return out, err
+		}
+	case err != nil:
+		return out, fmt.Errorf("recording %s: %w", id, err)
+	}
+	if !created {
+		if rec, err := e.records.Get(ctx, id); err == nil && rec.State == storage.StateSucceeded {
+			out.Existing, out.State, out.Queue = true, rec.State, rec.Queue
+			return out, nil
+		}
 	}
 	pol := e.policies[task.Type()]
 	_, err = e.client.EnqueueContext(ctx, task, asynq.Queue(r.Queue), asynq.Timeout(pol.Timeout),
@@ -77,15 +133,80 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r Request) (Enqueued, error) {
 		}
 		return out, nil
 	case err != nil:
-		return out, fmt.Errorf("enqueueing %s: %w", id, err)
-	}
-	if _, err := e.records.Create(ctx, storage.Record{
-		ID: id, Type: task.Type(), Queue: r.Queue, EventID: r.EventID, Inputs: task.Payload(), Metadata: r.Metadata,
-		CallbackURL: r.CallbackURL,
-	}); err != nil {
-		return out, fmt.Errorf("recording %s (it is queued): %w", id, err)
+		return out, fmt.Errorf("enqueueing %s (its record is written; enqueue it again): %w", id, err)
 	}
 	return out, nil
+}
+
+// conflict names the fields that differ (for inputs, the payload fields
+// that do), or returns nil when only incidental payload fields do.
+func (e *Enqueuer) conflict(ctx context.Context, id string, fields []string, inputs []byte, incidental []string) error {
+	ce := &ConflictError{ID: id}
+	for _, f := range fields {
+		if f != "inputs" {
+			ce.Fields = append(ce.Fields, f)
+			continue
+		}
+		rec, err := e.records.Get(ctx, id)
+		if err != nil {
+			ce.Fields = append(ce.Fields, f)
+			continue
+		}
+		for _, k := range diffKeys(rec.Inputs, inputs) {
+			if !slices.Contains(incidental, k) {
+				ce.Fields = append(ce.Fields, k)
+			}
+		}
+	}
+	if len(ce.Fields) == 0 {
+		return nil
+	}
+	return ce
+}
+
+// diffKeys lists the top-level members in which two JSON objects differ,
+// sorted; "inputs" when either is not an object.
+func diffKeys(a, b []byte) []string {
+	var ma, mb map[string]json.RawMessage
+	if json.Unmarshal(a, &ma) != nil || json.Unmarshal(b, &mb) != nil {
+		return []string{"inputs"}
+	}
+	var out []string
+	for k, v := range ma {
+		if w, ok := mb[k]; !ok || !bytes.Equal(v, w) {
+			out = append(out, k)
+		}
+	}
+	for k := range mb {
+		if _, ok := ma[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	if len(out) == 0 {
+		return []string{"inputs"}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// canonicalJSON re-encodes a JSON value with sorted keys and no spaces
+// (numbers kept as written), so a resent event whose metadata differs only
+// in layout is the same request.
+func canonicalJSON(raw json.RawMessage) (json.RawMessage, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("not valid JSON: %w", err)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encoding: %w", err)
+	}
+	return b, nil
 }
 
 // Close releases the Redis connections of the client and inspector.
@@ -146,4 +267,70 @@ func (e *Enqueuer) find(id string) (string, *asynq.TaskInfo, error) {
 		}
 	}
 	return "", nil, fmt.Errorf("no task %s in any queue (finished tasks are kept 24h; its record may still exist)", id)
+}
+
+// IDForms says what the ids the operator commands take look like.
+const IDForms = "a task id (affix:<event id>, remix:<hash>, zstd:<hash>, as enqueue prints it) or the event id of an affix (run-42)"
+
+// ErrUnknownID marks an id that names no record and no queued task.
+var ErrUnknownID = errors.New("no task or record")
+
+// ResolveID returns the task id that id names: id itself when a record or
+// a queued task has that id, else the affix task of event id
+// (affix:<id>) when that exists. Operators know event ids; the task id
+// of an event is affix:<event id>. An id that names nothing is
+// ErrUnknownID, with a message saying what ids look like.
+func (e *Enqueuer) ResolveID(ctx context.Context, id string) (string, error) {
+	candidates := []string{id}
+	if EventIDPattern.MatchString(id) {
+		candidates = append(candidates, AffixPayload{EventID: id}.TaskID())
+	}
+	for _, c := range candidates {
+		_, err := e.records.Get(ctx, c)
+		switch {
+		case err == nil:
+			return c, nil
+		case !errors.Is(err, storage.ErrNoRecord):
+			return "", err
+		}
+		if _, _, err := e.find(c); err == nil {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("%w with id %q in this Redis: give %s", ErrUnknownID, id, IDForms)
+}
+
+// TaskStates are asynq's names for where a task is, as asynqmon shows
+// them; TaskIDs lists the tasks in one of them.
+var TaskStates = []string{"pending", "active", "scheduled", "retry", "archived", "completed"}
+
+// TaskIDs returns the ids of up to limit tasks in state (one of
+// TaskStates) in queue (every queue when ""), queue by queue.
+func (e *Enqueuer) TaskIDs(state, queue string, limit int) ([]string, error) {
+	list := map[string]func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){
+		"pending": e.inspector.ListPendingTasks, "active": e.inspector.ListActiveTasks,
+		"scheduled": e.inspector.ListScheduledTasks, "retry": e.inspector.ListRetryTasks,
+		"archived": e.inspector.ListArchivedTasks, "completed": e.inspector.ListCompletedTasks,
+	}[state]
+	if list == nil {
+		return nil, fmt.Errorf("unknown task state %q: use one of %s", state, strings.Join(TaskStates, ", "))
+	}
+	queues := []string{queue}
+	if queue == "" {
+		queues = slices.Sorted(maps.Keys(config.DefaultQueues))
+	}
+	var ids []string
+	for _, q := range queues {
+		infos, err := list(q, asynq.PageSize(limit))
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing %s tasks of queue %s: %w", state, q, err)
+		}
+		for _, ti := range infos {
+			ids = append(ids, ti.ID)
+		}
+	}
+	return ids, nil
 }

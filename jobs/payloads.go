@@ -80,8 +80,8 @@ func (p AffixPayload) Validate() error {
 	checkRef(&ps, "base", p.Base)
 	checkWeightsURL(&ps, "weights", p.Weights)
 	checkDest(&ps, "dest", p.Dest)
-	if p.Target != "" && (!path.IsAbs(p.Target) || path.Clean(p.Target) == "/") {
-		ps.addf("target", "%q must be an absolute directory below /, such as /src/weights", p.Target)
+	if err := imageops.CheckTarget(p.Target); err != nil {
+		ps.addf("target", "%v", err)
 	}
 	c := imageops.Gzip
 	if p.Compression != "" {
@@ -90,8 +90,10 @@ func (p AffixPayload) Validate() error {
 			ps.addf("compression", "%v", err)
 		}
 	}
-	if p.Level != 0 && (c == imageops.Uncompressed || c == imageops.Gzip && (p.Level < -2 || p.Level > 9 || p.Level == 0) || c == imageops.Zstd && (p.Level < 1 || p.Level > 22)) {
-		ps.addf("level", "%d is not a %s level", p.Level, c)
+	if c != "" {
+		if err := imageops.CheckLevel(c, p.Level); err != nil {
+			ps.addf("level", "%v", err)
+		}
 	}
 	checkPlatform(&ps, p.Platform)
 	if p.Created.IsZero() {
@@ -122,8 +124,8 @@ func (p ZstdPayload) Validate() error {
 		}
 	}
 	checkDest(&ps, "dest", p.Dest)
-	if p.Level != 0 && (p.Level < 1 || p.Level > 22) {
-		ps.addf("level", "%d is not a zstd level (1-22)", p.Level)
+	if err := imageops.CheckLevel(imageops.Zstd, p.Level); err != nil {
+		ps.addf("level", "%v", err)
 	}
 	if p.MinSize < 0 {
 		ps.addf("min_size", "%d must not be negative", p.MinSize)
@@ -135,37 +137,20 @@ func (p ZstdPayload) Validate() error {
 	return ps.err(TypeZstd)
 }
 
-// checkRef wants a full reference with a registry host: payloads are
-// processed far from where they were written, so no default registry applies.
+// checkRef wants a full reference with a registry host
+// (imageops.CheckReference): payloads are processed far from where they
+// were written, so no default registry applies.
 func checkRef(ps *problems, field, ref string) bool {
-	if ref == "" {
-		ps.addf(field, "required: an image reference such as r8.im/acme/model@sha256:…")
-		return false
-	}
-	r, err := name.ParseReference(ref, name.StrictValidation)
-	if err != nil {
-		ps.addf(field, "%q is not an image reference with a registry host and a tag or digest, such as r8.im/acme/model:v1 (%v)", ref, err)
-		return false
-	}
-	if !strings.HasPrefix(ref, r.Context().RegistryStr()+"/") {
-		ps.addf(field, "%q must name its registry host (e.g. r8.im/%s)", ref, ref)
+	if _, err := imageops.CheckReference(ref); err != nil {
+		ps.addf(field, "%v", err)
 		return false
 	}
 	return true
 }
 
 func checkDest(ps *problems, field, dest string) {
-	if dest == "" {
-		ps.addf(field, "required: host/repo[:tag]")
-		return
-	}
-	if strings.Contains(dest, "@") {
-		ps.addf(field, "%q names a digest; give host/repo[:tag], the digest is computed", dest)
-		return
-	}
-	r, err := name.ParseReference(dest)
-	if err != nil || !strings.HasPrefix(dest, r.Context().RegistryStr()+"/") {
-		ps.addf(field, "%q is not host/repo[:tag] with a registry host", dest)
+	if err := imageops.CheckDestination(dest); err != nil {
+		ps.addf(field, "%v", err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -198,11 +199,34 @@ func (r *Records) args(id string, rest ...any) []any {
 	return append([]any{id, now.Format(time.RFC3339Nano), now.UnixMicro(), r.ttl.Milliseconds(), r.recPrefix}, rest...)
 }
 
-// Create stores rec as a queued record unless a record with its ID exists
-// (then it changes nothing and returns created == false). It writes ID,
-// Type, Queue, EventID, Inputs and Metadata; the store sets State (queued),
-// Attempts (0) and CreatedAt/UpdatedAt, and ignores the other fields, which
-// only the transitions write.
+// ErrRecordConflict marks a Create whose record exists with other values.
+var ErrRecordConflict = errors.New("the record exists with other values")
+
+// ConflictError is returned by Create when the record exists and some of
+// the fields given hold other values in it: Fields names them (as in
+// Record's JSON: type, event_id, callback_url, inputs, metadata).
+type ConflictError struct {
+	ID     string
+	Fields []string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("record %s exists with other %s", e.ID, strings.Join(e.Fields, ", "))
+}
+
+// Unwrap makes errors.Is(err, ErrRecordConflict) hold.
+func (e *ConflictError) Unwrap() error { return ErrRecordConflict }
+
+// Create stores rec as a queued record and returns created == true, unless
+// a record with its ID exists. Then it fills in, atomically, the fields
+// the record lacks (a bare record made by Start or Fail has none of Type,
+// EventID, CallbackURL, Inputs or Metadata) and returns false; if a field
+// the record has holds another value (Queue excepted: a task keeps its
+// queue), it writes nothing and returns a *ConflictError. It writes ID,
+// Type, Queue, EventID, CallbackURL, Inputs and Metadata (compared byte
+// for byte); the store sets State (queued), Attempts (0) and
+// CreatedAt/UpdatedAt, and ignores the other fields, which only the
+// transitions write.
 func (r *Records) Create(ctx context.Context, rec Record) (created bool, err error) {
 	if rec.ID == "" {
 		return false, errors.New("creating record: empty id")
@@ -221,11 +245,26 @@ func (r *Records) Create(ctx context.Context, rec Record) (created bool, err err
 			fields = append(fields, f[0], f[1])
 		}
 	}
-	n, err := createScript.Run(ctx, r.rdb, r.keys(rec.ID), r.args(rec.ID, fields...)...).Int()
+	res, err := createScript.Run(ctx, r.rdb, r.keys(rec.ID), r.args(rec.ID, fields...)...).Slice()
 	if err != nil {
 		return false, fmt.Errorf("creating record %s: %w", rec.ID, err)
 	}
-	return n == 1, nil
+	if len(res) == 0 {
+		return false, fmt.Errorf("creating record %s: the script answered nothing", rec.ID)
+	}
+	switch n, _ := res[0].(int64); n {
+	case 1:
+		return true, nil
+	case 0:
+		return false, nil
+	}
+	ce := &ConflictError{ID: rec.ID}
+	for _, f := range res[1:] {
+		if s, ok := f.(string); ok {
+			ce.Fields = append(ce.Fields, s)
+		}
+	}
+	return false, ce
 }
 
 // Get returns record id, or ErrNoRecord.

@@ -41,15 +41,40 @@ local function move(state)
 end
 `
 
-// createScript: ARGV 6… field/value pairs. Returns 1 if created, 0 if the
-// record existed.
+// createScript: ARGV 6… field/value pairs. A new record gets them all
+// (state queued). An existing one (say a bare record a worker's Start made
+// before the enqueuer wrote it) gets the fields it lacks, unless a field it
+// has holds another value: then nothing is written. 'id', 'attempts' and
+// 'queue' never conflict. Returns {1} if created, {0} if the record existed
+// (and was filled in), or {-1, names of the differing fields…}.
 var createScript = redis.NewScript(transitionPrelude + `
-if redis.call('EXISTS', rec) == 1 then return 0 end
+if redis.call('EXISTS', rec) == 1 then
+  local differ, fill = {-1}, {}
+  for i = 6, #ARGV - 1, 2 do
+    local f, v = ARGV[i], ARGV[i + 1]
+    if f ~= 'id' and f ~= 'attempts' then
+      local cur = redis.call('HGET', rec, f)
+      if not cur then
+        table.insert(fill, f)
+        table.insert(fill, v)
+      elseif cur ~= v and f ~= 'queue' then
+        table.insert(differ, f)
+      end
+    end
+  end
+  if #differ > 1 then return differ end
+  if #fill > 0 then
+    local e = checkTypes() if e then return e end
+    redis.call('HSET', rec, 'updated_at', now, unpack(fill))
+    redis.call('PEXPIRE', rec, ttl)
+  end
+  return {0}
+end
 local e = checkTypes() if e then return e end
 redis.call('HSET', rec, 'state', 'queued', 'created_at', now, 'updated_at', now, unpack(ARGV, 6))
 redis.call('PEXPIRE', rec, ttl)
 move('queued')
-return 1
+return {1}
 `)
 
 // startScript: ARGV 6 attempt. Returns 0 for a succeeded record, else 1.

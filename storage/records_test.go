@@ -123,14 +123,20 @@ func TestRecordCreateIsIdempotent(t *testing.T) {
 	recCreate(t, rs, first)
 	before := recGet(t, rs, "evt-1")
 
-	created, err := rs.Create(ctx, storage.Record{ID: "evt-1", Type: "image:zstd", Queue: "backfill",
-		Inputs: json.RawMessage(`{"dest":"other"}`)})
+	created, err := rs.Create(ctx, first)
 	if err != nil || created {
 		t.Fatalf("second Create = %v, %v; want false, nil", created, err)
 	}
+	// Other values: refused, naming them, and nothing written.
+	created, err = rs.Create(ctx, storage.Record{ID: "evt-1", Type: "image:zstd", Queue: "backfill",
+		Inputs: json.RawMessage(`{"dest":"other"}`), CallbackURL: "https://hooks.example.com/x"})
+	var ce *storage.ConflictError
+	if created || !errors.As(err, &ce) || !errors.Is(err, storage.ErrRecordConflict) || fmt.Sprint(ce.Fields) != "[type inputs]" {
+		t.Fatalf("conflicting Create = %v, %v; want a ConflictError naming type and inputs", created, err)
+	}
 	after := recGet(t, rs, "evt-1")
 	if after.Type != "image:affix" || after.Queue != "publish" || string(after.Inputs) != `{"dest":"r/m:v1"}` ||
-		!after.UpdatedAt.Equal(before.UpdatedAt) {
+		after.CallbackURL != "" || !after.UpdatedAt.Equal(before.UpdatedAt) {
 		t.Errorf("second Create overwrote the record: %+v", after)
 	}
 	if after.State != storage.StateQueued || after.Attempts != 0 {
@@ -154,6 +160,27 @@ func TestRecordCreateIsIdempotent(t *testing.T) {
 	}
 	if _, err := rs.Get(ctx, "x"); !errors.Is(err, storage.ErrNoRecord) {
 		t.Errorf("rejected Create stored something: Get = %v", err)
+	}
+}
+
+// TestRecordCreateFillsABareRecord: a worker's Start may make the record
+// before its enqueuer's Create; the Create then fills in what the bare
+// record lacks, keeping the state Start set.
+func TestRecordCreateFillsABareRecord(t *testing.T) {
+	ctx := context.Background()
+	rs, _, _ := newRecords(t)
+	if _, err := rs.Start(ctx, "affix:run-1", 1); err != nil {
+		t.Fatal(err)
+	}
+	created, err := rs.Create(ctx, storage.Record{ID: "affix:run-1", Type: "image:affix", Queue: "publish", EventID: "run-1",
+		CallbackURL: "https://hooks.example.com/run-1", Inputs: json.RawMessage(`{"dest":"r/m"}`), Metadata: json.RawMessage(`{"run":1}`)})
+	if err != nil || created {
+		t.Fatalf("Create over a bare record = %v, %v; want false, nil", created, err)
+	}
+	rec := recGet(t, rs, "affix:run-1")
+	if rec.State != storage.StateRunning || rec.Attempts != 1 || rec.Type != "image:affix" || rec.EventID != "run-1" ||
+		rec.CallbackURL != "https://hooks.example.com/run-1" || string(rec.Metadata) != `{"run":1}` || string(rec.Inputs) != `{"dest":"r/m"}` {
+		t.Fatalf("record after the fill: %+v", rec)
 	}
 }
 

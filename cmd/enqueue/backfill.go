@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 
+	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/cli"
 	"github.com/r8im/r8im/jobs"
@@ -141,7 +142,7 @@ recompress, and records nothing.`,
 	f.BoolVar(&req.DryRun, "dry-run", false, "list what would be queued, with the bytes to recompress; queue nothing")
 	cmd.MarkFlagsMutuallyExclusive("in-place", "dest-repo-suffix")
 	cmd.MarkFlagsOneRequired("images", "repo", "registry")
-	return cmd
+	return a.uses(cmd, config.SectionRedis, config.SectionRegistry, config.SectionTasks, config.SectionRecords)
 }
 
 func newBatchID() string {
@@ -314,7 +315,7 @@ func (a *app) batchCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(&cobra.Command{
+	cmd.AddCommand(a.uses(&cobra.Command{
 		Use:   "status ID",
 		Short: "Show a batch: its tasks by state, images skipped, bytes saved",
 		Example: `  enqueue batch status zstd-20261124T101500Z-3f9a
@@ -355,6 +356,6 @@ func (a *app) batchCmd() *cobra.Command {
 			}
 			return nil
 		},
-	})
+	}, config.SectionRedis))
 	return cmd
 }

@@ -136,7 +136,7 @@ func TestEnqueueErrors(t *testing.T) {
 		{vars, []string{"affix", "--base", "nohost", "--weights", "ftp://x/y", "--dest", "r8.im/a/b@sha256:" + strings.Repeat("a", 64)}, "base"},
 		{vars, []string{"affix", "--base", "r8.im/a/b:v1", "--weights", "ftp://x/y", "--dest", "r8.im/a/c"}, "weights"},
 		{vars, []string{"affix", "--base", "r8.im/a/b:v1", "--weights", "s3://b/k", "--dest", "r8.im/a/c", "--queue", "urgent"}, "unknown queue"},
-		{vars, []string{"status", "affix:nope"}, "no such record"},
+		{vars, []string{"status", "affix:nope"}, "no task or record"},
 		{map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0"}, []string{"status", "x"}, "does not answer"},
 	} {
 		_, _, err := enqueue(t, tc.vars, tc.args...)

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/cli"
 	"github.com/r8im/r8im/jobs"
@@ -20,21 +23,31 @@ import (
 // errFailed makes `wait` exit non-zero after printing the reason.
 var errFailed = errors.New("the task failed")
 
+// unknownGrace is how long wait looks for an id that names nothing yet
+// (a task about to be queued by another producer) before giving up.
+const unknownGrace = 3 * time.Second
+
 func (a *app) statusCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:     "status ID",
-		Short:   "Show the record of a task: state, result, sizes, timings, last error",
-		Example: "  enqueue status affix:run-42 --json",
+	return a.uses(&cobra.Command{
+		Use:   "status ID",
+		Short: "Show the record of a task: state, result, sizes, timings, last error",
+		Long: `status shows the record of a task. ID is a task id as enqueue prints it
+(affix:run-42, zstd:…) or the event id of an affix (run-42).`,
+		Example: "  enqueue status run-42\n  enqueue status affix:run-42 --json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rdb, records, err := a.connect(cmd.Context())
+			e, records, closeAll, err := a.enqueuer(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer rdb.Close()
-			rec, err := records.Get(cmd.Context(), args[0])
+			defer closeAll()
+			id, err := e.ResolveID(cmd.Context(), args[0])
 			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
+				return err
+			}
+			rec, err := records.Get(cmd.Context(), id)
+			if err != nil {
+				return fmt.Errorf("%s: %w (the task is queued; its record is written when it starts)", id, err)
 			}
 			if a.json {
 				return cli.PrintJSON(cmd.OutOrStdout(), printable(rec))
@@ -42,23 +55,51 @@ func (a *app) statusCmd() *cobra.Command {
 			printRecord(cmd.OutOrStdout(), printable(rec))
 			return nil
 		},
-	}
+	}, config.SectionRedis)
 }
 
 func (a *app) waitCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:     "wait ID",
-		Short:   "Follow a task until it ends; print the image, exit non-zero if it failed",
-		Example: "  enqueue wait affix:run-42 && echo published",
+	return a.uses(&cobra.Command{
+		Use:   "wait ID",
+		Short: "Follow a task until it ends; print the image, exit non-zero if it failed",
+		Long: `wait follows a task until it ends. ID is a task id as enqueue prints it
+(affix:run-42, zstd:…) or the event id of an affix (run-42). An id that names
+no task and no record is an error after a few seconds.`,
+		Example: "  enqueue wait run-42 && echo published",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rdb, records, err := a.connect(cmd.Context())
+			e, records, closeAll, err := a.enqueuer(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer rdb.Close()
-			return a.follow(cmd, records, args[0])
+			defer closeAll()
+			id, err := resolveWithin(cmd.Context(), e, args[0], unknownGrace)
+			if err != nil {
+				return err
+			}
+			return a.follow(cmd, records, id)
 		},
+	}, config.SectionRedis)
+}
+
+// resolveWithin resolves id, looking again every half second for up to
+// grace while it names nothing.
+func resolveWithin(ctx context.Context, e *jobs.Enqueuer, id string, grace time.Duration) (string, error) {
+	giveUp := time.After(grace)
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		tid, err := e.ResolveID(ctx, id)
+		if !errors.Is(err, jobs.ErrUnknownID) {
+			return tid, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-giveUp:
+			return "", fmt.Errorf("%w (looked for %s)", err, grace)
+		case <-tick.C:
+		}
 	}
 }
 
@@ -100,6 +141,10 @@ func (a *app) follow(cmd *cobra.Command, records *storage.Records, id string) er
 	}
 }
 
+// recordStates are the states of records, which list takes besides
+// asynq's task states (jobs.TaskStates).
+var recordStates = []storage.State{storage.StateQueued, storage.StateRunning, storage.StateSucceeded, storage.StateFailed}
+
 func (a *app) listCmd() *cobra.Command {
 	var (
 		state string
@@ -107,31 +152,55 @@ func (a *app) listCmd() *cobra.Command {
 		limit int
 	)
 	cmd := &cobra.Command{
-		Use:     "list [--state queued|running|succeeded|failed] [--queue Q]",
-		Short:   "List task records, newest first",
-		Example: "  enqueue list --state failed --queue publish",
+		Use:   "list [--state STATE] [--queue Q]",
+		Short: "List task records, newest first",
+		Long: `list shows task records, newest first. --state takes a record's state
+(queued, running, succeeded, failed) or, as asynqmon shows tasks, an asynq
+task state (pending, active, scheduled, retry, archived, completed): then
+the tasks asynq holds in that state are listed with their records.`,
+		Example: "  enqueue list --state failed --queue publish\n  enqueue list --state archived",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rdb, records, err := a.connect(cmd.Context())
+			e, records, closeAll, err := a.enqueuer(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer rdb.Close()
+			defer closeAll()
 			var recs []storage.Record
-			states := []storage.State{storage.State(state)}
-			if state == "" {
-				states = []storage.State{storage.StateQueued, storage.StateRunning, storage.StateSucceeded, storage.StateFailed}
-			}
-			for _, st := range states {
-				rs, err := records.List(cmd.Context(), st, limit)
+			switch {
+			case slices.Contains(jobs.TaskStates, state):
+				ids, err := e.TaskIDs(state, queue, limit)
 				if err != nil {
 					return err
 				}
-				for _, r := range rs {
-					if queue == "" || r.Queue == queue {
-						recs = append(recs, r)
+				for _, id := range ids {
+					rec, err := records.Get(cmd.Context(), id)
+					switch {
+					case errors.Is(err, storage.ErrNoRecord):
+						rec = &storage.Record{ID: id, Queue: queue, State: storage.State(state)}
+					case err != nil:
+						return err
+					}
+					recs = append(recs, *rec)
+				}
+			case state == "" || slices.Contains(recordStates, storage.State(state)):
+				states := recordStates
+				if state != "" {
+					states = []storage.State{storage.State(state)}
+				}
+				for _, st := range states {
+					rs, err := records.List(cmd.Context(), st, limit)
+					if err != nil {
+						return err
+					}
+					for _, r := range rs {
+						if queue == "" || r.Queue == queue {
+							recs = append(recs, r)
+						}
 					}
 				}
+			default:
+				return fmt.Errorf("--state %q: use a record state (queued, running, succeeded, failed) or an asynq task state (%s)", state, strings.Join(jobs.TaskStates, ", "))
 			}
 			if a.json {
 				return cli.PrintJSON(cmd.OutOrStdout(), printableAll(recs))
@@ -148,10 +217,10 @@ func (a *app) listCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", "", "only records in this state")
+	cmd.Flags().StringVar(&state, "state", "", "only records in this state (queued, running, succeeded, failed) or tasks in this asynq state (pending, active, scheduled, retry, archived, completed)")
 	cmd.Flags().StringVar(&queue, "queue", "", "only tasks of this queue")
 	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many per state")
-	return cmd
+	return a.uses(cmd, config.SectionRedis)
 }
 
 func (a *app) retryCmd() *cobra.Command {
@@ -164,10 +233,11 @@ func (a *app) cancelCmd() *cobra.Command {
 
 // taskCmd is a command that does one thing to one task.
 func (a *app) taskCmd(verb, short, done string, do func(*jobs.Enqueuer, context.Context, string) error) *cobra.Command {
-	return &cobra.Command{
+	return a.uses(&cobra.Command{
 		Use:     verb + " ID",
 		Short:   short,
-		Example: "  enqueue " + verb + " affix:run-42",
+		Long:    verb + " takes a task id as enqueue prints it (affix:run-42, zstd:…) or the event id of an affix (run-42).",
+		Example: "  enqueue " + verb + " run-42\n  enqueue " + verb + " affix:run-42",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			e, _, closeAll, err := a.enqueuer(cmd.Context())
@@ -175,13 +245,17 @@ func (a *app) taskCmd(verb, short, done string, do func(*jobs.Enqueuer, context.
 				return err
 			}
 			defer closeAll()
-			if err := do(e, cmd.Context(), args[0]); err != nil {
+			id, err := e.ResolveID(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "%s %s\n", done, args[0])
+			if err := do(e, cmd.Context(), id); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s %s\n", done, id)
 			return nil
 		},
-	}
+	}, config.SectionRedis, config.SectionRecords)
 }
 
 func printRecord(w io.Writer, r *storage.Record) {

@@ -33,19 +33,29 @@ workers, and reports on them. Tasks have stable ids: enqueueing the same work
 again reports the existing task ("already queued" or "already done") instead
 of adding a second one.
 
-Every flag can also be set by the environment variable named in its help.`,
+Each command shows the flags it uses; every such flag can also be set by
+the environment variable named in its help. Commands that take an ID accept
+a task id (affix:run-42, as enqueue prints it) or an affix's event id (run-42).`,
 		`  enqueue affix --base r8.im/acme/base@sha256:… --weights s3://runs/42/weights.tar --dest r8.im/acme/ft:42 --event-id run-42 --wait
-  enqueue status affix:run-42
+  enqueue status run-42
   enqueue list --state failed`)
-	a.cfg.RegisterFlags(root.PersistentFlags())
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print results as JSON")
 	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "no progress on stderr (results and errors still print)")
 	root.PersistentPreRunE = cli.LoadConfig(a.cfg, lookup)
-	root.AddCommand(cli.ConfigCommand("enqueue", a.cfg),
+	configCmd := cli.ConfigCommand("enqueue", a.cfg)
+	a.cfg.RegisterFlags(configCmd.Flags())
+	root.AddCommand(configCmd,
 		a.affixCmd(), a.remixCmd(), a.zstdCmd(),
 		a.statusCmd(), a.waitCmd(), a.listCmd(), a.retryCmd(), a.cancelCmd(), a.serveCmd(),
 		a.backfillCmd(), a.batchCmd())
 	return root
+}
+
+// uses registers on cmd the flags of the configuration sections it uses
+// (every setting is still read from the environment).
+func (a *app) uses(cmd *cobra.Command, sections ...config.Section) *cobra.Command {
+	a.cfg.RegisterSections(cmd.Flags(), sections...)
+	return cmd
 }
 
 // connect opens Redis (checking that it answers) and the record store.

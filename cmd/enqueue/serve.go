@@ -11,13 +11,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/events"
 	"github.com/r8im/r8im/internal/cli"
 	"github.com/r8im/r8im/jobs"
 )
 
 func (a *app) serveCmd() *cobra.Command {
-	return &cobra.Command{
+	return a.uses(&cobra.Command{
 		Use:   "serve",
 		Short: "Receive signed training-completion events over HTTP and queue their publishing",
 		Long: `serve listens on --listen (R8IM_EVENTS_ADDR) for
@@ -81,7 +82,7 @@ filtered. /healthz and /metrics need no signature.`,
 			rc.Metrics = promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, reg}, promhttp.HandlerOpts{})
 			return listenAndServe(cmd.Context(), a.cfg.Events.Addr, rc.Handler(), log.Info)
 		},
-	}
+	}, config.SectionRedis, config.SectionLog, config.SectionTasks, config.SectionEvents, config.SectionRecords)
 }
 
 // listenAndServe serves h until ctx ends, then drains requests for 10s.

@@ -6,6 +6,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/cli"
 	"github.com/r8im/r8im/jobs"
@@ -23,13 +24,13 @@ func (s *submitFlags) register(cmd *cobra.Command) {
 }
 
 // submit enqueues, prints the outcome, and follows the task with --wait.
-func (a *app) submit(cmd *cobra.Command, s submitFlags, p jobs.Payload, eventID string) error {
+func (a *app) submit(cmd *cobra.Command, s submitFlags, p jobs.Payload, eventID string, incidental ...string) error {
 	e, records, closeAll, err := a.enqueuer(cmd.Context())
 	if err != nil {
 		return err
 	}
 	defer closeAll()
-	res, err := e.Enqueue(cmd.Context(), jobs.Request{Payload: p, Queue: s.queue, EventID: eventID})
+	res, err := e.Enqueue(cmd.Context(), jobs.Request{Payload: p, Queue: s.queue, EventID: eventID, Incidental: incidental})
 	if err != nil {
 		return err
 	}
@@ -85,7 +86,13 @@ derived from the inputs, so running the same command twice queues it once.`,
 			if p.EventID == "" {
 				p.EventID = "op-" + jobs.InputsID(p.Base, p.Weights, p.Dest, p.Target, p.Compression, fmt.Sprint(p.Level), p.Platform)
 			}
-			return a.submit(cmd, s, p, p.EventID)
+			// A time not given differs from run to run: the same command
+			// twice is one task, which keeps its first time.
+			var incidental []string
+			if created == "" {
+				incidental = append(incidental, "created")
+			}
+			return a.submit(cmd, s, p, p.EventID, incidental...)
 		},
 	}
 	f := cmd.Flags()
@@ -101,7 +108,7 @@ derived from the inputs, so running the same command twice queues it once.`,
 	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default $SOURCE_DATE_EPOCH, else now; retries keep it)")
 	f.StringVar(&p.EventID, "event-id", "", "the training event this publishes (default: derived from the inputs)")
 	s.register(cmd)
-	return cmd
+	return a.uses(cmd, config.SectionRedis, config.SectionTasks, config.SectionRecords)
 }
 
 func (a *app) remixCmd() *cobra.Command {
@@ -134,7 +141,7 @@ func (a *app) remixCmd() *cobra.Command {
 	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default: B's)")
 	f.StringVar(&p.EventID, "event-id", "", "an event id to keep with the record")
 	s.register(cmd)
-	return cmd
+	return a.uses(cmd, config.SectionRedis, config.SectionTasks, config.SectionRecords)
 }
 
 func (a *app) zstdCmd() *cobra.Command {
@@ -175,5 +182,5 @@ worker recompresses exactly this image) and queues the recompression.`,
 	f.StringVar(&minSize, "min-size", "1MiB", "keep layers smaller than this as they are")
 	f.StringVar(&p.Platform, "platform", "", "platform (default linux/amd64), or all")
 	s.register(cmd)
-	return cmd
+	return a.uses(cmd, config.SectionRedis, config.SectionRegistry, config.SectionTasks, config.SectionRecords)
 }
