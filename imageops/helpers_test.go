@@ -59,14 +59,6 @@ func forEachReg(t *testing.T, f func(t *testing.T, r regSetup)) {
 	}
 }
 
-// openReg is a plain distribution 2.8 as a regSetup, for the tests that are
-// about an open registry (anonymous access, two registries).
-func openReg(t *testing.T) regSetup {
-	t.Helper()
-	r := testenv.Registry(t)
-	return regSetup{testenv.RegistryEnv{RegistryServer: r, User: r.Login(t, testenv.TestUser)}}
-}
-
 // opts are the imageops options that reach the registry as the user,
 // followed by extra.
 func (r regSetup) opts(extra ...imageops.Option) []imageops.Option {
