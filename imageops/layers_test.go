@@ -19,13 +19,17 @@ import (
 )
 
 // blobGetCounter is a transport that counts GET requests of blobs by
-// digest, to prove which blobs an operation downloaded.
+// digest, to prove which blobs an operation downloaded, and sends every
+// request on through next (the registry's transport).
 type blobGetCounter struct {
+	next http.RoundTripper
 	mu   sync.Mutex
 	gets map[string]int
 }
 
-func newBlobGetCounter() *blobGetCounter { return &blobGetCounter{gets: map[string]int{}} }
+func newBlobGetCounter(next http.RoundTripper) *blobGetCounter {
+	return &blobGetCounter{next: next, gets: map[string]int{}}
+}
 
 func (c *blobGetCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
@@ -33,7 +37,7 @@ func (c *blobGetCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 		c.gets[path.Base(req.URL.Path)]++
 		c.mu.Unlock()
 	}
-	return remote.DefaultTransport.RoundTrip(req)
+	return c.next.RoundTrip(req)
 }
 
 // of returns how many GETs the given blobs had in all.
@@ -88,7 +92,6 @@ func platformImages(t *testing.T, a remote.Taggable) map[string]v1.Image {
 }
 
 func TestLayers(t *testing.T) {
-	reg := testenv.Registry(t)
 	spec := testenv.WeightsSpec{Files: 2, FileSize: 32 << 10, Seed: 7}
 	weightsImage := func(f testenv.Format, c testenv.Convention) func(t *testing.T) remote.Taggable {
 		return func(t *testing.T) remote.Taggable {
@@ -141,95 +144,98 @@ func TestLayers(t *testing.T) {
 		}, platforms: []string{"linux/amd64"}, mediaType: types.OCIManifestSchema1, kinds: append(base, imageops.MarkedR8im),
 			createdBy: []string{"/bin/sh -c #(nop) ADD file:3b1a in / ", "RUN /bin/sh -c pip install cog==0.9.0 # buildkit", "COPY . /src # buildkit", ""}},
 	}
-	for i, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			artifact := tc.artifact(t)
-			dig := testenv.Push(t, fmt.Sprintf("%s/layers/case%d:latest", reg.Host, i), artifact)
-			images := platformImages(t, artifact)
-			counter := newBlobGetCounter()
-			got, err := imageops.Layers(context.Background(), dig.String(), append(tc.opts, imageops.WithTransport(counter))...)
-			if err != nil {
-				t.Fatalf("Layers: %v", err)
-			}
-			if len(got) != len(tc.platforms) {
-				t.Fatalf("got %d results, want %d: %+v", len(got), len(tc.platforms), got)
-			}
-			for j, res := range got {
-				if res.Platform != tc.platforms[j] {
-					t.Errorf("result %d: platform %q, want %q", j, res.Platform, tc.platforms[j])
+	forEachReg(t, func(t *testing.T, reg regSetup) {
+		for i, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				artifact := tc.artifact(t)
+				dig := reg.push(t, reg.Host, fmt.Sprintf("layers/case%d:latest", i), artifact)
+				images := platformImages(t, artifact)
+				counter := newBlobGetCounter(reg.Transport())
+				got, err := imageops.Layers(context.Background(), dig.String(), reg.opts(append(tc.opts, imageops.WithTransport(counter))...)...)
+				if err != nil {
+					t.Fatalf("Layers: %v", err)
 				}
-				img := images[res.Platform]
-				if len(images) == 1 {
-					img = images[""]
+				if len(got) != len(tc.platforms) {
+					t.Fatalf("got %d results, want %d: %+v", len(got), len(tc.platforms), got)
 				}
-				if img == nil {
-					t.Fatalf("result %d: no image for platform %q", j, res.Platform)
-				}
-				want, _ := img.Digest()
-				if wantRef := dig.Context().Digest(want.String()).String(); res.Ref != wantRef {
-					t.Errorf("result %d: ref %s, want %s", j, res.Ref, wantRef)
-				}
-				if res.MediaType != string(tc.mediaType) {
-					t.Errorf("result %d: media type %s, want %s", j, res.MediaType, tc.mediaType)
-				}
-				mf, _ := img.Manifest()
-				if len(res.Layers) != len(tc.kinds) || len(mf.Layers) != len(tc.kinds) {
-					t.Fatalf("result %d: %d layers (manifest %d), want %d", j, len(res.Layers), len(mf.Layers), len(tc.kinds))
-				}
-				var total, weights int64
-				for k, li := range res.Layers {
-					if li.Weights != tc.kinds[k] {
-						t.Errorf("layer %d (%q): weights %q, want %q", k, li.CreatedBy, li.Weights, tc.kinds[k])
+				for j, res := range got {
+					if res.Platform != tc.platforms[j] {
+						t.Errorf("result %d: platform %q, want %q", j, res.Platform, tc.platforms[j])
 					}
-					if li.Index != k || li.Digest != mf.Layers[k].Digest || li.Size != mf.Layers[k].Size || li.MediaType != string(mf.Layers[k].MediaType) {
-						t.Errorf("layer %d: %+v does not match the manifest's %+v", k, li, mf.Layers[k])
+					img := images[res.Platform]
+					if len(images) == 1 {
+						img = images[""]
 					}
-					if tc.createdBy != nil && li.CreatedBy != tc.createdBy[k] {
-						t.Errorf("layer %d: created_by %q, want %q", k, li.CreatedBy, tc.createdBy[k])
+					if img == nil {
+						t.Fatalf("result %d: no image for platform %q", j, res.Platform)
 					}
-					total += li.Size
-					if tc.kinds[k].IsWholeLayer() {
-						weights += li.Size
+					want, _ := img.Digest()
+					if wantRef := dig.Context().Digest(want.String()).String(); res.Ref != wantRef {
+						t.Errorf("result %d: ref %s, want %s", j, res.Ref, wantRef)
+					}
+					if res.MediaType != string(tc.mediaType) {
+						t.Errorf("result %d: media type %s, want %s", j, res.MediaType, tc.mediaType)
+					}
+					mf, _ := img.Manifest()
+					if len(res.Layers) != len(tc.kinds) || len(mf.Layers) != len(tc.kinds) {
+						t.Fatalf("result %d: %d layers (manifest %d), want %d", j, len(res.Layers), len(mf.Layers), len(tc.kinds))
+					}
+					var total, weights int64
+					for k, li := range res.Layers {
+						if li.Weights != tc.kinds[k] {
+							t.Errorf("layer %d (%q): weights %q, want %q", k, li.CreatedBy, li.Weights, tc.kinds[k])
+						}
+						if li.Index != k || li.Digest != mf.Layers[k].Digest || li.Size != mf.Layers[k].Size || li.MediaType != string(mf.Layers[k].MediaType) {
+							t.Errorf("layer %d: %+v does not match the manifest's %+v", k, li, mf.Layers[k])
+						}
+						if tc.createdBy != nil && li.CreatedBy != tc.createdBy[k] {
+							t.Errorf("layer %d: created_by %q, want %q", k, li.CreatedBy, tc.createdBy[k])
+						}
+						total += li.Size
+						if tc.kinds[k].IsWholeLayer() {
+							weights += li.Size
+						}
+					}
+					if res.TotalSize != total || res.WeightsSize != weights {
+						t.Errorf("result %d: total %d weights %d, want %d and %d", j, res.TotalSize, res.WeightsSize, total, weights)
+					}
+					if n := counter.of(layerDigests(t, img)...); n != 0 {
+						t.Errorf("result %d: Layers downloaded %d layer blobs; it must read manifests and configs only", j, n)
 					}
 				}
-				if res.TotalSize != total || res.WeightsSize != weights {
-					t.Errorf("result %d: total %d weights %d, want %d and %d", j, res.TotalSize, res.WeightsSize, total, weights)
-				}
-				if n := counter.of(layerDigests(t, img)...); n != 0 {
-					t.Errorf("result %d: Layers downloaded %d layer blobs; it must read manifests and configs only", j, n)
-				}
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 func TestLayersErrors(t *testing.T) {
-	reg := testenv.Registry(t)
-	testenv.PushBase(t, reg.Host, "layers/exists", testenv.OCI)
-	cases := []struct {
-		name string
-		ref  string
-		is   error
-		say  string
-	}{
-		{"missing repository", reg.Host + "/layers/missing:latest", imageops.ErrNotFound, "layers/missing"},
-		{"missing tag", reg.Host + "/layers/exists:nope", imageops.ErrNotFound, "nope"},
-		{"missing digest", reg.Host + "/layers/exists@sha256:" + strings.Repeat("0", 64), imageops.ErrNotFound, "sha256:000"},
-		{"bad reference", "Not A Ref!", nil, "is not an image reference"},
-		{"empty reference", " ", nil, "no image reference"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := imageops.Layers(context.Background(), tc.ref)
-			if err == nil {
-				t.Fatal("Layers succeeded")
-			}
-			if tc.is != nil && !errors.Is(err, tc.is) {
-				t.Errorf("error %q is not %v", err, tc.is)
-			}
-			if !strings.Contains(err.Error(), tc.say) {
-				t.Errorf("error %q does not say %q", err, tc.say)
-			}
-		})
-	}
+	forEachReg(t, func(t *testing.T, reg regSetup) {
+		reg.push(t, reg.Host, "layers/exists:latest", testenv.BaseImage(t, testenv.OCI, testenv.Amd64))
+		cases := []struct {
+			name string
+			ref  string
+			is   error
+			say  string
+		}{
+			{"missing repository", reg.repo(reg.Host, "layers/missing:latest"), imageops.ErrNotFound, "layers/missing"},
+			{"missing tag", reg.repo(reg.Host, "layers/exists:nope"), imageops.ErrNotFound, "nope"},
+			{"missing digest", reg.repo(reg.Host, "layers/exists@sha256:"+strings.Repeat("0", 64)), imageops.ErrNotFound, "sha256:000"},
+			{"bad reference", "Not A Ref!", nil, "is not an image reference"},
+			{"empty reference", " ", nil, "no image reference"},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				_, err := imageops.Layers(context.Background(), tc.ref, reg.opts()...)
+				if err == nil {
+					t.Fatal("Layers succeeded")
+				}
+				if tc.is != nil && !errors.Is(err, tc.is) {
+					t.Errorf("error %q is not %v", err, tc.is)
+				}
+				if !strings.Contains(err.Error(), tc.say) {
+					t.Errorf("error %q does not say %q", err, tc.say)
+				}
+			})
+		}
+	})
 }

@@ -31,15 +31,12 @@ type chunkedSetup struct {
 // forEachRegistry runs f against distribution 2.8 and v3 with token auth
 // and TLS, each behind its own proxy with opts.
 func forEachRegistry(t *testing.T, f func(t *testing.T, s chunkedSetup), opts ...testenv.ProxyOption) {
-	for _, rc := range testenv.Registries(t) {
-		t.Run(rc.Name, func(t *testing.T) {
-			reg := rc.Start(t)
-			proxy := reg.Proxy(t, opts...)
-			base := reg.SeedBase(t, "chunked", testenv.OCI)
-			tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 3, FileSize: 2 << 20, Seed: 21})
-			f(t, chunkedSetup{reg: reg, proxy: proxy, base: base.String(), tarPath: tarPath, files: files})
-		})
-	}
+	forEachReg(t, func(t *testing.T, reg regSetup) {
+		proxy := reg.Proxy(t, opts...)
+		base := reg.SeedBase(t, "chunked", testenv.OCI)
+		tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 3, FileSize: 2 << 20, Seed: 21})
+		f(t, chunkedSetup{reg: reg.RegistryEnv, proxy: proxy, base: base.String(), tarPath: tarPath, files: files})
+	})
 }
 
 func (s chunkedSetup) affix(ctx context.Context, dest string, c imageops.Compression, opts ...imageops.Option) (*imageops.AffixResult, error) {

@@ -27,28 +27,16 @@ import (
 var zstdSpec = testenv.WeightsSpec{Files: 2, FileSize: 1536 << 10, Seed: 21}
 
 // pushZstdSource pushes a weights image (r8im convention: a config label,
-// plus the layer annotation on OCI) for one platform, or an index of two.
-func pushZstdSource(t *testing.T, ref string, f testenv.Format, index bool) ([]testenv.WeightsFile, name.Digest) {
+// plus the layer annotation on OCI) for one platform, or an index of two,
+// as the user to host/alice/repoTag.
+func pushZstdSource(t *testing.T, reg regSetup, host, repoTag string, f testenv.Format, index bool) ([]testenv.WeightsFile, name.Digest) {
 	t.Helper()
 	if index {
 		idx, files := testenv.WeightsIndex(t, f, testenv.R8imWeights, zstdSpec)
-		return files, testenv.Push(t, ref, idx)
+		return files, reg.push(t, host, repoTag, idx)
 	}
 	img, files := testenv.WeightsImage(t, f, testenv.Amd64, testenv.R8imWeights, zstdSpec)
-	return files, testenv.Push(t, ref, img)
-}
-
-func platformImage(t *testing.T, ref string, p v1.Platform) v1.Image {
-	t.Helper()
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(r, remote.WithPlatform(p))
-	if err != nil {
-		t.Fatalf("reading %s for %s: %v", ref, p, err)
-	}
-	return img
+	return files, reg.push(t, host, repoTag, img)
 }
 
 // recorder collects progress reports from concurrent jobs.
@@ -149,9 +137,9 @@ func ociOf(mt types.MediaType) types.MediaType {
 
 // checkUnpacked unpacks one platform of ref with skopeo + umoci and checks
 // the code and the weights.
-func checkUnpacked(t *testing.T, ref string, p *v1.Platform, files []testenv.WeightsFile) {
+func checkUnpacked(t *testing.T, reg regSetup, ref string, p *v1.Platform, files []testenv.WeightsFile) {
 	t.Helper()
-	root := testenv.Unpack(t, ref, p)
+	root := reg.unpack(t, ref, p)
 	if got, err := os.ReadFile(filepath.Join(root, "src/predict.py")); err != nil || string(got) != testenv.Predict {
 		t.Fatalf("/src/predict.py = %q, %v", got, err)
 	}
@@ -163,198 +151,200 @@ func checkUnpacked(t *testing.T, ref string, p *v1.Platform, files []testenv.Wei
 }
 
 func TestZstd(t *testing.T) {
-	reg := testenv.Registry(t)
-	proxy := testenv.CountingProxy(t, reg.Host)
-	for _, tc := range []struct {
-		format testenv.Format
-		index  bool
-	}{
-		{testenv.Docker, false},
-		{testenv.OCI, false},
-		{testenv.Docker, true},
-		{testenv.OCI, true},
-	} {
-		kind := "image"
-		if tc.index {
-			kind = "index"
+	forEachReg(t, func(t *testing.T, reg regSetup) {
+		proxy := reg.Proxy(t)
+		for _, tc := range []struct {
+			format testenv.Format
+			index  bool
+		}{
+			{testenv.Docker, false},
+			{testenv.OCI, false},
+			{testenv.Docker, true},
+			{testenv.OCI, true},
+		} {
+			kind := "image"
+			if tc.index {
+				kind = "index"
+			}
+			t.Run(tc.format.String()+"/"+kind, func(t *testing.T) {
+				repo := tc.format.String() + "-" + kind
+				files, src := pushZstdSource(t, reg, proxy.Host, "src/"+repo+":v1", tc.format, tc.index)
+				platforms := []v1.Platform{testenv.Amd64}
+				opts := reg.opts(imageops.WithJobs(3))
+				if tc.index {
+					platforms = append(platforms, testenv.Arm64)
+					opts = append(opts, imageops.WithPlatform(nil))
+				}
+				var rec recorder
+				proxy.Reset()
+				res, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{
+					Source: src.String(), Dest: reg.repo(proxy.Host, "zstd/"+repo+":v1"),
+				}, append(opts, imageops.WithProgress(rec.report))...)
+				if err != nil {
+					t.Fatalf("Recompress: %v", err)
+				}
+
+				wantType := types.OCIManifestSchema1
+				if tc.index {
+					wantType = types.OCIImageIndex
+				}
+				if res.MediaType != string(wantType) || res.Source != src.String() || res.Tag != "v1" {
+					t.Errorf("result %s from %s tag %q; want %s from %s tag v1", res.MediaType, res.Source, res.Tag, wantType, src)
+				}
+				if tc.index && len(res.Platforms) != 2 {
+					t.Errorf("platforms %v; want 2", res.Platforms)
+				}
+				var stages []string
+				for _, s := range res.Stages {
+					stages = append(stages, s.Name)
+				}
+				if !slices.Equal(stages, []string{"resolve", "recompress", "push", "verify"}) {
+					t.Errorf("stages %v", stages)
+				}
+
+				// Every distinct layer once; shared ones downloaded once.
+				distinct := map[string]int64{}
+				for _, p := range platforms {
+					srcImg := reg.image(t, src.String(), p)
+					checkZstdImage(t, srcImg, reg.image(t, res.Ref, p), nil)
+					mf, _ := srcImg.Manifest()
+					for _, l := range mf.Layers {
+						distinct[l.Digest.String()] = l.Size
+					}
+				}
+				if len(res.Layers) != len(distinct) {
+					t.Errorf("%d layers reported; the source has %d distinct layers", len(res.Layers), len(distinct))
+				}
+				var oldTotal, newTotal int64
+				for _, l := range res.Layers {
+					if !l.Recompressed || l.Reason != "" || l.OldSize != distinct[l.Source] || l.NewSize <= 0 {
+						t.Errorf("layer %+v; want recompressed with its sizes", l)
+					}
+					if n := proxy.Downloaded(l.Source); n != l.OldSize {
+						t.Errorf("layer %s: %d bytes downloaded, want it once (%d)", l.Source, n, l.OldSize)
+					}
+					oldTotal += l.OldSize
+					newTotal += l.NewSize
+				}
+				// Only the new layers are uploaded: configs are mounted.
+				if up := proxy.Uploaded(); up < newTotal || up > newTotal+16<<10 {
+					t.Errorf("%d bytes uploaded; want the %d bytes of new layers", up, newTotal)
+				}
+				// Downloads: each source layer once, plus the configs.
+				if d := res.Transfer.DownloadedBytes; d < oldTotal || d > oldTotal+16<<10 || res.Transfer.UploadedBytes < newTotal {
+					t.Errorf("transfer %+v; want %d down, %d up", res.Transfer, oldTotal, newTotal)
+				}
+				if p, ok := rec.last("recompress"); !ok || p.Done != oldTotal || p.Total != oldTotal {
+					t.Errorf("last recompress progress %+v; want %d of %d", p, oldTotal, oldTotal)
+				}
+				for _, p := range platforms {
+					checkUnpacked(t, reg, res.Ref, &p, files)
+				}
+			})
 		}
-		t.Run(tc.format.String()+"/"+kind, func(t *testing.T) {
-			repo := tc.format.String() + "-" + kind
-			files, src := pushZstdSource(t, proxy.Host+"/src/"+repo+":v1", tc.format, tc.index)
-			platforms := []v1.Platform{testenv.Amd64}
-			opts := []imageops.Option{imageops.WithJobs(3)}
-			if tc.index {
-				platforms = append(platforms, testenv.Arm64)
-				opts = append(opts, imageops.WithPlatform(nil))
-			}
-			var rec recorder
-			proxy.Reset()
-			res, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{
-				Source: src.String(), Dest: proxy.Host + "/zstd/" + repo + ":v1",
-			}, append(opts, imageops.WithProgress(rec.report))...)
-			if err != nil {
-				t.Fatalf("Recompress: %v", err)
-			}
-
-			wantType := types.OCIManifestSchema1
-			if tc.index {
-				wantType = types.OCIImageIndex
-			}
-			if res.MediaType != string(wantType) || res.Source != src.String() || res.Tag != "v1" {
-				t.Errorf("result %s from %s tag %q; want %s from %s tag v1", res.MediaType, res.Source, res.Tag, wantType, src)
-			}
-			if tc.index && len(res.Platforms) != 2 {
-				t.Errorf("platforms %v; want 2", res.Platforms)
-			}
-			var stages []string
-			for _, s := range res.Stages {
-				stages = append(stages, s.Name)
-			}
-			if !slices.Equal(stages, []string{"resolve", "recompress", "push", "verify"}) {
-				t.Errorf("stages %v", stages)
-			}
-
-			// Every distinct layer once; shared ones downloaded once.
-			distinct := map[string]int64{}
-			for _, p := range platforms {
-				srcImg := platformImage(t, src.String(), p)
-				checkZstdImage(t, srcImg, platformImage(t, res.Ref, p), nil)
-				mf, _ := srcImg.Manifest()
-				for _, l := range mf.Layers {
-					distinct[l.Digest.String()] = l.Size
-				}
-			}
-			if len(res.Layers) != len(distinct) {
-				t.Errorf("%d layers reported; the source has %d distinct layers", len(res.Layers), len(distinct))
-			}
-			var oldTotal, newTotal int64
-			for _, l := range res.Layers {
-				if !l.Recompressed || l.Reason != "" || l.OldSize != distinct[l.Source] || l.NewSize <= 0 {
-					t.Errorf("layer %+v; want recompressed with its sizes", l)
-				}
-				if n := proxy.Downloaded(l.Source); n != l.OldSize {
-					t.Errorf("layer %s: %d bytes downloaded, want it once (%d)", l.Source, n, l.OldSize)
-				}
-				oldTotal += l.OldSize
-				newTotal += l.NewSize
-			}
-			// Only the new layers are uploaded: configs are mounted.
-			if up := proxy.Uploaded(); up < newTotal || up > newTotal+16<<10 {
-				t.Errorf("%d bytes uploaded; want the %d bytes of new layers", up, newTotal)
-			}
-			// Downloads: each source layer once, plus the configs.
-			if d := res.Transfer.DownloadedBytes; d < oldTotal || d > oldTotal+16<<10 || res.Transfer.UploadedBytes < newTotal {
-				t.Errorf("transfer %+v; want %d down, %d up", res.Transfer, oldTotal, newTotal)
-			}
-			if p, ok := rec.last("recompress"); !ok || p.Done != oldTotal || p.Total != oldTotal {
-				t.Errorf("last recompress progress %+v; want %d of %d", p, oldTotal, oldTotal)
-			}
-			for _, p := range platforms {
-				checkUnpacked(t, res.Ref, &p, files)
-			}
-		})
-	}
+	})
 }
 
 // Recompressing a recompressed image changes nothing: no layer is
 // converted, no byte uploaded, and the result is the same manifest.
 func TestZstdKeepsZstdLayers(t *testing.T) {
-	reg := testenv.Registry(t)
-	proxy := testenv.CountingProxy(t, reg.Host)
-	for _, index := range []bool{false, true} {
-		kind := map[bool]string{false: "image", true: "index"}[index]
-		t.Run(kind, func(t *testing.T) {
-			_, src := pushZstdSource(t, proxy.Host+"/src/again-"+kind+":v1", testenv.Docker, index)
-			opts := []imageops.Option{imageops.WithPlatform(nil)}
-			first, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: proxy.Host + "/zstd/once-" + kind}, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			proxy.Reset()
-			second, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: first.Ref, Dest: proxy.Host + "/zstd/twice-" + kind + ":v2"}, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if second.Digest != first.Digest {
-				t.Errorf("second run gave %s, first %s; want the same manifest", second.Digest, first.Digest)
-			}
-			for _, l := range second.Layers {
-				if l.Recompressed || l.Reason != imageops.ReasonZstd || l.Digest != l.Source {
-					t.Errorf("layer %+v; want kept as already zstd", l)
+	forEachReg(t, func(t *testing.T, reg regSetup) {
+		proxy := reg.Proxy(t)
+		for _, index := range []bool{false, true} {
+			kind := map[bool]string{false: "image", true: "index"}[index]
+			t.Run(kind, func(t *testing.T) {
+				_, src := pushZstdSource(t, reg, proxy.Host, "src/again-"+kind+":v1", testenv.Docker, index)
+				opts := reg.opts(imageops.WithPlatform(nil))
+				first, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: reg.repo(proxy.Host, "zstd/once-"+kind)}, opts...)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			if up := proxy.Uploaded(); up != 0 {
-				t.Errorf("%d blob bytes uploaded; want none (everything mounted)", up)
-			}
-			if second.Transfer.DownloadedBytes > 16<<10 || second.Transfer.MountedBlobs == 0 {
-				t.Errorf("transfer %+v; want mounts and no layer downloaded (configs only)", second.Transfer)
-			}
-			out := platformImage(t, second.Ref, testenv.Amd64)
-			in := platformImage(t, src.String(), testenv.Amd64)
-			ocf, _ := out.ConfigFile()
-			icf, _ := in.ConfigFile()
-			if !reflect.DeepEqual(ocf.RootFS.DiffIDs, icf.RootFS.DiffIDs) {
-				t.Errorf("diffIDs changed: %v → %v", icf.RootFS.DiffIDs, ocf.RootFS.DiffIDs)
-			}
-		})
-	}
+				proxy.Reset()
+				second, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: first.Ref, Dest: reg.repo(proxy.Host, "zstd/twice-"+kind+":v2")}, opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if second.Digest != first.Digest {
+					t.Errorf("second run gave %s, first %s; want the same manifest", second.Digest, first.Digest)
+				}
+				for _, l := range second.Layers {
+					if l.Recompressed || l.Reason != imageops.ReasonZstd || l.Digest != l.Source {
+						t.Errorf("layer %+v; want kept as already zstd", l)
+					}
+				}
+				if up := proxy.Uploaded(); up != 0 {
+					t.Errorf("%d blob bytes uploaded; want none (everything mounted)", up)
+				}
+				if second.Transfer.DownloadedBytes > 16<<10 || second.Transfer.MountedBlobs == 0 {
+					t.Errorf("transfer %+v; want mounts and no layer downloaded (configs only)", second.Transfer)
+				}
+				out := reg.image(t, second.Ref, testenv.Amd64)
+				in := reg.image(t, src.String(), testenv.Amd64)
+				ocf, _ := out.ConfigFile()
+				icf, _ := in.ConfigFile()
+				if !reflect.DeepEqual(ocf.RootFS.DiffIDs, icf.RootFS.DiffIDs) {
+					t.Errorf("diffIDs changed: %v → %v", icf.RootFS.DiffIDs, ocf.RootFS.DiffIDs)
+				}
+			})
+		}
+	})
 }
 
 // Layers below MinSize keep their blob (under its OCI type) and are
 // mounted, not re-uploaded.
 func TestZstdMinSizeKeepsSmallLayers(t *testing.T) {
-	reg := testenv.Registry(t)
-	proxy := testenv.CountingProxy(t, reg.Host)
-	files, src := pushZstdSource(t, proxy.Host+"/src/minsize:v1", testenv.Docker, false)
-	srcImg := platformImage(t, src.String(), testenv.Amd64)
-	smf, _ := srcImg.Manifest()
-	weights := smf.Layers[len(smf.Layers)-1]
-	if weights.Size < 1<<20 {
-		t.Fatalf("test setup: the weights layer is %d bytes; want more than 1 MiB", weights.Size)
-	}
+	forEachReg(t, func(t *testing.T, reg regSetup) {
+		proxy := reg.Proxy(t)
+		files, src := pushZstdSource(t, reg, proxy.Host, "src/minsize:v1", testenv.Docker, false)
+		srcImg := reg.image(t, src.String(), testenv.Amd64)
+		smf, _ := srcImg.Manifest()
+		weights := smf.Layers[len(smf.Layers)-1]
+		if weights.Size < 1<<20 {
+			t.Fatalf("test setup: the weights layer is %d bytes; want more than 1 MiB", weights.Size)
+		}
 
-	proxy.Reset()
-	res, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{
-		Source: src.String(), Dest: proxy.Host + "/zstd/minsize", MinSize: 1 << 20, Level: 1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kept := map[string]string{}
-	var newSize int64
-	for _, l := range res.Layers {
-		if l.Source == weights.Digest.String() {
-			if !l.Recompressed {
-				t.Errorf("weights layer %+v not recompressed", l)
+		proxy.Reset()
+		res, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{
+			Source: src.String(), Dest: reg.repo(proxy.Host, "zstd/minsize"), MinSize: 1 << 20, Level: 1,
+		}, reg.opts()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := map[string]string{}
+		var newSize int64
+		for _, l := range res.Layers {
+			if l.Source == weights.Digest.String() {
+				if !l.Recompressed {
+					t.Errorf("weights layer %+v not recompressed", l)
+				}
+				newSize = l.NewSize
+				continue
 			}
-			newSize = l.NewSize
-			continue
+			if l.Recompressed || l.Reason != imageops.ReasonSmall || l.Digest != l.Source || l.NewSize != l.OldSize {
+				t.Errorf("small layer %+v; want kept below --min-size", l)
+			}
+			kept[l.Source] = l.Reason
+			if n := proxy.Downloaded(l.Source); n != 0 {
+				t.Errorf("kept layer %s: %d bytes downloaded", l.Source, n)
+			}
 		}
-		if l.Recompressed || l.Reason != imageops.ReasonSmall || l.Digest != l.Source || l.NewSize != l.OldSize {
-			t.Errorf("small layer %+v; want kept below --min-size", l)
+		if len(kept) != len(smf.Layers)-1 {
+			t.Errorf("%d layers kept; want the %d base layers", len(kept), len(smf.Layers)-1)
 		}
-		kept[l.Source] = l.Reason
-		if n := proxy.Downloaded(l.Source); n != 0 {
-			t.Errorf("kept layer %s: %d bytes downloaded", l.Source, n)
+		checkZstdImage(t, srcImg, reg.image(t, res.Ref, testenv.Amd64), kept)
+		if up := proxy.Uploaded(); up < newSize || up > newSize+16<<10 {
+			t.Errorf("%d bytes uploaded; want only the new weights layer (%d)", up, newSize)
 		}
-	}
-	if len(kept) != len(smf.Layers)-1 {
-		t.Errorf("%d layers kept; want the %d base layers", len(kept), len(smf.Layers)-1)
-	}
-	checkZstdImage(t, srcImg, platformImage(t, res.Ref, testenv.Amd64), kept)
-	if up := proxy.Uploaded(); up < newSize || up > newSize+16<<10 {
-		t.Errorf("%d bytes uploaded; want only the new weights layer (%d)", up, newSize)
-	}
-	if res.Transfer.MountedBlobs < len(kept) {
-		t.Errorf("transfer %+v; want the %d kept layers mounted", res.Transfer, len(kept))
-	}
-	checkUnpacked(t, res.Ref, nil, files)
+		if res.Transfer.MountedBlobs < len(kept) {
+			t.Errorf("transfer %+v; want the %d kept layers mounted", res.Transfer, len(kept))
+		}
+		checkUnpacked(t, reg, res.Ref, nil, files)
+	})
 }
 
 // A source layer whose content does not match its config's diffID fails
 // the whole operation, and nothing reaches the destination.
 func TestZstdRefusesCorruptSource(t *testing.T) {
-	reg := testenv.Registry(t)
 	img, _ := testenv.WeightsImage(t, testenv.OCI, testenv.Amd64, testenv.R8imWeights, zstdSpec)
 	cf, err := img.ConfigFile()
 	if err != nil {
@@ -367,56 +357,58 @@ func TestZstdRefusesCorruptSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := testenv.Push(t, reg.Host+"/src/corrupt:v1", bad)
-	good := testenv.PushBase(t, reg.Host, "src/good", testenv.OCI)
+	forEachReg(t, func(t *testing.T, reg regSetup) {
+		src := reg.push(t, reg.Host, "src/corrupt:v1", bad)
+		good := reg.SeedBase(t, "good", testenv.OCI)
 
-	for _, tc := range []struct {
-		name string
-		req  imageops.ZstdRequest
-		want func(error) bool
-	}{
-		{"diffID mismatch", imageops.ZstdRequest{Source: src.String()}, func(err error) bool {
-			return strings.Contains(err.Error(), "uncompressed content hashes to") && strings.Contains(err.Error(), "the config says "+bogus.String())
-		}},
-		{"level too high", imageops.ZstdRequest{Source: good.String(), Level: 23}, func(err error) bool { return errors.Is(err, imageops.ErrInvalid) }},
-		{"negative min size", imageops.ZstdRequest{Source: good.String(), MinSize: -1}, func(err error) bool { return errors.Is(err, imageops.ErrInvalid) }},
-		{"missing source", imageops.ZstdRequest{Source: reg.Host + "/src/nope:v1"}, func(err error) bool { return errors.Is(err, imageops.ErrNotFound) }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dest := reg.Host + "/zstd/refused-" + strings.ToLower(strings.ReplaceAll(tc.name, " ", "-")) + ":v1"
-			tc.req.Dest = dest
-			_, err := imageops.Recompress(context.Background(), tc.req)
-			if err == nil || !tc.want(err) {
-				t.Fatalf("Recompress = %v; want the %s error", err, tc.name)
-			}
-			tag, _ := name.ParseReference(dest)
-			if _, herr := remote.Head(tag); herr == nil {
-				t.Fatalf("a failed recompression left %s in the registry", tag)
-			}
-		})
-	}
+		for _, tc := range []struct {
+			name string
+			req  imageops.ZstdRequest
+			want func(error) bool
+		}{
+			{"diffID mismatch", imageops.ZstdRequest{Source: src.String()}, func(err error) bool {
+				return strings.Contains(err.Error(), "uncompressed content hashes to") && strings.Contains(err.Error(), "the config says "+bogus.String())
+			}},
+			{"level too high", imageops.ZstdRequest{Source: good.String(), Level: 23}, func(err error) bool { return errors.Is(err, imageops.ErrInvalid) }},
+			{"negative min size", imageops.ZstdRequest{Source: good.String(), MinSize: -1}, func(err error) bool { return errors.Is(err, imageops.ErrInvalid) }},
+			{"missing source", imageops.ZstdRequest{Source: reg.repo(reg.Host, "src/nope:v1")}, func(err error) bool { return errors.Is(err, imageops.ErrNotFound) }},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				dest := reg.repo(reg.Host, "zstd/refused-"+strings.ToLower(strings.ReplaceAll(tc.name, " ", "-"))+":v1")
+				tc.req.Dest = dest
+				_, err := imageops.Recompress(context.Background(), tc.req, reg.opts()...)
+				if err == nil || !tc.want(err) {
+					t.Fatalf("Recompress = %v; want the %s error", err, tc.name)
+				}
+				if herr := reg.head(t, dest); herr == nil {
+					t.Fatalf("a failed recompression left %s in the registry", dest)
+				}
+			})
+		}
+	})
 }
 
 // A dropped upload is retried: the layer is converted again from the
 // source, and the result is the same.
 func TestZstdRetriesAFailedUpload(t *testing.T) {
-	reg := testenv.Registry(t)
-	proxy := testenv.CountingProxy(t, reg.Host)
-	files, src := pushZstdSource(t, proxy.Host+"/src/retry:v1", testenv.OCI, false)
-	clean, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: proxy.Host + "/zstd/clean"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy.Inject(testenv.Fault{Method: "PATCH", PathContains: "/zstd/retry/blobs/uploads/", Count: 1})
-	proxy.Inject(testenv.Fault{Method: "PUT", PathContains: "/zstd/retry/blobs/uploads/", Status: 503, Count: 1})
-	res, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: proxy.Host + "/zstd/retry"})
-	if err != nil {
-		t.Fatalf("Recompress after injected faults: %v", err)
-	}
-	if res.Digest != clean.Digest {
-		t.Errorf("retried conversion gave %s, a clean one %s", res.Digest, clean.Digest)
-	}
-	checkUnpacked(t, res.Ref, nil, files)
+	forEachReg(t, func(t *testing.T, reg regSetup) {
+		proxy := reg.Proxy(t)
+		files, src := pushZstdSource(t, reg, proxy.Host, "src/retry:v1", testenv.OCI, false)
+		clean, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: reg.repo(proxy.Host, "zstd/clean")}, reg.opts()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy.Inject(testenv.Fault{Method: "PATCH", PathContains: "/zstd/retry/blobs/uploads/", Count: 1})
+		proxy.Inject(testenv.Fault{Method: "PUT", PathContains: "/zstd/retry/blobs/uploads/", Status: 503, Count: 1})
+		res, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: reg.repo(proxy.Host, "zstd/retry")}, reg.opts()...)
+		if err != nil {
+			t.Fatalf("Recompress after injected faults: %v", err)
+		}
+		if res.Digest != clean.Digest {
+			t.Errorf("retried conversion gave %s, a clean one %s", res.Digest, clean.Digest)
+		}
+		checkUnpacked(t, reg, res.Ref, nil, files)
+	})
 }
 
 // A source blob cut short or dropped on the wire is fetched again (the
@@ -424,45 +416,46 @@ func TestZstdRetriesAFailedUpload(t *testing.T) {
 // clean conversion: the blob is read without go-containerregistry's digest
 // check, so this is the length and diffID checks at work.
 func TestZstdSourceCutShort(t *testing.T) {
-	reg := testenv.Registry(t)
-	proxy := testenv.CountingProxy(t, reg.Host)
-	files, src := pushZstdSource(t, proxy.Host+"/src/short:v1", testenv.OCI, false)
-	clean, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: proxy.Host + "/zstd/clean"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := img.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	big := m.Layers[0]
-	for _, l := range m.Layers {
-		if l.Size > big.Size {
-			big = l
-		}
-	}
-	for i, f := range []testenv.Fault{
-		{Method: "GET", PathContains: "/blobs/" + big.Digest.String(), Truncate: true, Count: 1},
-		{Method: "GET", PathContains: "/blobs/" + big.Digest.String(), Status: 0, Count: 1}, // connection dropped
-	} {
-		before := proxy.Injected()
-		proxy.Inject(f)
-		res, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: proxy.Host + "/zstd/short-" + strconv.Itoa(i)})
+	forEachReg(t, func(t *testing.T, reg regSetup) {
+		proxy := reg.Proxy(t)
+		files, src := pushZstdSource(t, reg, proxy.Host, "src/short:v1", testenv.OCI, false)
+		clean, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: reg.repo(proxy.Host, "zstd/clean")}, reg.opts()...)
 		if err != nil {
-			t.Fatalf("fault %d: %v", i, err)
+			t.Fatal(err)
 		}
-		if proxy.Injected() != before+1 {
-			t.Fatalf("fault %d never fired", i)
+		img, err := remote.Image(src, reg.User.RemoteOptions()...)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if res.Digest != clean.Digest {
-			t.Errorf("fault %d: the result is %s, a clean conversion %s", i, res.Digest, clean.Digest)
+		m, err := img.Manifest()
+		if err != nil {
+			t.Fatal(err)
 		}
-		checkUnpacked(t, res.Ref, nil, files)
-	}
+		big := m.Layers[0]
+		for _, l := range m.Layers {
+			if l.Size > big.Size {
+				big = l
+			}
+		}
+		for i, f := range []testenv.Fault{
+			{Method: "GET", PathContains: "/blobs/" + big.Digest.String(), Truncate: true, Count: 1},
+			{Method: "GET", PathContains: "/blobs/" + big.Digest.String(), Status: 0, Count: 1}, // connection dropped
+		} {
+			before := proxy.Injected()
+			proxy.Inject(f)
+			res, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: src.String(), Dest: reg.repo(proxy.Host, "zstd/short-"+strconv.Itoa(i))}, reg.opts()...)
+			if err != nil {
+				t.Fatalf("fault %d: %v", i, err)
+			}
+			if proxy.Injected() != before+1 {
+				t.Fatalf("fault %d never fired", i)
+			}
+			if res.Digest != clean.Digest {
+				t.Errorf("fault %d: the result is %s, a clean conversion %s", i, res.Digest, clean.Digest)
+			}
+			checkUnpacked(t, reg, res.Ref, nil, files)
+		}
+	})
 }
 
 // BenchmarkRecompress converts a 256 MiB fp16 weights layer (plus the small
