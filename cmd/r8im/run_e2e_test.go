@@ -24,7 +24,13 @@ func TestAffixedImageRuns(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			t.Setenv("XDG_CACHE_HOME", t.TempDir())
-			stdout, stderr, err := r8im(t, nil, "affix", "--base", base.String(), "--dest", dest, "--tar", tarPath, "--compression", "zstd")
+			args := []string{"affix", "--base", base.String(), "--dest", dest, "--tar", tarPath, "--compression", "zstd"}
+			if reg.CA != nil {
+				// Not SSL_CERT_FILE: Go reads it once per process, and
+				// another test of this package may have loaded the roots.
+				args = append(args, "--ca-file", reg.CA.File(t))
+			}
+			stdout, stderr, err := r8im(t, nil, args...)
 			if err != nil {
 				t.Fatalf("affix: %v\n%s", err, stderr)
 			}
