@@ -528,10 +528,10 @@ func checkWeights(ps *problems, raw string, a *Allowlists) {
 	case u.Path == "" || u.Path == "/":
 		ps.addf(f, "%s names no object: give the tarball's path, such as %s://%s/run-42/weights.tar", redact(u), u.Scheme, clip(u.Host))
 		return
-	case strings.HasSuffix(u.Path, "/"):
-		ps.addf(f, "%s ends with '/', which names a folder: give the tarball's full path", redact(u))
+	case strings.HasSuffix(u.Path, "/") && u.Scheme != "s3":
+		ps.addf(f, "%s ends with '/', which names a folder: give the tarball's full path (only s3:// takes a prefix, s3://bucket/run-42/)", redact(u))
 		return
-	case !cleanSegments(strings.TrimPrefix(u.Path, "/")) || strings.ContainsAny(u.Path, "%\\") || hasControl(u.Path):
+	case !cleanSegments(strings.TrimSuffix(strings.TrimPrefix(u.Path, "/"), "/")) || strings.ContainsAny(u.Path, "%\\") || hasControl(u.Path):
 		ps.addf(f, "%s: the path must name the object directly, without empty, '.' or '..' segments, '\\', an encoded '%%' or control characters", redact(u))
 		return
 	}

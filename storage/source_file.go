@@ -7,6 +7,9 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"strings"
+
+	"github.com/r8im/r8im/internal/dirtar"
 )
 
 // openFileURL opens file:///abs/path (or file://localhost/abs/path).
@@ -45,9 +48,12 @@ func (s *Sources) openFile(raw, path string) (io.ReadCloser, int64, error) {
 		return nil, 0, fmt.Errorf("opening %s: %w", raw, err)
 	}
 	switch m := st.Mode(); {
+	case m.IsDir() && strings.HasSuffix(raw, "/"):
+		_ = f.Close()
+		return openDir(raw, path)
 	case m.IsDir():
 		_ = f.Close()
-		return nil, 0, fmt.Errorf("opening %s: %w: it is a directory; give the path of a weights tarball (make one with tar -cf weights.tar -C dir .)", raw, ErrInvalidURL)
+		return nil, 0, fmt.Errorf("opening %s: %w: it is a directory; end the URL with / to publish every file under it (%s/), or give the path of a weights tarball", raw, ErrInvalidURL, raw)
 	case m&fs.ModeNamedPipe != 0:
 		return verify(f, raw, -1, nil), -1, nil
 	case !m.IsRegular():
@@ -55,4 +61,15 @@ func (s *Sources) openFile(raw, path string) (io.ReadCloser, int64, error) {
 		return nil, 0, fmt.Errorf("opening %s: %w: not a regular file (%s); give the path of a weights tarball", raw, ErrInvalidURL, m.Type())
 	}
 	return verify(f, raw, st.Size(), nil), st.Size(), nil
+}
+
+// openDir serves a directory (a URL ending in /) as a tar of its entries in
+// path order (internal/dirtar); its size is unknown (-1) until it is read.
+// A file that changes while it is read fails the stream for good.
+func openDir(raw, path string) (io.ReadCloser, int64, error) {
+	rc, err := dirtar.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("opening %s: %w", raw, err)
+	}
+	return rc, -1, nil
 }

@@ -30,6 +30,7 @@ import (
 
 // s3API is the part of the S3 client Sources uses.
 type s3API interface {
+	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
 	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
 	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 }
@@ -101,8 +102,6 @@ func parseS3URL(raw string) (bucket, key string, err error) {
 	switch {
 	case key == "":
 		return "", "", bad("no key; use s3://bucket/path/to/weights.tar")
-	case strings.HasSuffix(key, "/"):
-		return "", "", bad("the key ends with '/', which names a folder, not an object; give the tarball's full key")
 	}
 	return u.Host, key, nil
 }
@@ -111,6 +110,9 @@ func (s *Sources) openS3(ctx context.Context, raw string) (io.ReadCloser, int64,
 	bucket, key, err := parseS3URL(raw)
 	if err != nil {
 		return nil, 0, err
+	}
+	if strings.HasSuffix(key, "/") {
+		return s.openS3Prefix(ctx, raw, bucket, key)
 	}
 	// Resolve the credentials first, so that having none reads as such.
 	if s.creds != nil {

@@ -284,7 +284,7 @@ func TestS3SourceErrors(t *testing.T) {
 		{"no bucket", s, "s3:///w.tar", ErrInvalidURL, "no bucket"},
 		{"no key", s, "s3://" + srv.Bucket, ErrInvalidURL, "no key"},
 		{"bucket only", s, "s3://" + srv.Bucket + "/", ErrInvalidURL, "no key"},
-		{"folder", s, "s3://" + srv.Bucket + "/runs/", ErrInvalidURL, "folder"},
+		{"empty prefix", s, "s3://" + srv.Bucket + "/runs/", ErrNotFound, "no objects under the prefix"},
 		{"bad escape", s, "s3://" + srv.Bucket + "/100%.tar", ErrInvalidURL, "%25"},
 		{"query", s, "s3://" + srv.Bucket + "/w.tar?versionId=1", ErrInvalidURL, "%3F"},
 		{"user info", s, "s3://key:secret@" + srv.Bucket + "/w.tar", ErrInvalidURL, "credentials"},

@@ -17,14 +17,15 @@ func newAffixCmd(g *globals) *cobra.Command {
 	var (
 		req         imageops.AffixRequest
 		tarPath     string
+		dirPath     string
 		compression string
 		created     string
 	)
 	cmd := &cobra.Command{
-		Use:   "affix --base REF --dest REPO[:TAG] --tar PATH|-",
+		Use:   "affix --base REF --dest REPO[:TAG] (--tar PATH|- | --dir DIR)",
 		Short: "Add a weights tarball as a new layer on top of a base image",
 		Long: `affix streams a weights tarball (.tar, .tar.gz or .tar.zst, detected by its
-first bytes) once: its entries are placed under --target, checked, compressed,
+first bytes), or a directory (--dir, read in path order as if tarred), once: its entries are placed under --target, checked, compressed,
 hashed and uploaded in one pass. The base's layers are never downloaded: the
 destination repository gets them by cross-repository mount (or already has
 them). The new image is pushed, re-read by digest and checked blob by blob.
@@ -37,7 +38,8 @@ devices, fifos and whiteouts are refused, as is anything outside the target
 The same tarball and --created always give the same digests.`,
 		Example: `  r8im affix --base r8.im/acme/sdxl@sha256:d0b0… --dest r8.im/acme/sdxl-ft --tar weights.tar
   tar -C out -c . | r8im affix --base localhost:5000/base:v1 --dest localhost:5000/ft:v2 --tar - --compression zstd
-  r8im affix --base base:v1 --dest ft --tar w.tar.gz --platform all --json`,
+  r8im affix --base base:v1 --dest ft --tar w.tar.gz --platform all --json
+  r8im affix --base r8.im/acme/sdxl:v1 --dest r8.im/acme/sdxl-ft --dir ./output/weights`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts, progress, err := g.options(cmd)
@@ -56,9 +58,30 @@ The same tarball and --created always give the same digests.`,
 			if req.Created, err = cli.CreatedTime(created); err != nil {
 				return err
 			}
+			switch {
+			case tarPath != "" && dirPath != "":
+				return fmt.Errorf("--tar and --dir both given: publish one weights input, a tarball (--tar) or a directory (--dir)")
+			case dirPath != "":
+				st, err := os.Stat(dirPath)
+				if err != nil {
+					return fmt.Errorf("--dir %s: %w", dirPath, err)
+				}
+				if !st.IsDir() {
+					return fmt.Errorf("--dir %s is not a directory; give a tarball with --tar instead", dirPath)
+				}
+				if req.WeightsSize, err = imageops.DirSize(dirPath); err != nil {
+					return fmt.Errorf("--dir %s: %w", dirPath, err)
+				}
+				req.Weights = imageops.DirOpener(dirPath)
+				// No resumable session: a directory has no cheap identity,
+				// and a changed tree must not resume an old upload (the
+				// hash check would refuse it anyway, after re-reading).
+			}
 			switch tarPath {
 			case "":
-				return fmt.Errorf("--tar is required: the weights tarball's path, or - for stdin")
+				if dirPath == "" {
+					return fmt.Errorf("give the weights: --tar PATH (a tarball, or - for stdin) or --dir DIR (a directory)")
+				}
 			case "-":
 				req.Weights = imageops.OnceOpener(cmd.InOrStdin())
 			default:
@@ -86,13 +109,14 @@ The same tarball and --created always give the same digests.`,
 	f := cmd.Flags()
 	f.StringVar(&req.Base, "base", "", "base image, by tag or digest (required)")
 	f.StringVar(&req.Dest, "dest", "", "destination repository and optional tag, host/repo[:tag] (required)")
-	f.StringVar(&tarPath, "tar", "", "weights tarball (.tar, .tar.gz, .tar.zst), or - for stdin (required)")
+	f.StringVar(&tarPath, "tar", "", "weights tarball (.tar, .tar.gz, .tar.zst), or - for stdin (or --dir)")
+	f.StringVar(&dirPath, "dir", "", "weights directory, published as if tarred in path order (or --tar)")
 	f.StringVar(&req.Target, "target", imageops.DefaultTarget, "directory in the image where the weights go")
 	f.StringVar(&compression, "compression", "gzip", "layer compression: gzip, zstd or none (zstd makes the image OCI)")
 	f.IntVar(&req.Level, "level", 0, "compression level (default: gzip 1, zstd 3)")
 	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default: $SOURCE_DATE_EPOCH if set, else now)")
 	f.BoolVar(&req.AllowOutsideTarget, "allow-outside-target", false, "keep tarball entries outside --target instead of refusing them (the first entry must be under the target)")
-	for _, name := range []string{"base", "dest", "tar"} {
+	for _, name := range []string{"base", "dest"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
