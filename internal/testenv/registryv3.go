@@ -96,23 +96,9 @@ func RegistryV3(t testing.TB, opts ...RegistryOption) *RegistryServer {
 `, r.token.URL, tokenService, tokenIssuer, ca.File(t))
 	}
 	r.start(t, bin, dir, o.token, func(addr string) string {
-		return authCfg + fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: %s
-  secret: %s
-%s`, data, addr, randomHex(t, 16), tlsCfg)
+		// 2.8's configuration, plus the secret that signs upload state
+		// (v3 wants one) and TLS.
+		return authCfg + RegistryConfig(data, addr, "") + fmt.Sprintf("  secret: %s\n%s", randomHex(t, 16), tlsCfg)
 	})
 	if front != nil {
 		r.serveFront(t, front)
