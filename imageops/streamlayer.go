@@ -119,7 +119,7 @@ const (
 )
 
 // pass runs one pass as a pipeline of goroutines, so that on a few cores
-// the stages overlap instead of adding up (DESIGN.md §6):
+// the stages overlap instead of adding up (docs/design.md §6):
 //
 //	produce ─┬─ diffID hash
 //	         └─ compress ── digest hash ── out (the uploader)

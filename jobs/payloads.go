@@ -15,7 +15,7 @@ import (
 )
 
 // Payloads hold references and ids only, never credentials: the worker's
-// own environment authenticates (DESIGN.md §7).
+// own environment authenticates (docs/design.md §7).
 
 // AffixPayload asks for a weights tarball to be affixed onto a base image.
 type AffixPayload struct {
