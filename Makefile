@@ -38,6 +38,9 @@ SOAK_WORKERS ?= 3
 SOAK_KILLS   ?= 5
 SOAK_FAULTS  ?= 0.10
 
+# make lint: staticcheck, pinned, installed into BIN_DIR like the other tools.
+STATICCHECK_VERSION := v0.8.2
+
 # make bench: tools compared against, pinned (crane at go.mod's go-containerregistry).
 CRANE_VERSION  := v0.22.1
 REGCTL_VERSION := v0.11.7
@@ -46,7 +49,7 @@ BENCH_SIZES ?= 1GiB,4GiB
 BENCH_RUNS  ?= 3
 BENCH_OUT   ?= bench/results.json
 
-.PHONY: help deps build test lint vet fmt-check compose-check fuzz bench bench-tools
+.PHONY: help deps build test lint vet fmt-check compose-check staticcheck fuzz bench bench-tools
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -90,7 +93,14 @@ compose-check: ## validate docker-compose.yml with Debian's docker-compose
 	@if docker-compose -f docker-compose.yml --env-file .env.example config -q 2>/dev/null; then \
 	  echo "compose-check: docker-compose.yml starts without secrets; every secret must be \$${VAR:?…}"; exit 1; fi
 
-lint: vet fmt-check compose-check ## go vet, gofmt and compose checks
+staticcheck: ## staticcheck (pinned STATICCHECK_VERSION, installed into BIN_DIR on first use)
+	@if ! "$(BIN_DIR)/staticcheck" -version 2>/dev/null | grep -qF "($(patsubst v%,%,$(STATICCHECK_VERSION)))"; then \
+	  echo "lint: installing staticcheck $(STATICCHECK_VERSION) into $(BIN_DIR)"; mkdir -p "$(BIN_DIR)"; \
+	  cd /tmp && GOFLAGS= GOBIN="$(BIN_DIR)" $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); \
+	fi
+	"$(BIN_DIR)/staticcheck" ./...
+
+lint: vet fmt-check compose-check staticcheck ## go vet, gofmt, compose checks and staticcheck
 
 test: deps bench-tools lint build ## install deps, lint, build the binaries as the Dockerfile does, then run every test with the race detector
 	$(GO) test -race -count=1 -timeout 20m ./...

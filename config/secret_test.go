@@ -30,6 +30,7 @@ func TestSecretTypesMaskEveryRendering(t *testing.T) {
 	}
 	out := strings.Join([]string{
 		fmt.Sprintf("%#v", w), fmt.Sprintf("%#v", w.Registry), fmt.Sprintf("%+v", w.S3),
+		//lint:ignore S1025 the test is of what %s formatting prints
 		fmt.Sprint(w.Registry), fmt.Sprint(w.Redis), fmt.Sprintf("%s", w.S3.SecretAccessKey),
 		logs.String(), string(js),
 	}, "\n")

@@ -547,7 +547,7 @@ func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
 		return nil, "its name or link target contains a NUL byte; recreate the tarball"
 	}
 	typ := h.Typeflag
-	if typ == tar.TypeRegA { // tar.Reader converts these already; be safe
+	if typ == '\x00' { // the deprecated TypeRegA: tar.Reader converts these already; be safe
 		typ = tar.TypeReg
 		if strings.HasSuffix(name, "/") {
 			typ = tar.TypeDir

@@ -489,7 +489,8 @@ func TestRewriteTarAccepts(t *testing.T) {
 				if h.Mode&^0o777 != 0 {
 					t.Errorf("%s: mode %o has more than rwx bits", h.Name, h.Mode)
 				}
-				if len(h.PAXRecords) != 0 || len(h.Xattrs) != 0 { //nolint:staticcheck // Xattrs is what older readers fill
+				//lint:ignore SA1019 Xattrs is what older readers fill
+				if len(h.PAXRecords) != 0 || len(h.Xattrs) != 0 {
 					t.Errorf("%s: PAX records %v", h.Name, h.PAXRecords)
 				}
 				if h.Typeflag == tar.TypeReg && e.body != inBodies[path.Base(h.Name)] {

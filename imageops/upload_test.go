@@ -63,17 +63,6 @@ func (s chunkedSetup) check(t *testing.T, res *imageops.AffixResult, files []tes
 
 func chunksFor(size, chunk int64) int { return int((size + chunk - 1) / chunk) }
 
-// nthPatch returns a fault function that applies f to the n-th chunked
-// PATCH (1-based) and counts the PATCHes it saw.
-func nthPatch(n int64, f testenv.Fault, seen *atomic.Int64) func(*http.Request) (testenv.Fault, bool) {
-	return func(r *http.Request) (testenv.Fault, bool) {
-		if r.Method != http.MethodPatch || r.Header.Get("Content-Range") == "" {
-			return testenv.Fault{}, false
-		}
-		return f, seen.Add(1) == n
-	}
-}
-
 func TestChunkedUpload(t *testing.T) {
 	const limit = testChunk + 64<<10 // a front that caps bodies a little over the chunk
 	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {

@@ -90,7 +90,7 @@ The same tarball and --created always give the same digests.`,
 					return fmt.Errorf("--tar %s: %w", tarPath, err)
 				}
 				if st.IsDir() {
-					return fmt.Errorf("--tar %s is a directory; make a tarball first, e.g. tar -C %s -cf weights.tar .", tarPath, tarPath)
+					return fmt.Errorf("--tar %s is a directory; publish it with --dir %s (or make a tarball: tar -C %s -cf weights.tar .)", tarPath, tarPath, tarPath)
 				}
 				req.WeightsSize = st.Size()
 				req.Weights = func() (io.ReadCloser, error) { return os.Open(tarPath) }

@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -260,7 +258,3 @@ func (s *services) putObject(ctx context.Context, key, path string) (string, err
 	}
 	return "s3://" + s.s3.bucket + "/" + key, nil
 }
-
-var errSkipped = errors.New("skipped")
-
-func itoa(n int) string { return strconv.Itoa(n) }

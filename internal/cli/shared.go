@@ -28,7 +28,7 @@ func ConnectRedis(ctx context.Context, r config.Redis) (redis.UniversalClient, e
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("Redis at %s does not answer (%v): start it, or point REDIS_URL at it", r.URL, err)
+		return nil, fmt.Errorf("the Redis server at %s does not answer (%v): start it, or point REDIS_URL at it", r.URL, err)
 	}
 	return rdb, nil
 }
