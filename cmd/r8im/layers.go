@@ -9,8 +9,9 @@ import (
 
 func newLayersCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "layers REF",
-		Short: "Summarize an image's layers (reads manifest and config only)",
+		Use:     "layers REF",
+		Aliases: []string{"report"}, // the original r8im's name
+		Short:   "Summarize an image's layers (reads manifest and config only)",
 		Long: `layers prints one row per layer: index, digest, media type, compressed
 size, diffID, the history command that made it, and whether it holds weights
 (r8im's markers, the "# weights" history convention, cog's COPY --from=weights,

@@ -36,6 +36,6 @@ helpers) or from a Replicate cog token (--token / COG_TOKEN).`,
 	root.PersistentPreRunE = cli.LoadConfig(cfg, lookup)
 	g := &globals{cfg: cfg}
 	g.register(root)
-	root.AddCommand(newAffixCmd(g), newLayersCmd(g), newExtractCmd(g), newRemixCmd(g), newZstdCmd(g))
+	root.AddCommand(newAffixCmd(g), newLayersCmd(g), newExtractCmd(g), newRemixCmd(g), newZstdCmd(g), newAddLayerCmd(g), newCloneCmd(g))
 	return root
 }

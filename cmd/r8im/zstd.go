@@ -22,8 +22,9 @@ func newZstdCmd(g *globals) *cobra.Command {
 		jobs    int
 	)
 	cmd := &cobra.Command{
-		Use:   "zstd REF --dest REPO[:TAG] [--level 3] [--min-size 1MiB] [--jobs 4]",
-		Short: "Recompress an image's layers to zstd, keeping its diffIDs and config",
+		Use:     "zstd REF [DEST | --dest REPO[:TAG]] [--level 3] [--min-size 1MiB] [--jobs 4]",
+		Aliases: []string{"recompress"}, // the original r8im's name
+		Short:   "Recompress an image's layers to zstd, keeping its diffIDs and config",
 		Long: `zstd recompresses the layers of an image to zstd, for faster pulls. Each
 layer is converted in one pass: downloaded from the registry, decompressed
 (gzip or uncompressed), compressed with zstd, hashed and uploaded as it
@@ -44,9 +45,10 @@ mounted, never re-uploaded. Running zstd on its own output changes nothing.
 With --platform all an index is recompressed platform by platform (a layer
 shared by platforms is converted once) into a new OCI index.`,
 		Example: `  r8im zstd r8.im/acme/sdxl-ft:v2 --dest r8.im/acme/sdxl-ft:v2-zstd
+  r8im recompress r8.im/acme/sdxl-ft:v2 r8.im/acme/sdxl-ft:v2-zstd   # the original r8im's form
   r8im zstd localhost:5000/models/ft@sha256:f540… --dest localhost:5000/models/ft-zstd --level 9 --min-size 0
   r8im zstd base:v1 --dest base-zstd:v1 --platform all --jobs 8 --json`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := humanize.ParseBytes(minSize)
 			if err != nil {
@@ -68,6 +70,14 @@ shared by platforms is converted once) into a new OCI index.`,
 			}
 			defer progress.Done()
 			req.Source = args[0]
+			switch {
+			case len(args) == 2 && req.Dest != "" && req.Dest != args[1]:
+				return fmt.Errorf("two destinations: %s and --dest %s; give one", args[1], req.Dest)
+			case len(args) == 2:
+				req.Dest = args[1]
+			case req.Dest == "":
+				return fmt.Errorf("no destination: give it as the second argument or with --dest, e.g. r8im zstd %s %s-zstd", args[0], args[0])
+			}
 			// The layer ids of the sessions name source digests and level.
 			opts = append(opts, imageops.WithJobs(jobs), resumable("zstd", req.Source, req.Dest))
 			res, err := imageops.Recompress(cmd.Context(), req, opts...)
@@ -86,7 +96,6 @@ shared by platforms is converted once) into a new OCI index.`,
 	f.IntVar(&req.Level, "level", imageops.DefaultZstdLevel, "zstd level, 1 (fastest) to 22 (smallest)")
 	f.StringVar(&minSize, "min-size", defaultMinSize, "keep layers whose compressed size is below this as they are (0: recompress all)")
 	f.IntVar(&jobs, "jobs", 4, "layers recompressed at the same time")
-	_ = cmd.MarkFlagRequired("dest")
 	return cmd
 }
 
