@@ -335,8 +335,8 @@ func TestZstdMinSizeKeepsSmallLayers(t *testing.T) {
 		if up := proxy.Uploaded(); up < newSize || up > newSize+16<<10 {
 			t.Errorf("%d bytes uploaded; want only the new weights layer (%d)", up, newSize)
 		}
-		if res.Transfer.MountedBlobs < len(kept) {
-			t.Errorf("transfer %+v; want the %d kept layers mounted", res.Transfer, len(kept))
+		if res.Transfer.MountedBlobs < len(kept) || res.Transfer.MountedBytes == 0 {
+			t.Errorf("transfer %+v; want the %d kept layers mounted, and their bytes counted", res.Transfer, len(kept))
 		}
 		checkUnpacked(t, reg, res.Ref, nil, files)
 	})
