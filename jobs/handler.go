@@ -128,7 +128,7 @@ func (h *Handler) affix(ctx context.Context, t *asynq.Task) error {
 		return storage.Success{
 			Result: res.Ref, BaseDigest: res.Base, LayerDigest: res.Layer.Digest, LayerDiffID: res.Layer.DiffID,
 			LayerSize: res.Layer.Size, UncompressedSize: res.Layer.UncompressedSize,
-			UploadedBytes: res.Transfer.UploadedBytes, MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes,
+			UploadedBytes: res.Transfer.UploadedBytes, MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes,
 			DownloadedBytes: size, Stages: stageMap(res.Stages),
 		}, nil
 	}, nil, p.platformOpt())
@@ -145,7 +145,7 @@ func (h *Handler) remix(ctx context.Context, t *asynq.Task) error {
 			return storage.Success{}, err
 		}
 		s := storage.Success{Result: res.Ref, BaseDigest: res.Base, UploadedBytes: res.Transfer.UploadedBytes,
-			MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Stages: stageMap(res.Stages)}
+			MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes, Stages: stageMap(res.Stages)}
 		if len(res.Added) > 0 {
 			s.LayerDigest = res.Added[len(res.Added)-1]
 		}
@@ -172,7 +172,7 @@ func (h *Handler) zstd(ctx context.Context, t *asynq.Task) error {
 			return storage.Success{}, err
 		}
 		s := storage.Success{Result: res.Ref, BaseDigest: res.Source, UploadedBytes: res.Transfer.UploadedBytes,
-			MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, DownloadedBytes: res.Transfer.DownloadedBytes, Stages: stageMap(res.Stages)}
+			MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes, DownloadedBytes: res.Transfer.DownloadedBytes, Stages: stageMap(res.Stages)}
 		for _, l := range res.Layers {
 			s.LayerSize += l.NewSize
 			s.SavedBytes += l.OldSize - l.NewSize
@@ -282,6 +282,9 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 	}
 	outcome.Status, outcome.Success = OutcomeSucceeded, success
 	logger(ctx, h.Log).Info("published", "result", success.Result, "first_record", first)
+	for _, n := range success.Notes {
+		logger(ctx, h.Log).Warn("transfer note", "note", n)
+	}
 	if err := h.notify(rctx, id, storage.StateSucceeded); err != nil {
 		// Retried: the retry finds the record succeeded and only notifies.
 		return fmt.Errorf("published %s, but %w", success.Result, err)

@@ -91,6 +91,10 @@ type Record struct {
 	// already held (mounted, not recompressed).
 	ReusedLayers int64              `json:"reused_layers,omitempty"`
 	Stages       map[string]float64 `json:"stages,omitempty"` // seconds per stage
+	// Notes say where the transfer did not go as planned: an upload
+	// resumed, started again, sent in one request after chunking was
+	// refused, with smaller chunks after a 413, a mount refused.
+	Notes []string `json:"notes,omitempty"`
 
 	Attempts      int    `json:"attempts"`
 	LastError     string `json:"last_error,omitempty"`
@@ -119,6 +123,7 @@ type Success struct {
 	SavedBytes        int64              // recompression: old minus new layer sizes
 	ReusedLayers      int64              // recompression: conversions taken from the shared-layer cache
 	Stages            map[string]float64 // seconds per stage
+	Notes             []string           // imageops.Transfer.Notes
 }
 
 // Records keeps publish records in Redis: one hash per record
@@ -346,6 +351,13 @@ func (r *Records) Succeed(ctx context.Context, id string, s Success) (first bool
 		}
 		fields = append(fields, "stages", string(b))
 	}
+	if len(s.Notes) > 0 {
+		b, err := json.Marshal(s.Notes)
+		if err != nil {
+			return false, fmt.Errorf("succeeding record %s: encoding notes: %w", id, err)
+		}
+		fields = append(fields, "notes", string(b))
+	}
 	n, err := succeedScript.Run(ctx, r.rdb, r.keys(id), r.args(id, append([]any{r.maxLen}, fields...)...)...).Int()
 	if err != nil {
 		return false, fmt.Errorf("succeeding record %s: %w", id, err)
@@ -474,6 +486,11 @@ func decodeRecord(h map[string]string) (*Record, error) {
 	if v := h["stages"]; v != "" {
 		if err := json.Unmarshal([]byte(v), &rec.Stages); err != nil {
 			return nil, fmt.Errorf("field stages: %w", err)
+		}
+	}
+	if v := h["notes"]; v != "" {
+		if err := json.Unmarshal([]byte(v), &rec.Notes); err != nil {
+			return nil, fmt.Errorf("field notes: %w", err)
 		}
 	}
 	for name, dst := range map[string]*int64{

@@ -17,6 +17,7 @@ import (
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/cli"
 	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/internal/untrusted"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -281,6 +282,9 @@ func printRecord(w io.Writer, r *storage.Record) {
 	}
 	row("attempts", fmt.Sprint(r.Attempts))
 	row("last error", r.LastError)
+	for _, n := range r.Notes {
+		row("note", untrusted.Text(n, maxPrintedError))
+	}
 	row("updated", r.UpdatedAt.Format(time.RFC3339))
 	_ = tw.Flush()
 }

@@ -87,6 +87,14 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 			if rc.Name != testenv.Distribution28 && float64(total) > 1.1*float64(layer) {
 				t.Errorf("the registry received %d bytes for a %d-byte layer; want at most 1.1× (resumed, not restarted)", total, layer)
 			}
+			// The record says what happened to the interrupted upload.
+			want := "resuming an interrupted upload"
+			if rc.Name == testenv.Distribution28 {
+				want = "no longer has the interrupted upload"
+			}
+			if !slices.ContainsFunc(rec.Notes, func(n string) bool { return strings.Contains(n, want) }) {
+				t.Errorf("record notes %q; want one saying %q", rec.Notes, want)
+			}
 		})
 	}
 }
