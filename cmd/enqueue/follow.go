@@ -16,8 +16,8 @@ import (
 	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/cli"
-	"github.com/r8im/r8im/jobs"
 	"github.com/r8im/r8im/internal/untrusted"
+	"github.com/r8im/r8im/jobs"
 	"github.com/r8im/r8im/storage"
 )
 
