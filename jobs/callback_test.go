@@ -104,95 +104,99 @@ var loopbackCallbacks = func() *http.Client {
 }()
 
 func TestCallbackDeliveredSignedAndRetried(t *testing.T) {
-	e := newEnv(t)
-	rcv := newReceiver(t, 2) // refuses twice, then accepts
-	e.worker(t, 2, withCallbacks)
-	weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
+	forEachReg(t, func(t *testing.T, reg testenv.RegistryEnv) {
+		e := newEnv(t, reg)
+		rcv := newReceiver(t, 2) // refuses twice, then accepts
+		e.worker(t, 2, withCallbacks)
+		weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
 
-	ctx := context.Background()
-	ok, err := e.enq.Enqueue(ctx, jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-ok", CallbackURL: rcv.URL + "/hook",
-		Payload: jobs.AffixPayload{EventID: "cb-ok", Base: e.base, Weights: weights, Dest: e.proxy.Host + "/cb/ok:1", Created: created}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := e.waitFor(t, ok.ID, 2*time.Minute)
-	if rec.State != storage.StateSucceeded {
-		t.Fatalf("publish failed: %s", rec.LastError)
-	}
-	got := rcv.waitDeliveries(t, 3, time.Minute)
-	for i, d := range got {
-		if d.err != nil {
-			t.Errorf("delivery %d: the Standard Webhooks library rejects the signature: %v", i, d.err)
+		ctx := context.Background()
+		ok, err := e.enq.Enqueue(ctx, jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-ok", CallbackURL: rcv.URL + "/hook",
+			Payload: jobs.AffixPayload{EventID: "cb-ok", Base: e.base, Weights: weights, Dest: e.repo(e.proxy.Host, "cb/ok:1"), Created: created}})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if id := d.header.Get("webhook-id"); id != got[0].header.Get("webhook-id") || id == "" {
-			t.Errorf("delivery %d: webhook-id %q differs from the first's %q: receivers cannot drop duplicates", i, id, got[0].header.Get("webhook-id"))
+		rec := e.waitFor(t, ok.ID, 2*time.Minute)
+		if rec.State != storage.StateSucceeded {
+			t.Fatalf("publish failed: %s", rec.LastError)
 		}
-		if n := len(strings.Fields(d.header.Get("webhook-signature"))); n != 2 {
-			t.Errorf("delivery %d: %d signatures, want one per configured secret (2)", i, n)
+		got := rcv.waitDeliveries(t, 3, time.Minute)
+		for i, d := range got {
+			if d.err != nil {
+				t.Errorf("delivery %d: the Standard Webhooks library rejects the signature: %v", i, d.err)
+			}
+			if id := d.header.Get("webhook-id"); id != got[0].header.Get("webhook-id") || id == "" {
+				t.Errorf("delivery %d: webhook-id %q differs from the first's %q: receivers cannot drop duplicates", i, id, got[0].header.Get("webhook-id"))
+			}
+			if n := len(strings.Fields(d.header.Get("webhook-signature"))); n != 2 {
+				t.Errorf("delivery %d: %d signatures, want one per configured secret (2)", i, n)
+			}
 		}
-	}
-	last := got[2]
-	if last.body.Type != jobs.EventPublishSucceeded {
-		t.Errorf("callback type %q, want %q", last.body.Type, jobs.EventPublishSucceeded)
-	}
-	var data storage.Record
-	b, _ := json.Marshal(last.body.Data)
-	if err := json.Unmarshal(b, &data); err != nil || data.Result != rec.Result || data.ID != ok.ID || data.State != storage.StateSucceeded {
-		t.Errorf("callback data = %s (%v); want the final record with result %s", b, err, rec.Result)
-	}
-	if strings.Contains(string(last.raw), `"inputs"`) {
-		t.Error("the callback carries the task inputs; it should carry the result only")
-	}
-	// Tampering is caught by the same verifier: the test would notice a
-	// signature that verified anything.
-	wh, _ := standardwebhooks.NewWebhook(callbackSecret)
-	if err := wh.Verify([]byte(strings.Replace(string(last.raw), "succeeded", "failed", 1)), last.header); err == nil {
-		t.Error("a tampered body verified")
-	}
+		last := got[2]
+		if last.body.Type != jobs.EventPublishSucceeded {
+			t.Errorf("callback type %q, want %q", last.body.Type, jobs.EventPublishSucceeded)
+		}
+		var data storage.Record
+		b, _ := json.Marshal(last.body.Data)
+		if err := json.Unmarshal(b, &data); err != nil || data.Result != rec.Result || data.ID != ok.ID || data.State != storage.StateSucceeded {
+			t.Errorf("callback data = %s (%v); want the final record with result %s", b, err, rec.Result)
+		}
+		if strings.Contains(string(last.raw), `"inputs"`) {
+			t.Error("the callback carries the task inputs; it should carry the result only")
+		}
+		// Tampering is caught by the same verifier: the test would notice a
+		// signature that verified anything.
+		wh, _ := standardwebhooks.NewWebhook(callbackSecret)
+		if err := wh.Verify([]byte(strings.Replace(string(last.raw), "succeeded", "failed", 1)), last.header); err == nil {
+			t.Error("a tampered body verified")
+		}
 
-	// A publish that fails for good calls back too, once.
-	bad, err := e.enq.Enqueue(ctx, jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-bad", CallbackURL: rcv.URL + "/hook",
-		Payload: jobs.AffixPayload{EventID: "cb-bad", Base: e.proxy.Host + "/no/such:base", Weights: weights, Dest: e.proxy.Host + "/cb/bad", Created: created}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rec := e.waitFor(t, bad.ID, time.Minute); rec.State != storage.StateFailed {
-		t.Fatalf("a missing base did not fail: %+v", rec)
-	}
-	got = rcv.waitDeliveries(t, 4, time.Minute)
-	if d := got[3]; d.body.Type != jobs.EventPublishFailed || d.err != nil || !strings.Contains(string(d.raw), "no/such") {
-		t.Errorf("failure callback: type %q, signature error %v, body %s", d.body.Type, d.err, d.raw)
-	}
-	time.Sleep(time.Second)
-	if n := len(rcv.deliveries()); n != 4 {
-		t.Errorf("%d callbacks in all, want 4 (3 attempts for the success, 1 for the failure)", n)
-	}
+		// A publish that fails for good calls back too, once.
+		bad, err := e.enq.Enqueue(ctx, jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-bad", CallbackURL: rcv.URL + "/hook",
+			Payload: jobs.AffixPayload{EventID: "cb-bad", Base: e.proxy.Host + "/" + testenv.BaseNamespace + "/no/such:base", Weights: weights, Dest: e.repo(e.proxy.Host, "cb/bad"), Created: created}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec := e.waitFor(t, bad.ID, time.Minute); rec.State != storage.StateFailed {
+			t.Fatalf("a missing base did not fail: %+v", rec)
+		}
+		got = rcv.waitDeliveries(t, 4, time.Minute)
+		if d := got[3]; d.body.Type != jobs.EventPublishFailed || d.err != nil || !strings.Contains(string(d.raw), "no/such") {
+			t.Errorf("failure callback: type %q, signature error %v, body %s", d.body.Type, d.err, d.raw)
+		}
+		time.Sleep(time.Second)
+		if n := len(rcv.deliveries()); n != 4 {
+			t.Errorf("%d callbacks in all, want 4 (3 attempts for the success, 1 for the failure)", n)
+		}
+	})
 }
 
 func TestCallbackWithoutSecretIsNotSent(t *testing.T) {
-	e := newEnv(t)
-	rcv := newReceiver(t, 0)
-	e.worker(t, 1) // no R8IM_CALLBACK_SECRETS
-	weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
-	res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-nosecret", CallbackURL: rcv.URL,
-		Payload: jobs.AffixPayload{EventID: "cb-nosecret", Base: e.base, Weights: weights, Dest: e.proxy.Host + "/cb/ns", Created: created}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rec := e.waitFor(t, res.ID, 2*time.Minute); rec.State != storage.StateSucceeded {
-		t.Fatalf("publish: %+v", rec)
-	}
-	// The callback task is archived with the reason, never sent unsigned.
-	insp := asynq.NewInspectorFromRedisClient(e.rdb)
-	id := jobs.CallbackPayload{Record: res.ID, State: storage.StateSucceeded}.TaskID()
-	waitArchived(t, insp, jobs.QueuePublish, id)
-	info, err := insp.GetTaskInfo(jobs.QueuePublish, id)
-	if err != nil || !strings.Contains(info.LastErr, "R8IM_CALLBACK_SECRETS") {
-		t.Errorf("archived callback: %v, %v; want a reason naming R8IM_CALLBACK_SECRETS", info, err)
-	}
-	if n := len(rcv.deliveries()); n != 0 {
-		t.Errorf("%d unsigned callbacks sent", n)
-	}
+	forEachReg(t, func(t *testing.T, reg testenv.RegistryEnv) {
+		e := newEnv(t, reg)
+		rcv := newReceiver(t, 0)
+		e.worker(t, 1) // no R8IM_CALLBACK_SECRETS
+		weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
+		res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-nosecret", CallbackURL: rcv.URL,
+			Payload: jobs.AffixPayload{EventID: "cb-nosecret", Base: e.base, Weights: weights, Dest: e.repo(e.proxy.Host, "cb/ns"), Created: created}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec := e.waitFor(t, res.ID, 2*time.Minute); rec.State != storage.StateSucceeded {
+			t.Fatalf("publish: %+v", rec)
+		}
+		// The callback task is archived with the reason, never sent unsigned.
+		insp := asynq.NewInspectorFromRedisClient(e.rdb)
+		id := jobs.CallbackPayload{Record: res.ID, State: storage.StateSucceeded}.TaskID()
+		waitArchived(t, insp, jobs.QueuePublish, id)
+		info, err := insp.GetTaskInfo(jobs.QueuePublish, id)
+		if err != nil || !strings.Contains(info.LastErr, "R8IM_CALLBACK_SECRETS") {
+			t.Errorf("archived callback: %v, %v; want a reason naming R8IM_CALLBACK_SECRETS", info, err)
+		}
+		if n := len(rcv.deliveries()); n != 0 {
+			t.Errorf("%d unsigned callbacks sent", n)
+		}
+	})
 }
 
 // weightsTar is a small weights tarball.
@@ -207,30 +211,32 @@ func weightsTar(t *testing.T) string {
 // unless the worker allows the network; the callback fails for good, naming
 // the setting.
 func TestCallbackToPrivateAddressRefused(t *testing.T) {
-	e := newEnv(t)
-	rcv := newReceiver(t, 0)
-	e.worker(t, 1, func(h *jobs.Handler) {
-		withCallbacks(h)
-		h.Callbacks.Client = nil // the default: no private network allowed
+	forEachReg(t, func(t *testing.T, reg testenv.RegistryEnv) {
+		e := newEnv(t, reg)
+		rcv := newReceiver(t, 0)
+		e.worker(t, 1, func(h *jobs.Handler) {
+			withCallbacks(h)
+			h.Callbacks.Client = nil // the default: no private network allowed
+		})
+		weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
+		hook := strings.Replace(rcv.URL, "127.0.0.1", "localhost", 1) + "/hook"
+		res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-private", CallbackURL: hook,
+			Payload: jobs.AffixPayload{EventID: "cb-private", Base: e.base, Weights: weights, Dest: e.repo(e.proxy.Host, "cb/private"), Created: created}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec := e.waitFor(t, res.ID, 2*time.Minute); rec.State != storage.StateSucceeded {
+			t.Fatalf("publish: %+v", rec)
+		}
+		insp := asynq.NewInspectorFromRedisClient(e.rdb)
+		id := jobs.CallbackPayload{Record: res.ID, State: storage.StateSucceeded}.TaskID()
+		waitArchived(t, insp, jobs.QueuePublish, id)
+		info, err := insp.GetTaskInfo(jobs.QueuePublish, id)
+		if err != nil || info.Retried != 0 || !strings.Contains(info.LastErr, "loopback") || !strings.Contains(info.LastErr, "R8IM_ALLOW_PRIVATE_NETWORKS") {
+			t.Errorf("archived callback: %+v, %v; want refused at once, naming the loopback address and R8IM_ALLOW_PRIVATE_NETWORKS", info, err)
+		}
+		if n := len(rcv.deliveries()); n != 0 {
+			t.Errorf("the receiver on loopback got %d requests", n)
+		}
 	})
-	weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
-	hook := strings.Replace(rcv.URL, "127.0.0.1", "localhost", 1) + "/hook"
-	res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-private", CallbackURL: hook,
-		Payload: jobs.AffixPayload{EventID: "cb-private", Base: e.base, Weights: weights, Dest: e.proxy.Host + "/cb/private", Created: created}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rec := e.waitFor(t, res.ID, 2*time.Minute); rec.State != storage.StateSucceeded {
-		t.Fatalf("publish: %+v", rec)
-	}
-	insp := asynq.NewInspectorFromRedisClient(e.rdb)
-	id := jobs.CallbackPayload{Record: res.ID, State: storage.StateSucceeded}.TaskID()
-	waitArchived(t, insp, jobs.QueuePublish, id)
-	info, err := insp.GetTaskInfo(jobs.QueuePublish, id)
-	if err != nil || info.Retried != 0 || !strings.Contains(info.LastErr, "loopback") || !strings.Contains(info.LastErr, "R8IM_ALLOW_PRIVATE_NETWORKS") {
-		t.Errorf("archived callback: %+v, %v; want refused at once, naming the loopback address and R8IM_ALLOW_PRIVATE_NETWORKS", info, err)
-	}
-	if n := len(rcv.deliveries()); n != 0 {
-		t.Errorf("the receiver on loopback got %d requests", n)
-	}
 }

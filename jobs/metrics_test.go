@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/r8im/r8im/config"
+	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/jobs"
 	"github.com/r8im/r8im/storage"
@@ -123,109 +124,112 @@ func TestMetricsObserveOutcomes(t *testing.T) {
 // checks the task series against the records and the queue series against
 // what asynq holds.
 func TestMetricsAfterRealTasks(t *testing.T) {
-	ctx := context.Background()
-	rs, regsrv := testenv.Redis(t), testenv.Registry(t)
-	rdb := rs.Client(t)
-	base := testenv.PushBase(t, regsrv.Host, "base/metrics", testenv.OCI).String()
-	tarPath, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 1 << 20, Seed: 71})
-	records := storage.NewRecords(rdb, time.Hour)
+	forEachReg(t, func(t *testing.T, regEnv testenv.RegistryEnv) {
+		ctx := context.Background()
+		rs, regsrv := testenv.Redis(t), regEnv.RegistryServer
+		rdb := rs.Client(t)
+		base := regEnv.SeedBase(t, "metrics", testenv.OCI).String()
+		tarPath, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 1 << 20, Seed: 71})
+		records := storage.NewRecords(rdb, time.Hour)
 
-	reg := prometheus.NewRegistry()
-	m, err := jobs.NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg.MustRegister(jobs.NewQueueCollector(rdb))
-	sources, err := storage.NewSources(ctx, config.NewWorker().S3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if active, err := jobs.ServerActive(ctx, rdb); err != nil || active {
-		t.Fatalf("ServerActive before the server runs = %v, %v; want false, nil", active, err)
-	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv := jobs.NewServer(rdb, jobs.ServerConfig{Concurrency: 2, Queues: config.DefaultQueues, ShutdownTimeout: 5 * time.Second, Log: log},
-		&jobs.Handler{Records: records, Sources: sources, Log: log, Observe: m.Observe})
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Run(runCtx) }()
-	t.Cleanup(func() { stop(); <-done })
-
-	enq := jobs.NewEnqueuer(rdb, records, config.NewEnqueue().Tasks)
-	t.Cleanup(func() { enq.Close() })
-	for _, p := range []jobs.AffixPayload{
-		{EventID: "m-ok", Base: base, Weights: "file://" + tarPath, Dest: regsrv.Host + "/models/metrics:ok", Created: created},
-		{EventID: "m-nobase", Base: regsrv.Host + "/base/missing:v1", Weights: "file://" + tarPath, Dest: regsrv.Host + "/models/metrics:no", Created: created},
-	} {
-		if _, err := enq.Enqueue(ctx, jobs.Request{Queue: jobs.QueuePublish, EventID: p.EventID, Payload: p}); err != nil {
-			t.Fatalf("enqueueing %s: %v", p.EventID, err)
+		reg := prometheus.NewRegistry()
+		m, err := jobs.NewMetrics(reg)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	final := func(id string) *storage.Record {
-		deadline := time.Now().Add(time.Minute)
-		for time.Now().Before(deadline) {
-			if rec, err := records.Get(ctx, id); err == nil && (rec.State == storage.StateSucceeded || rec.State == storage.StateFailed) {
-				return rec
+		reg.MustRegister(jobs.NewQueueCollector(rdb))
+		sources, err := storage.NewSources(ctx, config.NewWorker().S3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if active, err := jobs.ServerActive(ctx, rdb); err != nil || active {
+			t.Fatalf("ServerActive before the server runs = %v, %v; want false, nil", active, err)
+		}
+		log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		srv := jobs.NewServer(rdb, jobs.ServerConfig{Concurrency: 2, Queues: config.DefaultQueues, ShutdownTimeout: 5 * time.Second, Log: log},
+			&jobs.Handler{Records: records, Sources: sources, Log: log, Observe: m.Observe,
+				Options: []imageops.Option{imageops.WithTransport(regsrv.Transport()), imageops.WithKeychain(regEnv.User.Keychain())}})
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = srv.Run(runCtx) }()
+		t.Cleanup(func() { stop(); <-done })
+
+		enq := jobs.NewEnqueuer(rdb, records, config.NewEnqueue().Tasks)
+		t.Cleanup(func() { enq.Close() })
+		for _, p := range []jobs.AffixPayload{
+			{EventID: "m-ok", Base: base, Weights: "file://" + tarPath, Dest: regEnv.User.Repo("models/metrics:ok"), Created: created},
+			{EventID: "m-nobase", Base: regsrv.Host + "/" + testenv.BaseNamespace + "/missing:v1", Weights: "file://" + tarPath, Dest: regEnv.User.Repo("models/metrics:no"), Created: created},
+		} {
+			if _, err := enq.Enqueue(ctx, jobs.Request{Queue: jobs.QueuePublish, EventID: p.EventID, Payload: p}); err != nil {
+				t.Fatalf("enqueueing %s: %v", p.EventID, err)
 			}
-			time.Sleep(100 * time.Millisecond)
 		}
-		t.Fatalf("task %s did not finish in a minute", id)
-		return nil
-	}
-	ok, failed := final("affix:m-ok"), final("affix:m-nobase")
-	if ok.State != storage.StateSucceeded || failed.State != storage.StateFailed {
-		t.Fatalf("records: %s %s (%s), %s %s; want one success and one failure", ok.ID, ok.State, ok.LastError, failed.ID, failed.State)
-	}
-
-	want := map[string]float64{
-		`r8im_task_duration_seconds_count{status=succeeded,type=image:affix}`: 1,
-		`r8im_task_duration_seconds_count{status=failed,type=image:affix}`:    1,
-		`r8im_downloaded_bytes_total{type=image:affix}`:                       float64(ok.DownloadedBytes),
-		`r8im_uploaded_bytes_total{type=image:affix}`:                         float64(ok.UploadedBytes),
-		`r8im_mounted_bytes_total{type=image:affix}`:                          float64(ok.MountedBytes),
-		`r8im_reused_layers_total{type=image:affix}`:                          0,
-		`r8im_queue_metrics_up{}`:                                             1,
-		`asynq_tasks_enqueued_total{queue=publish,state=completed}`:           1,
-		`asynq_tasks_enqueued_total{queue=publish,state=archived}`:            1,
-		`asynq_tasks_enqueued_total{queue=publish,state=pending}`:             0,
-		`asynq_tasks_enqueued_total{queue=publish,state=active}`:              0,
-		`asynq_tasks_enqueued_total{queue=publish,state=retry}`:               0,
-		`asynq_queue_size{queue=publish}`:                                     2,
-		`asynq_queue_latency_seconds{queue=publish}`:                          0,
-		`asynq_tasks_processed_total{queue=publish}`:                          2,
-		`asynq_tasks_failed_total{queue=publish}`:                             1,
-		`asynq_queue_paused_total{queue=publish}`:                             0,
-	}
-	if len(ok.Stages) == 0 {
-		t.Fatalf("the record has no stage timings: %+v", ok)
-	}
-	for stage, secs := range ok.Stages {
-		want[`r8im_stage_duration_seconds_count{stage=`+stage+`,type=image:affix}`] = 1
-		want[`r8im_stage_duration_seconds_sum{stage=`+stage+`,type=image:affix}`] = secs
-	}
-	if ok.DownloadedBytes <= 0 || ok.UploadedBytes < ok.LayerSize {
-		t.Fatalf("the record's figures are implausible: %+v", ok)
-	}
-	// The attempt is observed, and asynq marks the task done, just after
-	// the record is written: poll briefly.
-	var bad []string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if bad = mismatches(gather(t, reg), want); len(bad) == 0 {
-			break
+		final := func(id string) *storage.Record {
+			deadline := time.Now().Add(time.Minute)
+			for time.Now().Before(deadline) {
+				if rec, err := records.Get(ctx, id); err == nil && (rec.State == storage.StateSucceeded || rec.State == storage.StateFailed) {
+					return rec
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			t.Fatalf("task %s did not finish in a minute", id)
+			return nil
 		}
-	}
-	for _, b := range bad {
-		t.Error(b)
-	}
+		ok, failed := final("affix:m-ok"), final("affix:m-nobase")
+		if ok.State != storage.StateSucceeded || failed.State != storage.StateFailed {
+			t.Fatalf("records: %s %s (%s), %s %s; want one success and one failure", ok.ID, ok.State, ok.LastError, failed.ID, failed.State)
+		}
 
-	if active, err := jobs.ServerActive(ctx, rdb); err != nil || !active {
-		t.Errorf("ServerActive while the server runs = %v, %v; want true", active, err)
-	}
-	stop()
-	<-done
-	if active, _ := jobs.ServerActive(ctx, rdb); active {
-		t.Error("ServerActive after shutdown = true")
-	}
+		want := map[string]float64{
+			`r8im_task_duration_seconds_count{status=succeeded,type=image:affix}`: 1,
+			`r8im_task_duration_seconds_count{status=failed,type=image:affix}`:    1,
+			`r8im_downloaded_bytes_total{type=image:affix}`:                       float64(ok.DownloadedBytes),
+			`r8im_uploaded_bytes_total{type=image:affix}`:                         float64(ok.UploadedBytes),
+			`r8im_mounted_bytes_total{type=image:affix}`:                          float64(ok.MountedBytes),
+			`r8im_reused_layers_total{type=image:affix}`:                          0,
+			`r8im_queue_metrics_up{}`:                                             1,
+			`asynq_tasks_enqueued_total{queue=publish,state=completed}`:           1,
+			`asynq_tasks_enqueued_total{queue=publish,state=archived}`:            1,
+			`asynq_tasks_enqueued_total{queue=publish,state=pending}`:             0,
+			`asynq_tasks_enqueued_total{queue=publish,state=active}`:              0,
+			`asynq_tasks_enqueued_total{queue=publish,state=retry}`:               0,
+			`asynq_queue_size{queue=publish}`:                                     2,
+			`asynq_queue_latency_seconds{queue=publish}`:                          0,
+			`asynq_tasks_processed_total{queue=publish}`:                          2,
+			`asynq_tasks_failed_total{queue=publish}`:                             1,
+			`asynq_queue_paused_total{queue=publish}`:                             0,
+		}
+		if len(ok.Stages) == 0 {
+			t.Fatalf("the record has no stage timings: %+v", ok)
+		}
+		for stage, secs := range ok.Stages {
+			want[`r8im_stage_duration_seconds_count{stage=`+stage+`,type=image:affix}`] = 1
+			want[`r8im_stage_duration_seconds_sum{stage=`+stage+`,type=image:affix}`] = secs
+		}
+		if ok.DownloadedBytes <= 0 || ok.UploadedBytes < ok.LayerSize {
+			t.Fatalf("the record's figures are implausible: %+v", ok)
+		}
+		// The attempt is observed, and asynq marks the task done, just after
+		// the record is written: poll briefly.
+		var bad []string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if bad = mismatches(gather(t, reg), want); len(bad) == 0 {
+				break
+			}
+		}
+		for _, b := range bad {
+			t.Error(b)
+		}
+
+		if active, err := jobs.ServerActive(ctx, rdb); err != nil || !active {
+			t.Errorf("ServerActive while the server runs = %v, %v; want true", active, err)
+		}
+		stop()
+		<-done
+		if active, _ := jobs.ServerActive(ctx, rdb); active {
+			t.Error("ServerActive after shutdown = true")
+		}
+	})
 }
 
 // TestQueueMetricsWithoutRedis keeps the scrape working when Redis is down.

@@ -3,8 +3,8 @@ package reliability
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -15,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -42,6 +46,11 @@ type stack struct {
 	base    string // base image by digest, through the proxy
 	// dockerConfig is the worker's DOCKER_CONFIG ("" for none).
 	dockerConfig string
+	// user is the registry's test user (stackOptions.user), whose
+	// credentials and CA every worker gets (workerEnv); zero for none.
+	user      testenv.Login
+	workerEnv []string
+	regCase   string // the testenv.Registries case (forEachRegistry)
 }
 
 type stackOptions struct {
@@ -49,16 +58,48 @@ type stackOptions struct {
 	// registry, when set, is used instead of a fresh unauthenticated one.
 	registry     *testenv.RegistryServer
 	dockerConfig string
-	noBase       bool
+	// user, when set, is the registry (user.Reg) and the user the workers
+	// act as: DOCKER_CONFIG with its credentials for the registry and the
+	// proxy, SSL_CERT_FILE for a TLS registry (forEachRegistry sets it).
+	user   testenv.Login
+	noBase bool
+}
+
+// forEachRegistry runs f in a parallel subtest for each registry of
+// testenv.Registries (distribution 2.8, open and plain HTTP; v3 with token
+// auth and TLS), each with its own stack built from o, whose workers act
+// as testenv.TestUser: destinations under s.repo (<proxy>/alice/...), the
+// base seeded by the admin and referenced through the proxy.
+func forEachRegistry(t *testing.T, o stackOptions, f func(t *testing.T, s *stack)) {
+	t.Helper()
+	for _, rc := range testenv.Registries(t) {
+		t.Run(rc.Name, func(t *testing.T) {
+			t.Parallel()
+			o := o
+			o.user = rc.Start(t).User
+			s := newStack(t, o)
+			s.regCase = rc.Name
+			f(t, s)
+		})
+	}
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
-	s := &stack{redis: testenv.Redis(t, o.redis), reg: o.registry, s3: testenv.S3(t), dockerConfig: o.dockerConfig}
+	s := &stack{redis: testenv.Redis(t, o.redis), reg: o.registry, s3: testenv.S3(t), dockerConfig: o.dockerConfig, user: o.user}
+	if o.user.Reg != nil {
+		s.reg = o.user.Reg
+	}
 	if s.reg == nil {
 		s.reg = testenv.Registry(t)
 	}
 	s.proxy = s.reg.Proxy(t) // fronts TLS and token-auth registries too
+	if o.user.Reg != nil {
+		// After the proxy: the credentials cover its host too. A worker
+		// is a fresh process, so SSL_CERT_FILE reaches its TLS stack.
+		s.dockerConfig = o.user.DockerConfig(t)
+		s.workerEnv = o.user.Env(t)
+	}
 	s.rdb = s.redis.Client(t)
 	s.records = storage.NewRecords(s.rdb, time.Hour)
 	tasks := config.NewEnqueue().Tasks
@@ -72,6 +113,10 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 	return s
 }
+
+// repo is <proxy host>/<user>/name: a repository the stack's user may push
+// to, reached through the proxy.
+func (s *stack) repo(name string) string { return s.proxy.Host + "/" + s.user.User + "/" + name }
 
 // affix enqueues an affix of weightsURL onto the base as event id.
 func (s *stack) affix(t testing.TB, id, weightsURL, dest string) string {
@@ -134,6 +179,7 @@ func (s *stack) startWorker(t *testing.T, name string, o workerOptions) *workerP
 	if s.dockerConfig != "" {
 		env = append(env, "DOCKER_CONFIG="+s.dockerConfig)
 	}
+	env = append(env, s.workerEnv...)
 	cmd.Env = append(env, o.extraEnv...)
 	w := &workerProc{name: name, cmd: cmd, out: &testenv.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = w.out, w.out
@@ -234,42 +280,32 @@ func (s *stack) streamIDs(t testing.TB) []string {
 	return ids
 }
 
-// checkRegistry walks every repository and tag of the registry (directly,
-// not through the proxy) and fails if a manifest references a blob the
-// registry does not have. It returns the number of manifests checked.
-func checkRegistry(t testing.TB, host string, auth func(*http.Request)) int {
+// checkRegistry walks every repository and tag of the registry as its
+// admin (directly, not through the proxy) and fails if a manifest
+// references a blob the registry does not have. It returns the number of
+// manifests checked.
+func checkRegistry(t testing.TB, reg *testenv.RegistryServer) int {
 	t.Helper()
-	get := func(method, path string, accept ...string) (*http.Response, []byte) {
-		req, err := http.NewRequest(method, "http://"+host+path, nil)
+	ctx := context.Background()
+	opts := append(reg.Admin(t).RemoteOptions(), remote.WithContext(ctx))
+	r, err := name.NewRegistry(reg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repos, err := remote.Catalog(ctx, r, opts...)
+	if err != nil {
+		t.Fatalf("catalog of %s: %v", reg.Host, err)
+	}
+	checked := 0
+	var visit func(repo name.Repository, ref string)
+	visit = func(repo name.Repository, ref string) {
+		rr, err := name.ParseReference(repo.String() + ref)
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header.Set("Accept", strings.Join(accept, ", "))
-		if auth != nil {
-			auth(req)
-		}
-		resp, err := http.DefaultClient.Do(req)
+		desc, err := remote.Get(rr, opts...)
 		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp, body
-	}
-	var catalog struct{ Repositories []string }
-	if resp, body := get("GET", "/v2/_catalog?n=1000"); resp.StatusCode != 200 || json.Unmarshal(body, &catalog) != nil {
-		t.Fatalf("catalog: %s %s", resp.Status, body)
-	}
-	accept := []string{
-		"application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
-		"application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json",
-	}
-	checked := 0
-	var visit func(repo, ref string)
-	visit = func(repo, ref string) {
-		resp, body := get("GET", "/v2/"+repo+"/manifests/"+ref, accept...)
-		if resp.StatusCode != 200 {
-			t.Errorf("manifest %s:%s: %s", repo, ref, resp.Status)
+			t.Errorf("manifest %s: %v", rr, err)
 			return
 		}
 		checked++
@@ -278,12 +314,12 @@ func checkRegistry(t testing.TB, host string, auth func(*http.Request)) int {
 			Layers    []struct{ Digest string }
 			Manifests []struct{ Digest string }
 		}
-		if err := json.Unmarshal(body, &m); err != nil {
-			t.Errorf("manifest %s:%s: %v", repo, ref, err)
+		if err := json.Unmarshal(desc.Manifest, &m); err != nil {
+			t.Errorf("manifest %s: %v", rr, err)
 			return
 		}
 		for _, sub := range m.Manifests {
-			visit(repo, sub.Digest)
+			visit(repo, "@"+sub.Digest)
 		}
 		blobs := []string{}
 		if m.Config != nil {
@@ -293,38 +329,49 @@ func checkRegistry(t testing.TB, host string, auth func(*http.Request)) int {
 			blobs = append(blobs, l.Digest)
 		}
 		for _, b := range blobs {
-			if resp, _ := get("HEAD", "/v2/"+repo+"/blobs/"+b); resp.StatusCode != 200 {
-				t.Errorf("manifest %s:%s references blob %s, which the registry answers %s", repo, ref, b, resp.Status)
+			l, err := remote.Layer(repo.Digest(b), opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := partial.Exists(l); !ok {
+				t.Errorf("manifest %s references blob %s, which the registry does not have (%v)", rr, b, err)
 			}
 		}
 	}
-	for _, repo := range catalog.Repositories {
-		var tags struct{ Tags []string }
-		resp, body := get("GET", "/v2/"+repo+"/tags/list")
-		if resp.StatusCode == 404 {
+	for _, rn := range repos {
+		repo := r.Repo(rn)
+		tags, err := remote.List(repo, opts...)
+		var terr *transport.Error
+		if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
 			continue // a repository with blobs and no tag
 		}
-		if resp.StatusCode != 200 || json.Unmarshal(body, &tags) != nil {
-			t.Fatalf("tags of %s: %s %s", repo, resp.Status, body)
+		if err != nil {
+			t.Fatalf("tags of %s: %v", repo, err)
 		}
-		for _, tag := range tags.Tags {
-			visit(repo, tag)
+		for _, tag := range tags {
+			visit(repo, ":"+tag)
 		}
 	}
 	return checked
 }
 
-// hasTag reports whether repo:tag exists in the registry.
-func hasManifest(t testing.TB, host, repo, tag string) bool {
+// hasManifest reports whether ref exists, asking with opts (none: the
+// open registry, anonymously).
+func hasManifest(t testing.TB, ref string, opts ...remote.Option) bool {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodHead, "http://"+host+"/v2/"+repo+"/manifests/"+tag, nil)
-	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
-	resp, err := http.DefaultClient.Do(req)
+	r, err := name.ParseReference(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	_, err = remote.Head(r, opts...)
+	var terr *transport.Error
+	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("asking for %s: %v", ref, err)
+	}
+	return true
 }
 
 // validate unpacks a pushed image with skopeo + umoci (from the registry

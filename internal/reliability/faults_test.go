@@ -37,66 +37,61 @@ const leaseRecovery = 150 * time.Second
 // sent again from the start, as the result's notes say.
 func TestWorkerKilledMidUpload(t *testing.T) {
 	t.Parallel()
-	for _, rc := range testenv.Registries(t) {
-		t.Run(rc.Name, func(t *testing.T) {
-			t.Parallel()
-			reg := rc.Start(t)
-			s := newStack(t, stackOptions{registry: reg.RegistryServer, dockerConfig: reg.User.DockerConfig(t)})
-			tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 12 << 20, Seed: 801})
-			weights := s.s3.PutObject(t, "runs/801/weights.tar", tarPath)
-			s.proxy.Throttle(4 << 20) // the upload takes several seconds: there is a middle to kill it in
-			chunked := workerOptions{concurrency: 1, extraEnv: append(reg.User.Env(t), "R8IM_UPLOAD_CHUNK_SIZE=1MiB")}
+	forEachRegistry(t, stackOptions{}, func(t *testing.T, s *stack) {
+		tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 12 << 20, Seed: 801})
+		weights := s.s3.PutObject(t, "runs/801/weights.tar", tarPath)
+		s.proxy.Throttle(4 << 20) // the upload takes several seconds: there is a middle to kill it in
+		chunked := workerOptions{concurrency: 1, extraEnv: []string{"R8IM_UPLOAD_CHUNK_SIZE=1MiB"}}
 
-			a := s.startWorker(t, "a", chunked)
-			id := s.affix(t, "run-killed", weights, s.proxy.Host+"/"+testenv.TestUser+"/killed:v1")
-			s.waitRunning(t, id, time.Minute)
-			const half = 13 << 20 // of about 24 MiB of incompressible weights
-			poll(t, time.Minute, func() bool { return s.proxy.Uploaded() > half },
-				func() string { return fmt.Sprintf("only %d bytes uploaded", s.proxy.Uploaded()) })
-			a.kill()
-			killedAt := time.Now()
-			uploadedByA := s.proxy.Uploaded()
+		a := s.startWorker(t, "a", chunked)
+		id := s.affix(t, "run-killed", weights, s.repo("killed:v1"))
+		s.waitRunning(t, id, time.Minute)
+		const half = 13 << 20 // of about 24 MiB of incompressible weights
+		poll(t, time.Minute, func() bool { return s.proxy.Uploaded() > half },
+			func() string { return fmt.Sprintf("only %d bytes uploaded", s.proxy.Uploaded()) })
+		a.kill()
+		killedAt := time.Now()
+		uploadedByA := s.proxy.Uploaded()
 
-			info, err := s.insp.GetTaskInfo(jobs.QueuePublish, id)
-			if err != nil || info.State != asynq.TaskStateActive {
-				t.Fatalf("right after the kill the task is %+v, %v; want still active (leased to the dead worker)", info, err)
-			}
-			s.proxy.Throttle(0)
-			s.startWorker(t, "b", chunked)
+		info, err := s.insp.GetTaskInfo(jobs.QueuePublish, id)
+		if err != nil || info.State != asynq.TaskStateActive {
+			t.Fatalf("right after the kill the task is %+v, %v; want still active (leased to the dead worker)", info, err)
+		}
+		s.proxy.Throttle(0)
+		s.startWorker(t, "b", chunked)
 
-			rec := s.waitFinal(t, id, leaseRecovery)
-			t.Logf("taken over and published %s after the kill (A had uploaded %d bytes)", time.Since(killedAt).Round(time.Second), uploadedByA)
-			if rec.State != storage.StateSucceeded || rec.Attempts < 2 {
-				t.Fatalf("record %+v; want succeeded on a second attempt", rec)
-			}
-			if ids := s.streamIDs(t); len(ids) != 1 || ids[0] != id {
-				t.Fatalf("published stream holds %v; want exactly one entry for %s", ids, id)
-			}
-			recs, err := s.records.List(context.Background(), "", 10)
-			if err != nil || len(recs) != 1 {
-				t.Fatalf("records %+v, %v; want exactly one", recs, err)
-			}
-			info, err = s.insp.GetTaskInfo(jobs.QueuePublish, id)
-			if err != nil || info.State != asynq.TaskStateCompleted || !strings.Contains(info.LastErr, "lease expired") {
-				t.Fatalf("task %+v, %v; want completed after a lease-expired retry", info, err)
-			}
-			s.validate(t, rec.Result, files)
-			layer := s.proxy.Blobs()[rec.LayerDigest]
-			total := s.proxy.Uploaded()
-			t.Logf("the registry received %d bytes (%d before the kill) for a %d-byte layer", total, uploadedByA, layer)
-			if rc.Name != testenv.Distribution28 && float64(total) > 1.1*float64(layer) {
-				t.Errorf("the registry received %d bytes for a %d-byte layer; want at most 1.1× (resumed, not restarted)", total, layer)
-			}
-			// The record says what happened to the interrupted upload.
-			want := "resuming an interrupted upload"
-			if rc.Name == testenv.Distribution28 {
-				want = "no longer has the interrupted upload"
-			}
-			if !slices.ContainsFunc(rec.Notes, func(n string) bool { return strings.Contains(n, want) }) {
-				t.Errorf("record notes %q; want one saying %q", rec.Notes, want)
-			}
-		})
-	}
+		rec := s.waitFinal(t, id, leaseRecovery)
+		t.Logf("taken over and published %s after the kill (A had uploaded %d bytes)", time.Since(killedAt).Round(time.Second), uploadedByA)
+		if rec.State != storage.StateSucceeded || rec.Attempts < 2 {
+			t.Fatalf("record %+v; want succeeded on a second attempt", rec)
+		}
+		if ids := s.streamIDs(t); len(ids) != 1 || ids[0] != id {
+			t.Fatalf("published stream holds %v; want exactly one entry for %s", ids, id)
+		}
+		recs, err := s.records.List(context.Background(), "", 10)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("records %+v, %v; want exactly one", recs, err)
+		}
+		info, err = s.insp.GetTaskInfo(jobs.QueuePublish, id)
+		if err != nil || info.State != asynq.TaskStateCompleted || !strings.Contains(info.LastErr, "lease expired") {
+			t.Fatalf("task %+v, %v; want completed after a lease-expired retry", info, err)
+		}
+		s.validate(t, rec.Result, files)
+		layer := s.proxy.Blobs()[rec.LayerDigest]
+		total := s.proxy.Uploaded()
+		t.Logf("the registry received %d bytes (%d before the kill) for a %d-byte layer", total, uploadedByA, layer)
+		if s.regCase != testenv.Distribution28 && float64(total) > 1.1*float64(layer) {
+			t.Errorf("the registry received %d bytes for a %d-byte layer; want at most 1.1× (resumed, not restarted)", total, layer)
+		}
+		// The record says what happened to the interrupted upload.
+		want := "resuming an interrupted upload"
+		if s.regCase == testenv.Distribution28 {
+			want = "no longer has the interrupted upload"
+		}
+		if !slices.ContainsFunc(rec.Notes, func(n string) bool { return strings.Contains(n, want) }) {
+			t.Errorf("record notes %q; want one saying %q", rec.Notes, want)
+		}
+	})
 }
 
 // TestGracefulStopRequeues: SIGTERM mid-task gives the running task the
@@ -104,41 +99,42 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 // counting a failure; another worker completes it.
 func TestGracefulStopRequeues(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{})
-	tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 8 << 20, Seed: 802})
-	weights := s.s3.PutObject(t, "runs/802/weights.tar", tarPath)
-	s.proxy.Throttle(2 << 20)
+	forEachRegistry(t, stackOptions{}, func(t *testing.T, s *stack) {
+		tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 8 << 20, Seed: 802})
+		weights := s.s3.PutObject(t, "runs/802/weights.tar", tarPath)
+		s.proxy.Throttle(2 << 20)
 
-	a := s.startWorker(t, "a", workerOptions{concurrency: 1, shutdownTimeout: time.Second})
-	id := s.affix(t, "run-sigterm", weights, s.proxy.Host+"/models/sigterm:v1")
-	s.waitRunning(t, id, time.Minute)
-	a.term(t, 30*time.Second)
-	if !strings.Contains(a.out.String(), "back to queue") {
-		t.Errorf("worker a's log does not say it pushed the task back to its queue")
-	}
+		a := s.startWorker(t, "a", workerOptions{concurrency: 1, shutdownTimeout: time.Second})
+		id := s.affix(t, "run-sigterm", weights, s.repo("models/sigterm:v1"))
+		s.waitRunning(t, id, time.Minute)
+		a.term(t, 30*time.Second)
+		if !strings.Contains(a.out.String(), "back to queue") {
+			t.Errorf("worker a's log does not say it pushed the task back to its queue")
+		}
 
-	info, err := s.insp.GetTaskInfo(jobs.QueuePublish, id)
-	if err != nil || info.State != asynq.TaskStatePending || info.Retried != 0 {
-		t.Fatalf("after SIGTERM the task is %+v, %v; want pending again with 0 retries", info, err)
-	}
-	if rec, _ := s.records.Get(context.Background(), id); rec == nil || rec.State == storage.StateFailed {
-		t.Fatalf("after SIGTERM the record is %+v; a requeued task is not failed", rec)
-	}
+		info, err := s.insp.GetTaskInfo(jobs.QueuePublish, id)
+		if err != nil || info.State != asynq.TaskStatePending || info.Retried != 0 {
+			t.Fatalf("after SIGTERM the task is %+v, %v; want pending again with 0 retries", info, err)
+		}
+		if rec, _ := s.records.Get(context.Background(), id); rec == nil || rec.State == storage.StateFailed {
+			t.Fatalf("after SIGTERM the record is %+v; a requeued task is not failed", rec)
+		}
 
-	s.proxy.Throttle(0)
-	s.startWorker(t, "b", workerOptions{concurrency: 1})
-	rec := s.waitFinal(t, id, 2*time.Minute)
-	if rec.State != storage.StateSucceeded || rec.Attempts != 1 {
-		t.Fatalf("record %+v; want succeeded, still on attempt 1 (a shutdown is not a failed attempt)", rec)
-	}
-	info, err = s.insp.GetTaskInfo(jobs.QueuePublish, id)
-	if err != nil || info.State != asynq.TaskStateCompleted || info.Retried != 0 {
-		t.Fatalf("task %+v, %v; want completed with 0 retries", info, err)
-	}
-	if ids := s.streamIDs(t); len(ids) != 1 {
-		t.Fatalf("stream %v; want one entry", ids)
-	}
-	s.validate(t, rec.Result, files)
+		s.proxy.Throttle(0)
+		s.startWorker(t, "b", workerOptions{concurrency: 1})
+		rec := s.waitFinal(t, id, 2*time.Minute)
+		if rec.State != storage.StateSucceeded || rec.Attempts != 1 {
+			t.Fatalf("record %+v; want succeeded, still on attempt 1 (a shutdown is not a failed attempt)", rec)
+		}
+		info, err = s.insp.GetTaskInfo(jobs.QueuePublish, id)
+		if err != nil || info.State != asynq.TaskStateCompleted || info.Retried != 0 {
+			t.Fatalf("task %+v, %v; want completed with 0 retries", info, err)
+		}
+		if ids := s.streamIDs(t); len(ids) != 1 {
+			t.Fatalf("stream %v; want one entry", ids)
+		}
+		s.validate(t, rec.Result, files)
+	})
 }
 
 // TestRegistryFaults runs one publish per kind of registry fault, injected
@@ -148,80 +144,81 @@ func TestGracefulStopRequeues(t *testing.T) {
 // registry references a missing blob.
 func TestRegistryFaults(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{})
-	tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 1 << 20, Seed: 803})
-	weights := s.s3.PutObject(t, "runs/803/weights.tar", tarPath)
+	forEachRegistry(t, stackOptions{}, func(t *testing.T, s *stack) {
+		tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 1 << 20, Seed: 803})
+		weights := s.s3.PutObject(t, "runs/803/weights.tar", tarPath)
 
-	cases := []struct {
-		repo   string
-		faults []testenv.Fault
-		check  func(t *testing.T, rec *storage.Record)
-	}{
-		{"f5xx", []testenv.Fault{
-			{Method: "PATCH", PathContains: "/models/f5xx/blobs/uploads/", Status: 500, Count: 2},
-			{Method: "PUT", PathContains: "/models/f5xx/manifests/", Status: 503, Count: 2},
-		}, nil},
-		{"freset", []testenv.Fault{
-			{Method: "PATCH", PathContains: "/models/freset/blobs/uploads/", Count: 3}, // reads 64 KiB, then drops the connection
-		}, nil},
-		{"f429", []testenv.Fault{
-			{Method: "PUT", PathContains: "/models/f429/manifests/", Status: 429, RetryAfter: "2", Count: 4},
-		}, func(t *testing.T, rec *storage.Record) {
-			// ggcr's own 3 tries fail; the task fails with the pause the
-			// registry asked for, which the worker's retry delay honours
-			// (jobs.TestRetryDelayHonoursRetryAfter), then succeeds.
-			if rec.Attempts < 2 || !strings.Contains(rec.LastError, "retry after 2s") {
-				t.Errorf("record %+v; want a retry whose error carries the registry's Retry-After", rec)
-			}
-		}},
-		{"fslow", []testenv.Fault{
-			{Method: "PATCH", PathContains: "/models/fslow/blobs/uploads/", Delay: 3 * time.Second, Count: 1},
-			{Method: "HEAD", PathContains: "/models/fslow/blobs/", Delay: 2 * time.Second, Count: 2},
-		}, func(t *testing.T, rec *storage.Record) {
-			if rec.Attempts != 1 {
-				t.Errorf("record %+v; a slow registry is not a failure, want 1 attempt", rec)
-			}
-		}},
-	}
-	want := int64(0)
-	for _, c := range cases {
-		for _, f := range c.faults {
-			s.proxy.Inject(f)
-			want += int64(f.Count)
+		cases := []struct {
+			repo   string
+			faults []testenv.Fault
+			check  func(t *testing.T, rec *storage.Record)
+		}{
+			{"f5xx", []testenv.Fault{
+				{Method: "PATCH", PathContains: "/models/f5xx/blobs/uploads/", Status: 500, Count: 2},
+				{Method: "PUT", PathContains: "/models/f5xx/manifests/", Status: 503, Count: 2},
+			}, nil},
+			{"freset", []testenv.Fault{
+				{Method: "PATCH", PathContains: "/models/freset/blobs/uploads/", Count: 3}, // reads 64 KiB, then drops the connection
+			}, nil},
+			{"f429", []testenv.Fault{
+				{Method: "PUT", PathContains: "/models/f429/manifests/", Status: 429, RetryAfter: "2", Count: 4},
+			}, func(t *testing.T, rec *storage.Record) {
+				// ggcr's own 3 tries fail; the task fails with the pause the
+				// registry asked for, which the worker's retry delay honours
+				// (jobs.TestRetryDelayHonoursRetryAfter), then succeeds.
+				if rec.Attempts < 2 || !strings.Contains(rec.LastError, "retry after 2s") {
+					t.Errorf("record %+v; want a retry whose error carries the registry's Retry-After", rec)
+				}
+			}},
+			{"fslow", []testenv.Fault{
+				{Method: "PATCH", PathContains: "/models/fslow/blobs/uploads/", Delay: 3 * time.Second, Count: 1},
+				{Method: "HEAD", PathContains: "/models/fslow/blobs/", Delay: 2 * time.Second, Count: 2},
+			}, func(t *testing.T, rec *storage.Record) {
+				if rec.Attempts != 1 {
+					t.Errorf("record %+v; a slow registry is not a failure, want 1 attempt", rec)
+				}
+			}},
 		}
-	}
-	// The base's config blob, read by every publish: the first download is
-	// cut in the middle of the body.
-	s.proxy.Inject(testenv.Fault{Method: "GET", PathContains: "/base/rel/blobs/sha256:", Truncate: true, Count: 1})
-	want++
+		want := int64(0)
+		for _, c := range cases {
+			for _, f := range c.faults {
+				s.proxy.Inject(f)
+				want += int64(f.Count)
+			}
+		}
+		// The base's config blob, read by every publish: the first download is
+		// cut in the middle of the body.
+		s.proxy.Inject(testenv.Fault{Method: "GET", PathContains: "/base/rel/blobs/sha256:", Truncate: true, Count: 1})
+		want++
 
-	s.startWorker(t, "a", workerOptions{concurrency: 3})
-	s.startWorker(t, "b", workerOptions{concurrency: 3})
-	ids := map[string]string{}
-	for _, c := range cases {
-		ids[c.repo] = s.affix(t, "run-"+c.repo, weights, s.proxy.Host+"/models/"+c.repo+":v1")
-	}
-	for _, c := range cases {
-		t.Run(c.repo, func(t *testing.T) {
-			rec := s.waitFinal(t, ids[c.repo], 2*time.Minute)
-			if rec.State != storage.StateSucceeded {
-				t.Fatalf("record %+v; want succeeded despite the faults", rec)
-			}
-			if c.check != nil {
-				c.check(t, rec)
-			}
-			s.validate(t, rec.Result, files)
-		})
-	}
-	if got := s.proxy.Injected(); got != want {
-		t.Errorf("%d faults injected, want all %d (a fault that never fired proves nothing)", got, want)
-	}
-	if n := checkRegistry(t, s.reg.Host, nil); n < 1+len(cases) {
-		t.Errorf("checked %d manifests, want at least %d", n, 1+len(cases))
-	}
-	if got := len(s.streamIDs(t)); got != len(cases) {
-		t.Errorf("%d stream entries, want %d", got, len(cases))
-	}
+		s.startWorker(t, "a", workerOptions{concurrency: 3})
+		s.startWorker(t, "b", workerOptions{concurrency: 3})
+		ids := map[string]string{}
+		for _, c := range cases {
+			ids[c.repo] = s.affix(t, "run-"+c.repo, weights, s.repo("models/"+c.repo+":v1"))
+		}
+		for _, c := range cases {
+			t.Run(c.repo, func(t *testing.T) {
+				rec := s.waitFinal(t, ids[c.repo], 2*time.Minute)
+				if rec.State != storage.StateSucceeded {
+					t.Fatalf("record %+v; want succeeded despite the faults", rec)
+				}
+				if c.check != nil {
+					c.check(t, rec)
+				}
+				s.validate(t, rec.Result, files)
+			})
+		}
+		if got := s.proxy.Injected(); got != want {
+			t.Errorf("%d faults injected, want all %d (a fault that never fired proves nothing)", got, want)
+		}
+		if n := checkRegistry(t, s.reg); n < 1+len(cases) {
+			t.Errorf("checked %d manifests, want at least %d", n, 1+len(cases))
+		}
+		if got := len(s.streamIDs(t)); got != len(cases) {
+			t.Errorf("%d stream entries, want %d", got, len(cases))
+		}
+	})
 }
 
 // s3Stack puts a fault-injecting proxy in front of MinIO and returns the
@@ -244,52 +241,53 @@ func s3ProxyEnv(t *testing.T, s *stack) (*testenv.Proxy, []string) {
 // gives up after 3 attempts, stalls); this proves it end to end.
 func TestS3FaultsDuringPublish(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{})
-	tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 3, FileSize: 6 << 20, Seed: 804})
-	weights := s.s3.PutObject(t, "runs/804/weights.tar", tarPath)
-	p, env := s3ProxyEnv(t, s)
+	forEachRegistry(t, stackOptions{}, func(t *testing.T, s *stack) {
+		tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 3, FileSize: 6 << 20, Seed: 804})
+		weights := s.s3.PutObject(t, "runs/804/weights.tar", tarPath)
+		p, env := s3ProxyEnv(t, s)
 
-	const chunk = 4 << 20
-	faults := map[int64]testenv.Fault{
-		1: {Status: http.StatusServiceUnavailable},
-		2: {Truncate: true},
-		3: {}, // reset: read the request, drop the connection
-		4: {Delay: time.Second},
-	}
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	p.SetFaultFunc(func(r *http.Request) (testenv.Fault, bool) {
-		rng := r.Header.Get("Range")
-		if r.Method != http.MethodGet || rng == "" {
-			return testenv.Fault{}, false
+		const chunk = 4 << 20
+		faults := map[int64]testenv.Fault{
+			1: {Status: http.StatusServiceUnavailable},
+			2: {Truncate: true},
+			3: {}, // reset: read the request, drop the connection
+			4: {Delay: time.Second},
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if seen[rng] {
-			return testenv.Fault{}, false
-		}
-		seen[rng] = true
-		for n, f := range faults {
-			if strings.HasPrefix(rng, fmt.Sprintf("bytes=%d-", n*chunk)) {
-				return f, true
+		var mu sync.Mutex
+		seen := map[string]bool{}
+		p.SetFaultFunc(func(r *http.Request) (testenv.Fault, bool) {
+			rng := r.Header.Get("Range")
+			if r.Method != http.MethodGet || rng == "" {
+				return testenv.Fault{}, false
 			}
+			mu.Lock()
+			defer mu.Unlock()
+			if seen[rng] {
+				return testenv.Fault{}, false
+			}
+			seen[rng] = true
+			for n, f := range faults {
+				if strings.HasPrefix(rng, fmt.Sprintf("bytes=%d-", n*chunk)) {
+					return f, true
+				}
+			}
+			return testenv.Fault{}, false
+		})
+		s.startWorker(t, "a", workerOptions{extraEnv: env})
+		id := s.affix(t, "run-s3faults", weights, s.repo("models/s3faults:v1"))
+		rec := s.waitFinal(t, id, 2*time.Minute)
+		if rec.State != storage.StateSucceeded || rec.Attempts != 1 {
+			t.Fatalf("record %+v; want success at the first attempt (faults retried per chunk)", rec)
 		}
-		return testenv.Fault{}, false
+		if got := p.Injected(); got != int64(len(faults)) {
+			t.Errorf("%d S3 faults injected, want %d", got, len(faults))
+		}
+		size := fileSize(t, tarPath)
+		if rec.DownloadedBytes != size {
+			t.Errorf("record says %d bytes downloaded, the object has %d", rec.DownloadedBytes, size)
+		}
+		s.validate(t, rec.Result, files)
 	})
-	s.startWorker(t, "a", workerOptions{extraEnv: env})
-	id := s.affix(t, "run-s3faults", weights, s.proxy.Host+"/models/s3faults:v1")
-	rec := s.waitFinal(t, id, 2*time.Minute)
-	if rec.State != storage.StateSucceeded || rec.Attempts != 1 {
-		t.Fatalf("record %+v; want success at the first attempt (faults retried per chunk)", rec)
-	}
-	if got := p.Injected(); got != int64(len(faults)) {
-		t.Errorf("%d S3 faults injected, want %d", got, len(faults))
-	}
-	size := fileSize(t, tarPath)
-	if rec.DownloadedBytes != size {
-		t.Errorf("record says %d bytes downloaded, the object has %d", rec.DownloadedBytes, size)
-	}
-	s.validate(t, rec.Result, files)
 }
 
 // TestS3ObjectChangedMidDownload: the weights object is replaced while the
@@ -297,49 +295,50 @@ func TestS3FaultsDuringPublish(t *testing.T) {
 // once, permanently, saying so; nothing is pushed.
 func TestS3ObjectChangedMidDownload(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{})
-	tarPath, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 8 << 20, Seed: 805})
-	weights := s.s3.PutObject(t, "runs/805/weights.tar", tarPath)
-	p, env := s3ProxyEnv(t, s)
+	forEachRegistry(t, stackOptions{}, func(t *testing.T, s *stack) {
+		tarPath, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 8 << 20, Seed: 805})
+		weights := s.s3.PutObject(t, "runs/805/weights.tar", tarPath)
+		p, env := s3ProxyEnv(t, s)
 
-	replaced := make(chan struct{})
-	held := make(chan struct{}, 64)
-	p.SetFaultFunc(func(r *http.Request) (testenv.Fault, bool) {
-		rng := r.Header.Get("Range")
-		if r.Method != http.MethodGet || rng == "" || strings.HasPrefix(rng, "bytes=0-") {
-			return testenv.Fault{}, false
-		}
+		replaced := make(chan struct{})
+		held := make(chan struct{}, 64)
+		p.SetFaultFunc(func(r *http.Request) (testenv.Fault, bool) {
+			rng := r.Header.Get("Range")
+			if r.Method != http.MethodGet || rng == "" || strings.HasPrefix(rng, "bytes=0-") {
+				return testenv.Fault{}, false
+			}
+			select {
+			case held <- struct{}{}:
+			default:
+			}
+			return testenv.Fault{Hold: replaced}, true
+		})
+		s.startWorker(t, "a", workerOptions{extraEnv: env})
+		id := s.affix(t, "run-changed", weights, s.repo("models/changed:v1"))
 		select {
-		case held <- struct{}{}:
-		default:
+		case <-held:
+		case <-time.After(time.Minute):
+			t.Fatal("the worker never asked for a second chunk")
 		}
-		return testenv.Fault{Hold: replaced}, true
-	})
-	s.startWorker(t, "a", workerOptions{extraEnv: env})
-	id := s.affix(t, "run-changed", weights, s.proxy.Host+"/models/changed:v1")
-	select {
-	case <-held:
-	case <-time.After(time.Minute):
-		t.Fatal("the worker never asked for a second chunk")
-	}
-	other, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 8 << 20, Seed: 806})
-	s.s3.PutObject(t, "runs/805/weights.tar", other)
-	close(replaced)
+		other, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 2, FileSize: 8 << 20, Seed: 806})
+		s.s3.PutObject(t, "runs/805/weights.tar", other)
+		close(replaced)
 
-	rec := s.waitFinal(t, id, time.Minute)
-	if rec.State != storage.StateFailed || rec.Attempts != 1 || !strings.Contains(rec.LastError, "changed") || !strings.Contains(rec.LastError, "runs/805/weights.tar") {
-		t.Fatalf("record %+v; want failed at once, saying the object changed and naming it", rec)
-	}
-	if hasManifest(t, s.reg.Host, "models/changed", "v1") {
-		t.Fatal("an image was pushed from a changed object")
-	}
-	poll(t, 10*time.Second, func() bool {
-		info, err := s.insp.GetTaskInfo(jobs.QueuePublish, id)
-		return err == nil && info.State == asynq.TaskStateArchived
-	}, func() string { return "the task was not archived (a permanent failure is not retried)" })
-	if ids := s.streamIDs(t); len(ids) != 0 {
-		t.Fatalf("stream %v; nothing may be published", ids)
-	}
+		rec := s.waitFinal(t, id, time.Minute)
+		if rec.State != storage.StateFailed || rec.Attempts != 1 || !strings.Contains(rec.LastError, "changed") || !strings.Contains(rec.LastError, "runs/805/weights.tar") {
+			t.Fatalf("record %+v; want failed at once, saying the object changed and naming it", rec)
+		}
+		if hasManifest(t, s.user.Repo("models/changed:v1"), s.user.RemoteOptions()...) {
+			t.Fatal("an image was pushed from a changed object")
+		}
+		poll(t, 10*time.Second, func() bool {
+			info, err := s.insp.GetTaskInfo(jobs.QueuePublish, id)
+			return err == nil && info.State == asynq.TaskStateArchived
+		}, func() string { return "the task was not archived (a permanent failure is not retried)" })
+		if ids := s.streamIDs(t); len(ids) != 0 {
+			t.Fatalf("stream %v; nothing may be published", ids)
+		}
+	})
 }
 
 // TestRedisRestartMidRun: Redis (AOF, fsync always) is killed and restarted
@@ -348,63 +347,64 @@ func TestS3ObjectChangedMidDownload(t *testing.T) {
 // written before the crash are intact, and nothing is published twice.
 func TestRedisRestartMidRun(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{redis: testenv.RedisOptions{AppendOnly: true, FsyncAlways: true}})
-	tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 1, FileSize: 512 << 10, Seed: 807})
-	weights := s.s3.PutObject(t, "runs/807/weights.tar", tarPath)
-	s.proxy.Throttle(2 << 20)
-	a := s.startWorker(t, "a", workerOptions{concurrency: 2})
-	b := s.startWorker(t, "b", workerOptions{concurrency: 2})
+	forEachRegistry(t, stackOptions{redis: testenv.RedisOptions{AppendOnly: true, FsyncAlways: true}}, func(t *testing.T, s *stack) {
+		tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 1, FileSize: 512 << 10, Seed: 807})
+		weights := s.s3.PutObject(t, "runs/807/weights.tar", tarPath)
+		s.proxy.Throttle(2 << 20)
+		a := s.startWorker(t, "a", workerOptions{concurrency: 2})
+		b := s.startWorker(t, "b", workerOptions{concurrency: 2})
 
-	const before, after = 12, 4
-	var ids []string
-	for i := range before {
-		ids = append(ids, s.affix(t, fmt.Sprintf("run-restart-%d", i), weights, fmt.Sprintf("%s/models/restart:%d", s.proxy.Host, i)))
-	}
-	succeeded := func() []storage.Record {
-		recs, _ := s.records.List(context.Background(), storage.StateSucceeded, 1000)
-		return recs
-	}
-	poll(t, 2*time.Minute, func() bool { return len(succeeded()) >= 3 }, func() string { return "fewer than 3 tasks succeeded" })
-	snapshot := map[string]storage.Record{}
-	for _, r := range succeeded() {
-		snapshot[r.ID] = r
-	}
+		const before, after = 12, 4
+		var ids []string
+		for i := range before {
+			ids = append(ids, s.affix(t, fmt.Sprintf("run-restart-%d", i), weights, s.repo(fmt.Sprintf("models/restart:%d", i))))
+		}
+		succeeded := func() []storage.Record {
+			recs, _ := s.records.List(context.Background(), storage.StateSucceeded, 1000)
+			return recs
+		}
+		poll(t, 2*time.Minute, func() bool { return len(succeeded()) >= 3 }, func() string { return "fewer than 3 tasks succeeded" })
+		snapshot := map[string]storage.Record{}
+		for _, r := range succeeded() {
+			snapshot[r.ID] = r
+		}
 
-	if err := s.redis.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	s.redis.Restart(t)
-	for _, r := range snapshot {
-		got, err := s.records.Get(context.Background(), r.ID)
-		if err != nil || got.State != storage.StateSucceeded || got.Result != r.Result || !got.FinishedAt.Equal(*r.FinishedAt) {
-			t.Fatalf("record %s after the restart: %+v, %v; want it as before: %+v", r.ID, got, err, r)
+		if err := s.redis.Kill(); err != nil {
+			t.Fatal(err)
 		}
-	}
-	s.proxy.Throttle(0)
-	for i := range after {
-		ids = append(ids, s.affix(t, fmt.Sprintf("run-restart-after-%d", i), weights, fmt.Sprintf("%s/models/restart:after-%d", s.proxy.Host, i)))
-	}
-	for _, id := range ids {
-		if rec := s.waitFinal(t, id, leaseRecovery); rec.State != storage.StateSucceeded {
-			t.Fatalf("%s: %+v", id, rec)
+		s.redis.Restart(t)
+		for _, r := range snapshot {
+			got, err := s.records.Get(context.Background(), r.ID)
+			if err != nil || got.State != storage.StateSucceeded || got.Result != r.Result || !got.FinishedAt.Equal(*r.FinishedAt) {
+				t.Fatalf("record %s after the restart: %+v, %v; want it as before: %+v", r.ID, got, err, r)
+			}
 		}
-	}
-	for _, w := range []*workerProc{a, b} {
-		select {
-		case <-w.done:
-			t.Fatalf("worker %s exited when Redis restarted", w.name)
-		default:
+		s.proxy.Throttle(0)
+		for i := range after {
+			ids = append(ids, s.affix(t, fmt.Sprintf("run-restart-after-%d", i), weights, s.repo(fmt.Sprintf("models/restart:after-%d", i))))
 		}
-	}
-	if n := len(succeeded()); n != before+after {
-		t.Fatalf("%d succeeded records, want %d", n, before+after)
-	}
-	stream := s.streamIDs(t)
-	slices.Sort(stream)
-	if len(stream) != before+after || len(slices.Compact(stream)) != before+after {
-		t.Fatalf("stream has %d entries (%d distinct), want %d, one per task", len(stream), len(slices.Compact(stream)), before+after)
-	}
-	first, _ := s.records.Get(context.Background(), ids[0])
-	s.validate(t, first.Result, files)
-	checkRegistry(t, s.reg.Host, nil)
+		for _, id := range ids {
+			if rec := s.waitFinal(t, id, leaseRecovery); rec.State != storage.StateSucceeded {
+				t.Fatalf("%s: %+v", id, rec)
+			}
+		}
+		for _, w := range []*workerProc{a, b} {
+			select {
+			case <-w.done:
+				t.Fatalf("worker %s exited when Redis restarted", w.name)
+			default:
+			}
+		}
+		if n := len(succeeded()); n != before+after {
+			t.Fatalf("%d succeeded records, want %d", n, before+after)
+		}
+		stream := s.streamIDs(t)
+		slices.Sort(stream)
+		if len(stream) != before+after || len(slices.Compact(stream)) != before+after {
+			t.Fatalf("stream has %d entries (%d distinct), want %d, one per task", len(stream), len(slices.Compact(stream)), before+after)
+		}
+		first, _ := s.records.Get(context.Background(), ids[0])
+		s.validate(t, first.Result, files)
+		checkRegistry(t, s.reg)
+	})
 }

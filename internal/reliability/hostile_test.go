@@ -241,6 +241,9 @@ func compress(t *testing.T, alg string, data []byte) []byte {
 func TestHostileTarballs(t *testing.T) {
 	t.Parallel()
 	cases := loadCases[tarCase](t, "tars.json")
+	// One registry (distribution 2.8, open): the tarball is refused before
+	// anything is pushed; the registry only holds the base, and the
+	// checks under test never reach it.
 	reg := testenv.Registry(t)
 	base := testenv.PushBase(t, reg.Host, "base/hostile", testenv.OCI).String()
 	for _, c := range cases {
@@ -265,7 +268,7 @@ func TestHostileTarballs(t *testing.T) {
 					Base: b, Dest: reg.Host + "/hostile/" + c.Name + ":v1", Created: created,
 					Weights: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil },
 				}, imageops.WithTarLimits(limits))
-				if hasManifest(t, reg.Host, "hostile/"+c.Name, "v1") {
+				if hasManifest(t, reg.Host+"/hostile/"+c.Name+":v1") {
 					t.Errorf("an image was pushed")
 				}
 			}

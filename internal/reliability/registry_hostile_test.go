@@ -247,6 +247,8 @@ func s3Config(s *stack) config.S3 {
 // the worker was given with R8IM_CA_FILE works.
 func TestHostileWeightsHosts(t *testing.T) {
 	t.Parallel()
+	// Distribution 2.8 only: the hosts under test are the weights' sources;
+	// the registry is the destination of the one success and plays no part.
 	s := newStack(t, stackOptions{})
 	tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 1, FileSize: 64 << 10, Seed: 1203})
 
