@@ -72,9 +72,12 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 		if err != nil || len(recs) != 1 {
 			t.Fatalf("records %+v, %v; want exactly one", recs, err)
 		}
-		info, err = s.insp.GetTaskInfo(jobs.QueuePublish, id)
-		if err != nil || info.State != asynq.TaskStateCompleted || !strings.Contains(info.LastErr, "lease expired") {
-			t.Fatalf("task %+v, %v; want completed after a lease-expired retry", info, err)
+		poll(t, 10*time.Second, func() bool { // asynq completes the task just after the record
+			info, err = s.insp.GetTaskInfo(jobs.QueuePublish, id)
+			return err == nil && info.State == asynq.TaskStateCompleted
+		}, func() string { return fmt.Sprintf("task %+v, %v; want completed", info, err) })
+		if !strings.Contains(info.LastErr, "lease expired") {
+			t.Fatalf("task %+v; want completed after a lease-expired retry", info)
 		}
 		s.validate(t, rec.Result, files)
 		layer := s.proxy.Blobs()[rec.LayerDigest]
@@ -126,9 +129,14 @@ func TestGracefulStopRequeues(t *testing.T) {
 		if rec.State != storage.StateSucceeded || rec.Attempts != 1 {
 			t.Fatalf("record %+v; want succeeded, still on attempt 1 (a shutdown is not a failed attempt)", rec)
 		}
-		info, err = s.insp.GetTaskInfo(jobs.QueuePublish, id)
-		if err != nil || info.State != asynq.TaskStateCompleted || info.Retried != 0 {
-			t.Fatalf("task %+v, %v; want completed with 0 retries", info, err)
+		// The record is written before the handler returns; asynq marks the
+		// task completed right after.
+		poll(t, 10*time.Second, func() bool {
+			info, err = s.insp.GetTaskInfo(jobs.QueuePublish, id)
+			return err == nil && info.State == asynq.TaskStateCompleted
+		}, func() string { return fmt.Sprintf("task %+v, %v; want completed", info, err) })
+		if info.Retried != 0 {
+			t.Fatalf("task %+v; want completed with 0 retries", info)
 		}
 		if ids := s.streamIDs(t); len(ids) != 1 {
 			t.Fatalf("stream %v; want one entry", ids)
