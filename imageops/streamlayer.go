@@ -226,7 +226,7 @@ func (l *streamLayer) upload(ctx context.Context, o *options, repo name.Reposito
 	if err := l.failure(); err != nil {
 		return err
 	}
-	_, err := o.uploadBlob(ctx, repo, m, blobSpec{id: id, what: what, size: -1, write: l.pass})
+	err := o.uploadBlob(ctx, repo, m, blobSpec{id: id, what: what, size: -1, write: l.pass})
 	if perm := l.failure(); perm != nil {
 		return perm
 	}

@@ -118,12 +118,6 @@ type blobSpec struct {
 	write func(w io.Writer) error
 }
 
-// uploaded is what uploadBlob returns.
-type uploaded struct {
-	digest v1.Hash
-	size   int64
-}
-
 var (
 	// errRestart: the upload must start the blob again (session expired,
 	// input changed, digest refused); a note says why.
@@ -140,10 +134,10 @@ const uploadAttempts = 3
 
 // uploadBlob uploads one blob to repo, resuming a saved session when there
 // is one, and commits it.
-func (o *options) uploadBlob(ctx context.Context, repo name.Repository, m *meter, b blobSpec) (uploaded, error) {
+func (o *options) uploadBlob(ctx context.Context, repo name.Repository, m *meter, b blobSpec) error {
 	client, err := o.registryClient(ctx, repo, m, transport.PushScope, false)
 	if err != nil {
-		return uploaded{}, err
+		return err
 	}
 	key := ""
 	if o.sessions != nil {
@@ -152,16 +146,16 @@ func (o *options) uploadBlob(ctx context.Context, repo name.Repository, m *meter
 	var carry *UploadSession // what the last attempt left at the registry
 	for attempt := 1; ; attempt++ {
 		u := &blobUpload{ctx: ctx, o: o, m: m, client: client, repo: repo, spec: b, key: key, h: sha256.New(), carry: carry}
-		res, err := u.run()
+		err := u.run()
 		if err == nil || attempt == uploadAttempts || IsPermanent(err) || ctx.Err() != nil {
-			return res, err
+			return err
 		}
 		carry = u.last
 		if errors.Is(err, errRestart) {
 			carry = nil
 		}
 		if err := sleepCtx(ctx, time.Duration(attempt)*500*time.Millisecond); err != nil {
-			return uploaded{}, err
+			return err
 		}
 	}
 }
@@ -209,9 +203,9 @@ type streamResult struct {
 	err error
 }
 
-func (u *blobUpload) run() (uploaded, error) {
+func (u *blobUpload) run() error {
 	if err := u.begin(); err != nil {
-		return uploaded{}, err
+		return err
 	}
 	err := u.spec.write(u)
 	if u.err != nil {
@@ -228,10 +222,10 @@ func (u *blobUpload) run() (uploaded, error) {
 			u.pw.CloseWithError(err)
 			u.wait()
 		}
-		return uploaded{}, err
+		return err
 	}
 	u.forget()
-	return uploaded{digest: u.sum(), size: u.written}, nil
+	return nil
 }
 
 func (u *blobUpload) sum() v1.Hash { return hashOf(u.h) }
@@ -824,7 +818,7 @@ func (op *operation) copyForeign(images []platformImage) error {
 				if have, err := blobExists(ctx, client, op.repo, d); err != nil || have {
 					return err
 				}
-				_, err := op.o.uploadBlob(ctx, op.repo, op.m, blobSpec{
+				return op.o.uploadBlob(ctx, op.repo, op.m, blobSpec{
 					id: "copy/" + d.String(), what: fmt.Sprintf("layer %s (copied from %s)", d, ml.Reference.Context().RegistryStr()),
 					size: size, digest: d,
 					write: func(w io.Writer) error {
@@ -837,7 +831,6 @@ func (op *operation) copyForeign(images []platformImage) error {
 						return err
 					},
 				})
-				return err
 			})
 		}
 	}
