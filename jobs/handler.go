@@ -417,12 +417,15 @@ func (o *onceReader) close() {
 
 func (p AffixPayload) platformOpt() imageops.Option { return platformOpt(p.Platform) }
 
+// platformOpt is the task's platform: one the payload names is required of
+// a single-platform base (as `r8im --platform` requires it); without one,
+// linux/amd64 of an index, or a single-platform base as it is.
 func platformOpt(s string) imageops.Option {
 	if s == "" {
-		s = "linux/amd64"
+		return imageops.WithPlatform(&imageops.DefaultPlatform)
 	}
 	p, _ := imageops.ParsePlatform(s) // validated
-	return imageops.WithPlatform(p)
+	return imageops.WithExactPlatform(p)
 }
 
 func stageMap(stages []imageops.Stage) map[string]float64 {
