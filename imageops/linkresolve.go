@@ -102,6 +102,15 @@ func (s *LinkSet) symlink(p string) *linkEntry { return s.symlinks[p] }
 // came from; it returns false when the set holds too many symlink bytes.
 func (s *LinkSet) add(p string, typ byte, entry, link string) bool {
 	s.kinds[keyOf(p)] = typ
+	// Its parents are directories from now on, whether or not an entry
+	// said so: an unpacker creates them.
+	for i := strings.LastIndexByte(p, '/'); i > 0; i = strings.LastIndexByte(p[:i], '/') {
+		k := keyOf(p[:i])
+		if _, ok := s.kinds[k]; ok {
+			break // its parents were recorded with it
+		}
+		s.kinds[k] = tar.TypeDir
+	}
 	if typ != tar.TypeSymlink {
 		return true
 	}

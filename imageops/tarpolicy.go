@@ -613,6 +613,10 @@ func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
 			displayName(l.entry), final)
 	}
 
+	if reason := rw.replaces(final, typ); reason != "" {
+		return nil, reason
+	}
+
 	out := &tar.Header{
 		Typeflag: typ,
 		Name:     final,
@@ -819,4 +823,36 @@ func typeName(typ byte) string {
 		return "GNU volume header"
 	}
 	return "unknown type"
+}
+
+// replaces refuses an entry that would change what an earlier entry made of
+// a path: a file (or link) under an earlier file, a directory (written, or
+// made by an entry beneath it) replaced by a file, or a file replaced by a
+// directory. Unpackers differ on these (some replace, some fail), so the
+// image would depend on the one that unpacks it.
+func (rw *rewriter) replaces(final string, typ byte) string {
+	for i := strings.IndexByte(final, '/'); i > 0; i = next(final, i) {
+		if kind, ok := rw.links.kind(final[:i]); ok && kind != tar.TypeDir {
+			return fmt.Sprintf("an earlier entry made /%s a %s, so nothing can go beneath it; keep one of the two", final[:i], typeName(kind))
+		}
+	}
+	kind, ok := rw.links.kind(final)
+	switch {
+	case !ok || kind == typ && typ == tar.TypeDir:
+		return ""
+	case kind == tar.TypeDir && typ != tar.TypeDir:
+		return fmt.Sprintf("it would replace the directory /%s (made by earlier entries) with a %s; keep one of the two", final, typeName(typ))
+	case kind != tar.TypeDir && typ == tar.TypeDir:
+		return fmt.Sprintf("it would replace the %s /%s (an earlier entry) with a directory; keep one of the two", typeName(kind), final)
+	}
+	return ""
+}
+
+// next is the index of the '/' after i in p, or -1.
+func next(p string, i int) int {
+	j := strings.IndexByte(p[i+1:], '/')
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
 }

@@ -292,7 +292,7 @@ func TestRewriteTarRefuses(t *testing.T) {
 		{"hard link to itself", imageops.TarPolicy{},
 			[]tarEntry{model, tarHardlink("src/weights/model.bin", "src/weights/model.bin")}, "src/weights/model.bin", "the link itself, beneath it or one of its directories"},
 		{"hard link to its directory's place", imageops.TarPolicy{},
-			[]tarEntry{model, tarReg("src/weights/a", "a"), tarHardlink("src/weights/a/0", "src/weights/a")}, "src/weights/a/0", "the link itself, beneath it or one of its directories"},
+			[]tarEntry{model, tarReg("src/weights/a", "a"), tarHardlink("src/weights/a/0", "src/weights/a")}, "src/weights/a/0", "made /src/weights/a a regular file, so nothing can go beneath it"},
 		{"hard link through a symlink out", imageops.TarPolicy{},
 			[]tarEntry{model, tarSymlink("src/weights/s", "."), tarHardlink("src/weights/h", "src/weights/s/../predict.py")}, "src/weights/h",
 			"resolves to /src/predict.py (following the symlink /src/weights/s) outside the target"},
