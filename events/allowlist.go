@@ -176,20 +176,8 @@ func (a Allowlists) Check() error {
 			errs = append(errs, fmt.Errorf("%s: %q: %w", EnvAllowedSources, clip(p), err))
 		}
 	}
-	for _, p := range a.Destinations {
-		if patternKind(p) != kindDestination {
-			errs = append(errs, fmt.Errorf("%s: %q is not a repository pattern; use registry-host/path/*, such as r8.im/* or r8.im/acme/*", EnvAllowedDestinations, clip(p)))
-		} else if _, err := parseDestPattern(p); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q: %w", EnvAllowedDestinations, clip(p), err))
-		}
-	}
-	for _, p := range a.Bases {
-		if patternKind(p) != kindDestination {
-			errs = append(errs, fmt.Errorf("%s: %q is not a repository pattern; use registry-host/path/*, such as r8.im/acme/* or r8.im/acme/model-base", EnvAllowedBases, clip(p)))
-		} else if _, err := parseDestPattern(p); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q: %w", EnvAllowedBases, clip(p), err))
-		}
-	}
+	errs = append(errs, checkRepoPatterns(EnvAllowedDestinations, "r8.im/* or r8.im/acme/*", a.Destinations)...)
+	errs = append(errs, checkRepoPatterns(EnvAllowedBases, "r8.im/acme/* or r8.im/acme/model-base", a.Bases)...)
 	for _, p := range a.Targets {
 		if err := checkTargetEntry(p); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %q: %w", EnvAllowedTargets, clip(p), err))
@@ -467,4 +455,18 @@ func clip(s string) string {
 		return s
 	}
 	return s[:max] + "…"
+}
+
+// checkRepoPatterns reports the entries of a repository allowlist (env)
+// that are not repository patterns; example shows valid ones.
+func checkRepoPatterns(env, example string, patterns []string) []error {
+	var errs []error
+	for _, p := range patterns {
+		if patternKind(p) != kindDestination {
+			errs = append(errs, fmt.Errorf("%s: %q is not a repository pattern; use registry-host/path/*, such as %s", env, clip(p), example))
+		} else if _, err := parseDestPattern(p); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q: %w", env, clip(p), err))
+		}
+	}
+	return errs
 }

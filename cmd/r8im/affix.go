@@ -69,13 +69,9 @@ The same tarball and --created always give the same digests.`,
 				if !st.IsDir() {
 					return fmt.Errorf("--dir %s is not a directory; give a tarball with --tar instead", dirPath)
 				}
-				if req.WeightsSize, err = imageops.DirSize(dirPath); err != nil {
+				if err := dirWeights(&req, dirPath); err != nil {
 					return fmt.Errorf("--dir %s: %w", dirPath, err)
 				}
-				req.Weights = imageops.DirOpener(dirPath)
-				// No resumable session: a directory has no cheap identity,
-				// and a changed tree must not resume an old upload (the
-				// hash check would refuse it anyway, after re-reading).
 			}
 			switch tarPath {
 			case "":
@@ -92,11 +88,7 @@ The same tarball and --created always give the same digests.`,
 				if st.IsDir() {
 					return fmt.Errorf("--tar %s is a directory; publish it with --dir %s (or make a tarball: tar -C %s -cf weights.tar .)", tarPath, tarPath, tarPath)
 				}
-				req.WeightsSize = st.Size()
-				req.Weights = func() (io.ReadCloser, error) { return os.Open(tarPath) }
-				abs, _ := filepath.Abs(tarPath)
-				opts = append(opts, resumable("affix", req.Base, req.Dest, abs, fileIdentity(st),
-					string(req.Compression), strconv.Itoa(req.Level), req.Target))
+				opts = append(opts, fileWeights(&req, tarPath, st))
 			}
 			res, err := imageops.Affix(cmd.Context(), req, opts...)
 			progress.Done()
@@ -120,4 +112,27 @@ The same tarball and --created always give the same digests.`,
 		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
+}
+
+// fileWeights makes the tarball at path (st its FileInfo) req's weights,
+// read again on every retry, and returns the option that keeps its upload
+// sessions, keyed by everything that identifies the job, so that the same
+// command run again resumes.
+func fileWeights(req *imageops.AffixRequest, path string, st os.FileInfo) imageops.Option {
+	req.WeightsSize = st.Size()
+	req.Weights = func() (io.ReadCloser, error) { return os.Open(path) }
+	abs, _ := filepath.Abs(path)
+	return resumable("affix", req.Base, req.Dest, abs, fileIdentity(st),
+		string(req.Compression), strconv.Itoa(req.Level), req.Target)
+}
+
+// dirWeights makes the directory dir req's weights. No resumable session: a
+// directory has no cheap identity, and a changed tree must not resume an
+// old upload (the hash check would refuse it anyway, after re-reading).
+func dirWeights(req *imageops.AffixRequest, dir string) (err error) {
+	if req.WeightsSize, err = imageops.DirSize(dir); err != nil {
+		return err
+	}
+	req.Weights = imageops.DirOpener(dir)
+	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -47,10 +46,11 @@ reproducibility holds; use affix for its other flags.`,
 				return fmt.Errorf("LAYER %s: %w", args[1], err)
 			}
 			if st.IsDir() {
-				req.Weights = imageops.DirOpener(args[1])
+				if err := dirWeights(&req, args[1]); err != nil {
+					return fmt.Errorf("LAYER %s: %w", args[1], err)
+				}
 			} else {
-				req.WeightsSize = st.Size()
-				req.Weights = func() (io.ReadCloser, error) { return os.Open(args[1]) }
+				opts = append(opts, fileWeights(&req, args[1], st))
 			}
 			res, err := imageops.Affix(cmd.Context(), req, opts...)
 			progress.Done()
