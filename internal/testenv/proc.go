@@ -170,7 +170,16 @@ func (s *server) waitReady(port int, ready func(ctx context.Context, port int) e
 		err = ready(ctx, port)
 		cancel()
 		if err == nil {
-			return nil
+			// Another test's server may hold the port (freePort closes its
+			// listener before the child binds): then what answered was that
+			// one, and this one exits at once, unable to bind. Give it a
+			// moment to do so before calling it ready.
+			select {
+			case <-s.exited:
+				return fmt.Errorf("exited after the port answered (another server holds it?): %v", s.cmd.ProcessState)
+			case <-time.After(300 * time.Millisecond):
+				return nil
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
