@@ -35,7 +35,8 @@ type options struct {
 	transport       http.RoundTripper
 	jobs            int
 	userAgent       string
-	cache           LayerCache // nil: no shared-layer cache
+	cache           LayerCache   // nil: no shared-layer cache
+	layerDigests    LayerDigests // nil: weights layers are always produced
 	limits          TarLimits
 	chunkSize       int64          // upload chunk size; 0: one request per blob
 	sessions        UploadSessions // nil: uploads are not resumable across attempts

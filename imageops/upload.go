@@ -839,15 +839,25 @@ func (op *operation) copyForeign(images []platformImage) error {
 
 // blobExists asks repo's registry whether it holds blob d.
 func blobExists(ctx context.Context, client *http.Client, repo name.Repository, d v1.Hash) (bool, error) {
+	size, err := blobSize(ctx, client, repo, d)
+	return size >= 0, err
+}
+
+// blobSize asks repo's registry for the size of blob d: -1 when it does not
+// hold it, 0 when it holds it without saying how big it is.
+func blobSize(ctx context.Context, client *http.Client, repo name.Repository, d v1.Hash) (int64, error) {
 	u := url.URL{Scheme: repo.Scheme(), Host: repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", repo.RepositoryStr(), d)}
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u.String(), nil)
 	if err != nil {
-		return false, err
+		return -1, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("checking for blob %s in %s: %w", d, repo, err)
+		return -1, fmt.Errorf("checking for blob %s in %s: %w", d, repo, err)
 	}
 	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK, nil
+	if resp.StatusCode != http.StatusOK {
+		return -1, nil
+	}
+	return max(resp.ContentLength, 0), nil
 }

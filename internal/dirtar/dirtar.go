@@ -36,17 +36,37 @@ func Open(dir string) (io.ReadCloser, error) {
 	return pr, nil
 }
 
-// Write writes root's entries to w as a tar, paths relative to root, each
-// directory's entries sorted by name (fs.WalkDir's order), so the same tree
-// gives the same bytes whatever order the filesystem lists it in. Regular
-// files, directories and symlinks (stored as links, never followed) are
-// written with their modes and sizes; anything else (sockets, devices,
-// fifos) as its header alone, for the caller's policy to refuse by name.
-// Owners are left out; times are the files' own (callers normalise them).
+// Write writes root's entries to w as a tar, paths relative to root, in
+// Walk's order, so the same tree gives the same bytes whatever order the
+// filesystem lists it in. Regular files, directories and symlinks (stored
+// as links, never followed) are written with their modes and sizes;
+// anything else (sockets, devices, fifos) as its header alone, for the
+// caller's policy to refuse by name. Owners are left out; times are the
+// files' own (callers normalise them).
 func Write(w io.Writer, root *os.Root) error {
 	tw := tar.NewWriter(w)
 	buf := make([]byte, 1<<20)
-	err := fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+	err := Walk(root, func(hdr *tar.Header, info os.FileInfo) error {
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("%s: %w", hdr.Name, err)
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		return copyFile(tw, root, hdr.Name, info.Size(), buf)
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// Walk calls fn with the tar header of each entry under root, in path
+// order (each directory's entries sorted by name, as fs.WalkDir lists
+// them; a directory's name ends in '/'), and the entry's own FileInfo
+// (Lstat: links are not followed).
+func Walk(root *os.Root, fn func(hdr *tar.Header, info os.FileInfo) error) error {
+	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("reading the weights directory: %w", err)
 		}
@@ -71,18 +91,8 @@ func Write(w io.Writer, root *os.Root) error {
 		if info.IsDir() {
 			hdr.Name = p + "/"
 		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		return copyFile(tw, root, p, info.Size(), buf)
+		return fn(hdr, info)
 	})
-	if err != nil {
-		return err
-	}
-	return tw.Close()
 }
 
 func copyFile(w io.Writer, root *os.Root, p string, size int64, buf []byte) error {
