@@ -2,6 +2,7 @@ package imageops_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -131,4 +132,113 @@ func TestAffixPerFileLayout(t *testing.T) {
 			t.Errorf("%s unpacked with sha256 %s, want %s", f.Name, got, f.SHA256)
 		}
 	}
+}
+
+// TestAffixReusesKnownLayers: with a layer-digest cache, publishing the same
+// weights to another repository of the registry mounts every layer (0 bytes
+// read, 0 sent), to the same repository finds them; a changed file's layer
+// alone is produced again; wrong cache entries are never trusted.
+func TestAffixReusesKnownLayers(t *testing.T) {
+	dir, files := testenv.WeightsDir(t, testenv.WeightsSpec{Files: 3, FileSize: 1 << 20, Seed: 16})
+	cache := imageops.FileLayerDigests{Dir: t.TempDir()}
+	forEachReg(t, func(t *testing.T, r regSetup) {
+		base := r.SeedBase(t, "reuse", testenv.OCI)
+		publish := func(repo string) *imageops.AffixResult {
+			t.Helper()
+			res, err := imageops.Affix(context.Background(), imageops.AffixRequest{Base: base.String(), Dest: r.User.Repo(repo),
+				Tree: imageops.DirTree(dir), Layout: imageops.LayoutPerFile, Created: layoutCreated}, r.opts(imageops.WithLayerDigests(cache))...)
+			if err != nil {
+				t.Fatalf("publishing to %s: %v", repo, err)
+			}
+			return res
+		}
+		sources := func(res *imageops.AffixResult) (out []string) {
+			for _, l := range res.Layers {
+				out = append(out, l.Source)
+			}
+			return out
+		}
+		first := publish("reuse/a")
+		if first.ReadBytes == 0 || first.Transfer.UploadedBytes < first.Layer.Size {
+			t.Fatalf("first publish read %d, sent %d: want everything", first.ReadBytes, first.Transfer.UploadedBytes)
+		}
+
+		img := r.image(t, first.Ref, testenv.Amd64)
+		mf, err := img.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		second := publish("reuse/b")
+		for _, l := range second.Layers {
+			if l.Source != imageops.LayerMounted || !l.Cached {
+				t.Errorf("publishing to another repository: layers %v; want every one mounted", sources(second))
+				break
+			}
+		}
+		if second.ReadBytes != 0 || second.Transfer.UploadedBytes != mf.Config.Size || second.Transfer.MountedBlobs < len(files) || second.Digest != first.Digest {
+			t.Errorf("publishing to another repository read %d, sent %d, mounted %d blobs, gave %s; want 0 read, only the config (%d bytes) sent, at least %d mounted, %s",
+				second.ReadBytes, second.Transfer.UploadedBytes, second.Transfer.MountedBlobs, second.Digest, mf.Config.Size, len(files), first.Digest)
+		}
+		third := publish("reuse/b")
+		for _, l := range third.Layers {
+			if l.Source != imageops.LayerFound {
+				t.Errorf("publishing to the same repository again: layers %v; want every one found", sources(third))
+				break
+			}
+		}
+
+		// A changed shard (same size, new content and mtime): its layer
+		// alone is read and sent.
+		shard := filepath.Join(dir, files[2].Name)
+		b, err := os.ReadFile(shard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[0] ^= 0xff
+		if err := os.WriteFile(shard, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b[0] ^= 0xff; _ = os.WriteFile(shard, b, 0o644) })
+		changed := publish("reuse/b")
+		got := sources(changed)
+		if got[2] != imageops.LayerUploaded || changed.ReadBytes != files[2].Size || got[0] != imageops.LayerFound || got[1] != imageops.LayerFound {
+			t.Errorf("one shard changed: layers %v, %d bytes read; want only layer 3 uploaded, %d bytes read", got, changed.ReadBytes, files[2].Size)
+		}
+		b[0] ^= 0xff
+		if err := os.WriteFile(shard, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+
+		// Wrong entries (every size off by one): nothing is trusted, every
+		// layer is produced again, the image is the first one.
+		entries, err := filepath.Glob(filepath.Join(cache.Dir, "*.json"))
+		if err != nil || len(entries) == 0 {
+			t.Fatalf("cache entries: %v, %v", entries, err)
+		}
+		for _, p := range entries {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var l imageops.CachedLayer
+			if err := json.Unmarshal(b, &l); err != nil {
+				t.Fatal(err)
+			}
+			l.Size++
+			b, _ = json.Marshal(l)
+			if err := os.WriteFile(p, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wrong := publish("reuse/c")
+		for _, l := range wrong.Layers {
+			if l.Source != imageops.LayerUploaded || l.Cached {
+				t.Errorf("with wrong cache entries: layers %v; want every one produced and uploaded", sources(wrong))
+				break
+			}
+		}
+		if wrong.Digest != first.Digest {
+			t.Errorf("with wrong cache entries the image is %s, want %s", wrong.Digest, first.Digest)
+		}
+	})
 }

@@ -141,10 +141,16 @@ func WeightsDir(t testing.TB, spec WeightsSpec) (string, []WeightsFile) {
 	dir := t.TempDir()
 	pr, pw := io.Pipe()
 	var files []WeightsFile
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		var err error
 		files, err = WriteWeights(pw, spec)
 		pw.CloseWithError(err)
+	}()
+	defer func() {
+		pr.Close()
+		<-done
 	}()
 	tr := tar.NewReader(pr)
 	for {
@@ -177,6 +183,10 @@ func WeightsDir(t testing.TB, spec WeightsSpec) (string, []WeightsFile) {
 			t.Fatalf("writing %s: %v", p, err)
 		}
 	}
+	if _, err := io.Copy(io.Discard, pr); err != nil {
+		t.Fatalf("writing the weights directory: %v", err)
+	}
+	<-done
 	return dir, files
 }
 
