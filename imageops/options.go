@@ -176,7 +176,11 @@ func WithProgress(f func(Progress)) Option { return func(o *options) { o.progres
 // caps wrap either one.
 func WithTransport(t http.RoundTripper) Option { return func(o *options) { o.transport = t } }
 
-// WithJobs bounds concurrent blob transfers (default 4).
+// WithJobs sets how many layers are produced, uploaded or downloaded at
+// once; default 4. Extract and ExtractToDir download up to n weights
+// layers at once (the ones ahead of the layer being written wait in temp
+// files) and write them in layer order, so their output does not depend on
+// n. Values below 1 keep the default.
 func WithJobs(n int) Option {
 	return func(o *options) {
 		if n > 0 {
