@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"sync"
-	"syscall"
 
 	"github.com/r8im/r8im/internal/dirtar"
 )
@@ -50,52 +48,23 @@ func DirTree(dir string) WeightsTree { return dirTree{dir: dir} }
 
 type dirTree struct{ dir string }
 
-func (t dirTree) Entries(ctx context.Context) ([]TreeEntry, error) {
-	root, err := os.OpenRoot(t.dir)
-	if err != nil {
-		return nil, fmt.Errorf("opening the weights directory: %w", err)
-	}
-	defer root.Close()
-	var out []TreeEntry
-	err = dirtar.Walk(root, func(h *tar.Header, info os.FileInfo) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		e := TreeEntry{Header: h, Ref: h.Name}
-		if h.Typeflag == tar.TypeReg {
-			e.ID = fileID(t.dir+"/"+h.Name, info)
-		}
-		out = append(out, e)
-		return nil
-	})
+func (t dirTree) Entries(context.Context) ([]TreeEntry, error) {
+	list, err := dirtar.List(t.dir)
 	if err != nil {
 		return nil, err
+	}
+	out := make([]TreeEntry, len(list))
+	for i, e := range list {
+		out[i] = TreeEntry{Header: e.Header, Ref: e.Header.Name}
+		if e.Header.Typeflag == tar.TypeReg {
+			out[i].ID = dirtar.FileID(t.dir+"/"+e.Header.Name, e.Info)
+		}
 	}
 	return out, nil
 }
 
 func (t dirTree) Open(_ context.Context, e TreeEntry) (io.ReadCloser, error) {
-	root, err := os.OpenRoot(t.dir)
-	if err != nil {
-		return nil, fmt.Errorf("opening the weights directory: %w", err)
-	}
-	defer root.Close()
-	f, err := root.Open(e.Ref.(string))
-	if err != nil {
-		return nil, fmt.Errorf("reading the weights directory: %w", err)
-	}
-	return f, nil
-}
-
-// fileID identifies a local file's content by its path, size, mtime and
-// inode: a file rewritten in place changes its mtime, a file replaced by
-// another its inode.
-func fileID(path string, info os.FileInfo) string {
-	id := "file:" + path + "|" + strconv.FormatInt(info.Size(), 10) + "|" + strconv.FormatInt(info.ModTime().UnixNano(), 10)
-	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		id += "|" + strconv.FormatUint(st.Dev, 10) + ":" + strconv.FormatUint(st.Ino, 10)
-	}
-	return id
+	return dirtar.OpenFile(t.dir, e.Ref.(string))
 }
 
 // TarFileTree serves an uncompressed tarball file as a WeightsTree: its
@@ -175,7 +144,7 @@ func (t *tarTree) Entries(ctx context.Context) ([]TreeEntry, error) {
 			if r.off+h.Size > info.Size() {
 				return nil, fmt.Errorf("%w: entry %s runs past the end of the file", ErrTruncatedTar, quoteEntry(h.Name))
 			}
-			e.ID = fmt.Sprintf("%s@%d", fileID(t.path, info), r.off)
+			e.ID = fmt.Sprintf("%s@%d", dirtar.FileID(t.path, info), r.off)
 		}
 		out = append(out, e)
 	}

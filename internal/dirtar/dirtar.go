@@ -10,6 +10,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
+	"syscall"
 )
 
 // ErrChanged: a file changed while it was read. Retrying cannot produce
@@ -132,4 +134,51 @@ func Size(dir string) (int64, error) {
 		return 0, errors.Join(fmt.Errorf("reading the weights directory %s", dir), err)
 	}
 	return total, nil
+}
+
+// Entry is one entry of a directory tree, as List gives it.
+type Entry struct {
+	Header *tar.Header // as Write writes it
+	Info   os.FileInfo // Lstat's
+}
+
+// List returns dir's entries in Walk's order, without reading any file.
+func List(dir string) ([]Entry, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening the weights directory: %w", err)
+	}
+	defer root.Close()
+	var out []Entry
+	err = Walk(root, func(h *tar.Header, info os.FileInfo) error {
+		out = append(out, Entry{Header: h, Info: info})
+		return nil
+	})
+	return out, err
+}
+
+// OpenFile opens the regular file name (a path relative to dir, as List
+// gives it) without leaving dir or following a symlink out of it.
+func OpenFile(dir, name string) (*os.File, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening the weights directory: %w", err)
+	}
+	defer root.Close()
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading the weights directory: %w", err)
+	}
+	return f, nil
+}
+
+// FileID identifies a local file's content by its path, size, mtime and
+// inode (a layer-digest cache key): a file rewritten in place changes its
+// mtime, a file replaced by another its inode.
+func FileID(path string, info os.FileInfo) string {
+	id := "file:" + path + "|" + strconv.FormatInt(info.Size(), 10) + "|" + strconv.FormatInt(info.ModTime().UnixNano(), 10)
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		id += "|" + strconv.FormatUint(st.Dev, 10) + ":" + strconv.FormatUint(st.Ino, 10)
+	}
+	return id
 }
