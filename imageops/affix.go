@@ -259,10 +259,35 @@ func (req *AffixRequest) produce(w io.Writer, limits TarLimits, progress func(in
 	return stats, err
 }
 
-// affixImage returns base plus the weights layers, with config and history
-// marking them. A Docker base becomes OCI when toOCI (zstd): manifest, config
-// and every layer descriptor take their OCI types; the blobs stay the same.
+// AppendWeights returns base with weights layers appended (such as
+// WeightsLayers gives), marked as r8im marks weights: a history entry each
+// (created, and target in its text), the config label listing every
+// weights layer of the image, and in OCI manifests an annotation on each.
+// `r8im layers`, extract and remix then treat them, with any weights layers
+// base already had, as one set. The config's created time becomes created.
+func AppendWeights(base v1.Image, target string, created time.Time, layers ...v1.Layer) (v1.Image, error) {
+	mf, err := base.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("reading the base manifest: %w", err)
+	}
+	if target == "" {
+		target = DefaultTarget
+	}
+	return appendWeights(base, layers, target, created, !isDocker(mf.MediaType))
+}
+
+// affixImage returns base plus the weights layers. A Docker base becomes
+// OCI when toOCI (zstd): manifest, config and every layer descriptor take
+// their OCI types; the blobs stay the same.
 func affixImage(base v1.Image, layers []*weightsLayer, req AffixRequest, toOCI bool) (v1.Image, error) {
+	ls := make([]v1.Layer, len(layers))
+	for i, l := range layers {
+		ls[i] = l.layer
+	}
+	return appendWeights(base, ls, req.Target, req.Created, toOCI)
+}
+
+func appendWeights(base v1.Image, layers []v1.Layer, target string, created time.Time, toOCI bool) (v1.Image, error) {
 	mf, err := base.Manifest()
 	if err != nil {
 		return nil, fmt.Errorf("reading the base manifest: %w", err)
@@ -272,21 +297,30 @@ func affixImage(base v1.Image, layers []*weightsLayer, req AffixRequest, toOCI b
 		return nil, fmt.Errorf("reading the base config: %w", err)
 	}
 	cfg := cf.DeepCopy()
-	cfg.Created = v1.Time{Time: req.Created}
+	cfg.Created = v1.Time{Time: created}
 	var marked []string
 	adds := make([]mutate.Addendum, 0, len(layers))
 	for _, l := range layers {
-		diffID, err := v1.NewHash(l.result.DiffID)
+		digest, err := l.Digest()
 		if err != nil {
-			return nil, fmt.Errorf("weights layer %s: %w", l.result.Digest, err)
+			return nil, fmt.Errorf("a weights layer's digest: %w", err)
+		}
+		diffID, err := l.DiffID()
+		if err != nil {
+			return nil, fmt.Errorf("weights layer %s: %w", digest, err)
+		}
+		mt, err := l.MediaType()
+		if err != nil {
+			return nil, fmt.Errorf("weights layer %s: %w", digest, err)
 		}
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, diffID)
 		cfg.History = append(cfg.History, v1.History{
-			Created: v1.Time{Time: req.Created}, CreatedBy: fmt.Sprintf(WeightsCreatedByFmt, req.Target), Comment: WeightsComment,
+			Created: v1.Time{Time: created}, CreatedBy: fmt.Sprintf(WeightsCreatedByFmt, target), Comment: WeightsComment,
 		})
-		marked = append(marked, l.result.Digest)
-		add := mutate.Addendum{Layer: l.layer, MediaType: l.mediaType}
+		marked = append(marked, digest.String())
+		add := mutate.Addendum{Layer: l, MediaType: mt}
 		if toOCI {
+			add.MediaType = ociEquivalent(mt)
 			add.Annotations = map[string]string{AnnotationWeights: "true"}
 		}
 		adds = append(adds, add)

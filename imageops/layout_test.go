@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/r8im/r8im/imageops"
@@ -241,4 +243,41 @@ func TestAffixReusesKnownLayers(t *testing.T) {
 			t.Errorf("with wrong cache entries the image is %s, want %s", wrong.Digest, first.Digest)
 		}
 	})
+}
+
+// TestWeightsLayersCompose: the library edge composes with
+// go-containerregistry: WeightsLayers + AppendWeights + remote.Write make
+// the image Affix makes of the same weights.
+func TestWeightsLayersCompose(t *testing.T) {
+	dir, _ := testenv.WeightsDir(t, testenv.WeightsSpec{Files: 2, Seed: 17})
+	r := regSetup{testenv.Registries(t)[0].Start(t)}
+	base := r.SeedBase(t, "compose", testenv.Docker)
+	want, err := imageops.Affix(context.Background(), imageops.AffixRequest{Base: base.String(), Dest: r.User.Repo("compose/affix"),
+		Tree: imageops.DirTree(dir), Layout: imageops.LayoutPerFile, Created: layoutCreated}, r.opts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	layers, err := imageops.WeightsLayers(context.Background(), imageops.DirTree(dir), imageops.WeightsOptions{Layout: imageops.LayoutPerFile, Docker: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := imageops.AppendWeights(r.image(t, base.String(), testenv.Amd64), "", layoutCreated, layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest, err := name.ParseReference(r.User.Repo("compose/library:v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(dest, img, r.User.RemoteOptions()...); err != nil {
+		t.Fatal(err)
+	}
+	got, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.String() != want.Digest || len(layers) != len(want.Layers) {
+		t.Errorf("composed image %s with %d weights layers; Affix made %s with %d", got, len(layers), want.Digest, len(want.Layers))
+	}
 }

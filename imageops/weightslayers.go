@@ -186,20 +186,59 @@ func (l *weightsLayer) cacheKey() string {
 	return "weights-layer:" + hex.EncodeToString(h.Sum(nil))
 }
 
-// treeLayers plans tree's layers and brings each into repo: reused when
-// the cache and the registry allow, else produced and uploaded, o.jobs at
-// once. The layers come back in image order.
-func (op *operation) treeLayers(req *AffixRequest, docker bool, progress func(int64)) ([]*weightsLayer, error) {
-	entries, err := req.Tree.Entries(op.ctx)
+// WeightsOptions say how WeightsLayers lays out and writes weights.
+type WeightsOptions struct {
+	Layout      Layout      // default LayoutAuto
+	Compression Compression // default Auto
+	Level       int         // 0: the compression's default
+	Target      string      // directory in the image; default DefaultTarget
+	// AllowOutsideTarget keeps entries outside Target instead of refusing.
+	AllowOutsideTarget bool
+	Docker             bool      // Docker media types; OCI's by default
+	Limits             TarLimits // bounds on the input; zero fields: TarPolicy's defaults
+}
+
+// WeightsLayers lays tree out into weights layers (see Layout) and returns
+// them as v1.Layers in image order, for mutate.Append or AppendWeights.
+// Each layer is produced from tree when it is read, placed under the
+// target and checked as Affix does; the whole tree is checked against the
+// tar policy before anything is returned. Digest, DiffID and Size read the
+// layer once to compute them; Affix does without that read, computing
+// them while it uploads.
+func WeightsLayers(ctx context.Context, tree WeightsTree, o WeightsOptions) ([]v1.Layer, error) {
+	layout, err := ParseLayout(string(o.Layout))
+	if err != nil {
+		return nil, invalidf("%v", err)
+	}
+	c := o.Compression
+	if c == "" {
+		c = Auto
+	}
+	if err := checkLevel(c, o.Level); err != nil {
+		return nil, err
+	}
+	planned, err := planWeights(ctx, tree, layout, c, o.Level, o.Docker, TarPolicy{Target: o.Target, AllowOutsideTarget: o.AllowOutsideTarget,
+		ModTime: weightsModTime, MaxEntries: o.Limits.MaxEntries, MaxNameLength: o.Limits.MaxNameLength, MaxBytes: o.Limits.MaxBytes})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]v1.Layer, len(planned))
+	for i, l := range planned {
+		out[i] = &computedLayer{streamLayer: l.streamLayer(ctx, func(int64) {})}
+	}
+	return out, nil
+}
+
+// planWeights lists tree and plans its layers under policy.
+func planWeights(ctx context.Context, tree WeightsTree, layout Layout, c Compression, level int, docker bool, policy TarPolicy) ([]*weightsLayer, error) {
+	entries, err := tree.Entries(ctx)
 	if err != nil {
 		if isInputError(err) {
 			return nil, permanent(err)
 		}
 		return nil, fmt.Errorf("listing the weights: %w", err)
 	}
-	policy := TarPolicy{Target: req.Target, AllowOutsideTarget: req.AllowOutsideTarget, ModTime: weightsModTime,
-		MaxEntries: op.o.limits.MaxEntries, MaxNameLength: op.o.limits.MaxNameLength, MaxBytes: op.o.limits.MaxBytes}
-	plans, rw, err := planLayers(entries, req.Layout, policy)
+	plans, rw, err := planLayers(entries, layout, policy)
 	if err != nil {
 		return nil, permanent(err)
 	}
@@ -209,21 +248,81 @@ func (op *operation) treeLayers(req *AffixRequest, docker bool, progress func(in
 	}
 	layers := make([]*weightsLayer, len(plans))
 	for i, p := range plans {
-		c := layerCompression(req.Compression, p.own)
+		lc := layerCompression(c, p.own)
 		hs := append([]*tar.Header(nil), parents...)
 		for _, e := range p.entries {
 			hs = append(hs, e.out)
 		}
-		level := req.Level
-		if c == Uncompressed {
-			level = 0
+		lvl := level
+		if lc == Uncompressed {
+			lvl = 0
 		}
-		l := &weightsLayer{plan: p, tree: req.Tree, parents: parents, compression: c, level: defaultLevel(c, level),
-			mediaType: layerMediaType(docker, c), size: tarSize(hs)}
-		if op.o.layerDigests != nil {
+		layers[i] = &weightsLayer{plan: p, tree: tree, parents: parents, compression: lc, level: defaultLevel(lc, lvl),
+			mediaType: layerMediaType(docker, lc), size: tarSize(hs)}
+	}
+	return layers, nil
+}
+
+// streamLayer is l as a layer produced from the tree on each read.
+func (l *weightsLayer) streamLayer(ctx context.Context, read func(int64)) *streamLayer {
+	return &streamLayer{compression: l.compression, level: l.level, mediaType: l.mediaType,
+		produce: func(w io.Writer) error { return l.write(ctx, w, read) }}
+}
+
+// computedLayer is a streamLayer whose Digest, DiffID and Size run a pass
+// (reading its input once, sending nothing) when no pass has yet: a plain
+// v1.Layer, which go-containerregistry can append and push like any other.
+type computedLayer struct {
+	*streamLayer
+	once sync.Once
+	err  error
+}
+
+func (l *computedLayer) compute() error {
+	l.once.Do(func() {
+		if _, err := l.streamLayer.Digest(); err == nil {
+			return
+		}
+		l.err = l.streamLayer.pass(io.Discard)
+	})
+	return l.err
+}
+
+func (l *computedLayer) Digest() (v1.Hash, error) {
+	if err := l.compute(); err != nil {
+		return v1.Hash{}, err
+	}
+	return l.streamLayer.Digest()
+}
+
+func (l *computedLayer) DiffID() (v1.Hash, error) {
+	if err := l.compute(); err != nil {
+		return v1.Hash{}, err
+	}
+	return l.streamLayer.DiffID()
+}
+
+func (l *computedLayer) Size() (int64, error) {
+	if err := l.compute(); err != nil {
+		return 0, err
+	}
+	return l.streamLayer.Size()
+}
+
+// treeLayers plans tree's layers and brings each into repo: reused when
+// the cache and the registry allow, else produced and uploaded, o.jobs at
+// once. The layers come back in image order.
+func (op *operation) treeLayers(req *AffixRequest, docker bool, progress func(int64)) ([]*weightsLayer, error) {
+	policy := TarPolicy{Target: req.Target, AllowOutsideTarget: req.AllowOutsideTarget, ModTime: weightsModTime,
+		MaxEntries: op.o.limits.MaxEntries, MaxNameLength: op.o.limits.MaxNameLength, MaxBytes: op.o.limits.MaxBytes}
+	layers, err := planWeights(op.ctx, req.Tree, req.Layout, req.Compression, req.Level, docker, policy)
+	if err != nil {
+		return nil, err
+	}
+	if op.o.layerDigests != nil {
+		for _, l := range layers {
 			l.key = l.cacheKey()
 		}
-		layers[i] = l
 	}
 
 	var read, reported atomic.Int64
@@ -262,8 +361,7 @@ func (op *operation) bringLayer(ctx context.Context, l *weightsLayer, read func(
 			return nil
 		}
 	}
-	sl := &streamLayer{compression: l.compression, level: l.level, mediaType: l.mediaType,
-		produce: func(w io.Writer) error { return l.write(ctx, w, read) }}
+	sl := l.streamLayer(ctx, read)
 	size := int64(-1)
 	if l.compression == Uncompressed {
 		size = l.size
