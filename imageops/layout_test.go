@@ -3,6 +3,7 @@ package imageops_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -99,6 +100,41 @@ func TestAffixTreeLayouts(t *testing.T) {
 		}
 		if l, err := os.Readlink(filepath.Join(root, "src/weights/cfg")); err != nil || l != "config.json" {
 			t.Errorf("cfg unpacked as %q, %v; want the symlink to config.json", l, err)
+		}
+
+		// extract returns every file of every weights layer.
+		out := filepath.Join(t.TempDir(), "out")
+		ex, err := imageops.ExtractToDir(context.Background(), fromDir.Ref, out, imageops.ExtractOptions{StripTarget: true}, r.opts()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ex.Files != len(files)+1 || len(ex.Layers) != 5 {
+			t.Errorf("extract wrote %d files from %d layers, want %d from 5", ex.Files, len(ex.Layers), len(files)+1)
+		}
+		for _, f := range files {
+			if got := testenv.FileSHA256(t, filepath.Join(out, f.Name)); got != f.SHA256 {
+				t.Errorf("extracted %s with sha256 %s, want %s", f.Name, got, f.SHA256)
+			}
+		}
+
+		// remix carries every weights layer onto another base.
+		other := r.SeedBase(t, "layouts-other", testenv.Docker)
+		rx, err := imageops.Remix(context.Background(), imageops.RemixRequest{Base: other.String(), Weights: fromDir.Ref, Dest: r.User.Repo("layouts/remix")}, r.opts()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		infos, err = imageops.Layers(context.Background(), rx.Ref, r.opts()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var remixed []string
+		for _, li := range infos[0].Layers {
+			if li.Weights == imageops.MarkedR8im {
+				remixed = append(remixed, li.Digest.String())
+			}
+		}
+		if fmt.Sprint(remixed) != fmt.Sprint(weights) || len(rx.Added) != len(weights) {
+			t.Errorf("the remix holds weights layers %v (added %d), want the 5 weights layers in order %v", remixed, len(rx.Added), weights)
 		}
 
 		// A stream is one gzip layer of the same files.
