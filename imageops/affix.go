@@ -170,10 +170,14 @@ func Affix(ctx context.Context, req AffixRequest, opts ...Option) (_ *AffixResul
 }
 
 // weightsLayers brings the weights layers into the destination: a tree's
-// per its layout, a stream's as one layer.
+// per its layout, in parallel; a stream's one after another as it is read;
+// with LayoutSingle, the stream as one layer.
 func (op *operation) weightsLayers(req *AffixRequest, docker bool, progress func(int64)) ([]*weightsLayer, error) {
-	if req.Tree != nil && (req.Layout != LayoutSingle || req.Weights == nil) {
+	switch {
+	case req.Tree != nil && (req.Layout != LayoutSingle || req.Weights == nil):
 		return op.treeLayers(req, docker, progress)
+	case req.Layout != LayoutSingle:
+		return op.streamLayers(req, docker, progress)
 	}
 	c := layerCompression(req.Compression, false)
 	level := req.Level

@@ -3,6 +3,7 @@ package imageops_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,8 +24,9 @@ var layoutCreated = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 // TestAffixTreeLayouts: sharded weights as a directory and as a .tar made
 // by GNU tar give the same image (auto layout): one uncompressed layer per
 // shard of 64 MiB and one gzip bundle of the rest, whatever the number of
-// jobs; skopeo+umoci unpack every file byte for byte. A compressed tarball
-// of the same files can only be streamed: one layer.
+// jobs; skopeo+umoci unpack every file byte for byte, extract returns them
+// and remix carries the layers. The same tarball streamed (read in order)
+// is cut as it arrives: the shards' layers are the same blobs.
 func TestAffixTreeLayouts(t *testing.T) {
 	dir, files := testenv.WeightsDir(t, testenv.WeightsSpec{Files: 4, FileSize: imageops.BigFileSize, Seed: 14})
 	if err := os.MkdirAll(filepath.Join(dir, "tokenizer"), 0o755); err != nil {
@@ -137,10 +139,22 @@ func TestAffixTreeLayouts(t *testing.T) {
 			t.Errorf("the remix holds weights layers %v (added %d), want the 5 weights layers in order %v", remixed, len(rx.Added), weights)
 		}
 
-		// A stream is one gzip layer of the same files.
-		gz := affix("stream", imageops.AffixRequest{Weights: func() (io.ReadCloser, error) { return os.Open(tarPath) }}, 4)
-		if len(gz.Layers) != 1 || gz.Layer.Files != len(files)+1 || gz.Layer.MediaType != string(types.DockerLayer) {
-			t.Errorf("streamed tarball: %+v, want one gzip layer of %d files", gz.Layers, len(files)+1)
+		// A stream is cut as it is read: small entries bundled until a
+		// shard, which gets its own layer, the same blob as from the tree.
+		st := affix("stream", imageops.AffixRequest{Weights: func() (io.ReadCloser, error) { return os.Open(tarPath) }}, 4)
+		if len(st.Layers) != 6 || st.Layer.Files != len(files)+1 || st.Layers[0].MediaType != string(types.DockerLayer) || st.Layers[5].MediaType != string(types.DockerLayer) {
+			t.Fatalf("streamed tarball: %+v, want cfg and config.json bundled, 4 shards, the tokenizer bundled", st.Layers)
+		}
+		for i := 1; i <= 4; i++ {
+			if st.Layers[i].Digest != fromDir.Layers[i].Digest {
+				t.Errorf("shard %d streamed is layer %s, from the tree %s", i, st.Layers[i].Digest, fromDir.Layers[i].Digest)
+			}
+		}
+		root = r.unpack(t, st.Ref, nil)
+		for _, f := range files {
+			if got := testenv.FileSHA256(t, filepath.Join(root, "src/weights", f.Name)); got != f.SHA256 {
+				t.Errorf("streamed: %s unpacked with sha256 %s, want %s", f.Name, got, f.SHA256)
+			}
 		}
 	})
 }
@@ -315,5 +329,64 @@ func TestWeightsLayersCompose(t *testing.T) {
 	}
 	if got.String() != want.Digest || len(layers) != len(want.Layers) {
 		t.Errorf("composed image %s with %d weights layers; Affix made %s with %d", got, len(layers), want.Digest, len(want.Layers))
+	}
+}
+
+// cutReader fails with a transient error once n bytes were read.
+type cutReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, errors.New("connection reset by peer")
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	return n, err
+}
+
+func (c *cutReader) Close() error { return c.r.Close() }
+
+// TestStreamRetryKeepsCommittedLayers: a stream whose source fails in the
+// middle of the second shard is read again from the start; the layers the
+// first pass committed are checked, not sent again.
+func TestStreamRetryKeepsCommittedLayers(t *testing.T) {
+	dir, files := testenv.WeightsDir(t, testenv.WeightsSpec{Files: 2, FileSize: imageops.BigFileSize, Seed: 18})
+	tarPath := testenv.TarDir(t, dir)
+	r := regSetup{testenv.Registries(t)[1].Start(t)}
+	proxy := r.Proxy(t)
+	base := r.SeedBase(t, "retry", testenv.OCI)
+	opens := 0
+	weights := func() (io.ReadCloser, error) {
+		opens++
+		f, err := os.Open(tarPath)
+		if err != nil || opens > 1 {
+			return f, err
+		}
+		return &cutReader{r: f, n: imageops.BigFileSize + 10<<20}, nil // into the second shard
+	}
+	res, err := imageops.Affix(context.Background(), imageops.AffixRequest{Base: base.String(), Dest: r.repo(proxy.Host, "retry/x"),
+		Weights: weights, Created: layoutCreated}, r.opts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opens != 2 || len(res.Layers) != 3 {
+		t.Fatalf("%d opens, layers %+v; want 2 passes and config + 2 shards", opens, res.Layers)
+	}
+	for _, l := range res.Layers {
+		if got := proxy.Blobs()[l.Digest]; got != l.Size {
+			t.Errorf("layer %s (%d bytes): %d bytes sent; want each byte once", l.Digest, l.Size, got)
+		}
+	}
+	root := r.unpack(t, res.Ref, nil)
+	for _, f := range files {
+		if got := testenv.FileSHA256(t, filepath.Join(root, "src/weights", f.Name)); got != f.SHA256 {
+			t.Errorf("%s unpacked with sha256 %s, want %s", f.Name, got, f.SHA256)
+		}
 	}
 }

@@ -33,6 +33,9 @@ type streamLayer struct {
 	compression Compression
 	level       int
 	mediaType   types.MediaType
+	// maxBuffer bounds the chunk held in memory when the layer's size is
+	// not known in advance (see blobSpec); 0 means the chunk size.
+	maxBuffer int64
 
 	mu               sync.Mutex
 	computed         bool
@@ -228,7 +231,7 @@ func (l *streamLayer) upload(ctx context.Context, o *options, repo name.Reposito
 	if err := l.failure(); err != nil {
 		return err
 	}
-	err := o.uploadBlob(ctx, repo, m, blobSpec{id: id, what: what, size: size, write: l.pass})
+	err := o.uploadBlob(ctx, repo, m, blobSpec{id: id, what: what, size: size, write: l.pass, maxBuffer: l.maxBuffer})
 	if perm := l.failure(); perm != nil {
 		return perm
 	}

@@ -162,16 +162,57 @@ func displayName(s string) string {
 // ErrEmptyTar, one that ends early ErrTruncatedTar, a corrupt one
 // ErrCorruptTar; errors reading r or writing w are returned wrapped.
 func RewriteTar(w io.Writer, r io.Reader, p TarPolicy) (TarStats, error) {
+	return rewriteTar(r, p, &oneTar{tw: tar.NewWriter(w)})
+}
+
+// entrySink takes what rewriteTar writes: one tarball, or several layers.
+type entrySink interface {
+	// next returns the tar writer for an entry the policy admitted (in as
+	// read, out as it is to be written); parents are the target's
+	// directory headers, which every tarball starts with.
+	next(in, out *tar.Header, parents []*tar.Header) (*tar.Writer, error)
+	// end completes the output once every entry is written.
+	end() error
+}
+
+// oneTar is RewriteTar's sink: one tarball, starting with the target's
+// directories.
+type oneTar struct {
+	tw      *tar.Writer
+	started bool
+}
+
+func (o *oneTar) next(_, _ *tar.Header, parents []*tar.Header) (*tar.Writer, error) {
+	if !o.started {
+		o.started = true
+		for _, h := range parents {
+			if err := o.tw.WriteHeader(h); err != nil {
+				return nil, fmt.Errorf("writing the weights tarball: %w", err)
+			}
+		}
+	}
+	return o.tw, nil
+}
+
+func (o *oneTar) end() error {
+	if _, err := o.next(nil, nil, nil); err != nil {
+		return err
+	}
+	if err := o.tw.Close(); err != nil {
+		return fmt.Errorf("writing the weights tarball: %w", err)
+	}
+	return nil
+}
+
+// rewriteTar is RewriteTar writing to sink.
+func rewriteTar(r io.Reader, p TarPolicy, sink entrySink) (TarStats, error) {
 	rw := newRewriter(p)
 	src := &trailerReader{r: r}
 	tr := tar.NewReader(src)
-	tw := tar.NewWriter(w)
 	var stats TarStats
-
-	for _, dir := range rw.parents {
-		if err := tw.WriteHeader(rw.dirHeader(dir + "/")); err != nil {
-			return stats, fmt.Errorf("writing the weights tarball: %w", err)
-		}
+	parents := make([]*tar.Header, len(rw.parents))
+	for i, dir := range rw.parents {
+		parents[i] = rw.dirHeader(dir + "/")
 	}
 
 	var (
@@ -202,6 +243,10 @@ func RewriteTar(w io.Writer, r io.Reader, p TarPolicy) (TarStats, error) {
 		}
 		if out == nil {
 			continue
+		}
+		tw, err := sink.next(hdr, out, parents)
+		if err != nil {
+			return stats, err
 		}
 		if err := tw.WriteHeader(out); err != nil {
 			return stats, fmt.Errorf("writing entry %s to the weights tarball: %w", quoteEntry(hdr.Name), err)
@@ -236,10 +281,7 @@ func RewriteTar(w io.Writer, r io.Reader, p TarPolicy) (TarStats, error) {
 	case rw.own == 0:
 		return stats, ErrEmptyTar
 	}
-	if err := tw.Close(); err != nil {
-		return stats, fmt.Errorf("writing the weights tarball: %w", err)
-	}
-	return stats, nil
+	return stats, sink.end()
 }
 
 // admit applies the policy to the next input entry, in the order the

@@ -113,6 +113,10 @@ type blobSpec struct {
 	what   string  // for messages: "the weights layer"
 	size   int64   // -1 when unknown until written
 	digest v1.Hash // zero when unknown until written
+	// maxBuffer, when set, bounds the chunk of a blob whose size is not
+	// known (it is held in memory): several such uploads at once share a
+	// memory budget.
+	maxBuffer int64
 	// write writes the blob's bytes from the start; it is called again when
 	// the upload starts over.
 	write func(w io.Writer) error
@@ -270,6 +274,9 @@ func (u *blobUpload) begin() error {
 	}
 	// A known big blob streams each chunk: nothing held in memory either.
 	u.streamed = u.chunk > 0 && u.spec.size >= 0
+	if !u.streamed && u.chunk > 0 && u.spec.maxBuffer > 0 {
+		u.chunk = min(u.chunk, max(u.spec.maxBuffer, minChunkSize))
+	}
 	if u.carry != nil {
 		if err := u.resume(u.carry); err != nil {
 			return err

@@ -102,6 +102,12 @@ type countWriter int64
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
 
+// bufferBudget is the memory the compressed layers of one publish may hold
+// in chunk buffers, all jobs together: a compressed layer's size is not
+// known until it is written, so its upload holds a chunk; with several at
+// once each gets a share (an uncompressed layer holds nothing).
+const bufferBudget = 128 << 20
+
 // errEntryChanged: an entry's content did not have the size listed.
 var errEntryChanged = errors.New("changed while it was read")
 
@@ -362,6 +368,7 @@ func (op *operation) bringLayer(ctx context.Context, l *weightsLayer, read func(
 		}
 	}
 	sl := l.streamLayer(ctx, read)
+	sl.maxBuffer = bufferBudget / int64(op.o.jobs)
 	size := int64(-1)
 	if l.compression == Uncompressed {
 		size = l.size

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -176,15 +175,11 @@ func (c *LayerCache) Lease(ctx context.Context, k LayerKey) (release func(), err
 
 // LayerDigests is the layer-digest cache of workers in Redis: the digests
 // of the weights layers produced from S3 objects and local files, one JSON
-// value per layer (<prefix>weights-layer:<key>), kept for the cache TTL
-// after its last use. Its keys name the layer's content (the objects'
-// bucket, key, ETag and size, and the layout), so publishing the same
-// weights again, from any worker, reads and sends nothing.
-type LayerDigests struct {
-	rdb    redis.UniversalClient
-	prefix string
-	ttl    time.Duration
-}
+// value per layer (<prefix>weights-layer:<sha256 of its key>), kept for the
+// cache TTL after its last use. Its keys name the layer's content (the
+// objects' bucket, key, ETag and size, and the layout), so publishing the
+// same weights again, from any worker, reads and sends nothing.
+type LayerDigests struct{ v values }
 
 // NewLayerDigests returns the layer-digest cache in rdb, entries kept for
 // ttl after their last use (DefaultLayerCacheTTL when 0).
@@ -192,26 +187,17 @@ func NewLayerDigests(rdb redis.UniversalClient, ttl time.Duration) *LayerDigests
 	if ttl <= 0 {
 		ttl = DefaultLayerCacheTTL
 	}
-	return &LayerDigests{rdb: rdb, prefix: defaultKeyPrefix, ttl: ttl}
+	return &LayerDigests{values{rdb: rdb, kind: "weights-layer", what: "layer-digest cache", ttl: ttl, touch: true}}
 }
 
 // Lookup returns the value recorded under key, if any, and keeps it for
 // another TTL.
 func (c *LayerDigests) Lookup(ctx context.Context, key string) ([]byte, bool, error) {
-	b, err := c.rdb.GetEx(ctx, c.prefix+key, c.ttl).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("reading the layer-digest cache: %w", err)
-	}
-	return b, true, nil
+	b, err := c.v.load(ctx, key)
+	return b, b != nil, err
 }
 
 // Store records value under key.
 func (c *LayerDigests) Store(ctx context.Context, key string, value []byte) error {
-	if err := c.rdb.Set(ctx, c.prefix+key, value, c.ttl).Err(); err != nil {
-		return fmt.Errorf("writing the layer-digest cache: %w", err)
-	}
-	return nil
+	return c.v.save(ctx, key, value)
 }

@@ -235,3 +235,31 @@ func mustRecord(t *testing.T, recs *storage.Records, ids ...string) {
 		}
 	}
 }
+
+// TestLayerDigests: values round-trip; a lookup keeps an entry for another
+// TTL (a layer in use stays known); an unknown key is a miss.
+func TestLayerDigests(t *testing.T) {
+	rdb := testenv.Redis(t).Client(t)
+	ctx := context.Background()
+	c := storage.NewLayerDigests(rdb, time.Hour)
+	if _, ok, err := c.Lookup(ctx, "weights-layer:unknown"); err != nil || ok {
+		t.Fatalf("Lookup of an unknown key = %v, %v; want a miss", ok, err)
+	}
+	if err := c.Store(ctx, "weights-layer:a", []byte(`{"digest":"sha256:x"}`)); err != nil {
+		t.Fatal(err)
+	}
+	keys := rdb.Keys(ctx, "r8im:weights-layer:*").Val()
+	if len(keys) != 1 {
+		t.Fatalf("keys %v, want one entry", keys)
+	}
+	if err := rdb.Expire(ctx, keys[0], time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b, ok, err := c.Lookup(ctx, "weights-layer:a")
+	if err != nil || !ok || string(b) != `{"digest":"sha256:x"}` {
+		t.Fatalf("Lookup = %q, %v, %v", b, ok, err)
+	}
+	if ttl := rdb.PTTL(ctx, keys[0]).Val(); ttl <= 59*time.Minute {
+		t.Errorf("after a lookup the entry expires in %s, want another hour", ttl)
+	}
+}
