@@ -97,6 +97,11 @@ type Worker struct {
 	ShutdownTimeout time.Duration  // grace period for running tasks on SIGTERM
 	HTTPAddr        string         // /metrics and /healthz
 	RecordTTL       time.Duration
+	// WeightsLayers is the weights layout of tasks that name none: auto,
+	// per-file or single. UploadJobs is how many weights layers one task
+	// reads and uploads at once.
+	WeightsLayers string
+	UploadJobs    int
 
 	// Dev runs an embedded Redis, registry and S3 in the process (worker
 	// --dev); Demo then publishes a demo image and exits; DataDir keeps the
@@ -127,6 +132,10 @@ func NewWorker() *Worker {
 		"listen address for /metrics and /healthz")
 	b.bind(durationVar(&c.RecordTTL, DefaultRecordTTL), "record-ttl", "", []string{"R8IM_RECORD_TTL"}, plain,
 		"how long publish records are kept in Redis")
+	b.bind(stringVar(&c.WeightsLayers, "auto"), "weights-layers", "", []string{"R8IM_WEIGHTS_LAYERS"}, plain,
+		"weights layout of tasks that name none: auto (a layer per file of 64MiB or more, small files bundled), per-file or single")
+	b.bind(intVar(&c.UploadJobs, 4), "upload-jobs", "", []string{"R8IM_UPLOAD_JOBS"}, plain,
+		"weights layers one task reads and uploads at once (S3 prefixes, directories and .tar files)")
 	b.bind(boolVar(&c.Dev, false), "dev", "", nil, plain,
 		"run an embedded Redis, registry, S3 and event receiver in this process, on loopback (nothing else to install)")
 	b.bind(boolVar(&c.Demo, false), "demo", "", nil, plain,
@@ -148,6 +157,14 @@ func (c *Worker) Validate() error {
 	ps = append(ps, c.Network.validate(c.b)...)
 	if c.Concurrency < 1 || c.Concurrency > 1024 {
 		ps = append(ps, c.b.problem("concurrency", "must be between 1 and 1024, got %d", c.Concurrency))
+	}
+	switch c.WeightsLayers {
+	case "auto", "per-file", "single":
+	default:
+		ps = append(ps, c.b.problem("weights-layers", "unknown layout %q; use auto, per-file or single", c.WeightsLayers))
+	}
+	if c.UploadJobs < 1 || c.UploadJobs > 64 {
+		ps = append(ps, c.b.problem("upload-jobs", "must be between 1 and 64, got %d", c.UploadJobs))
 	}
 	if len(c.Queues) == 0 {
 		ps = append(ps, c.b.problem("queues", "no queues to serve; use e.g. publish=6,ops=3,backfill=1"))

@@ -34,6 +34,7 @@ type TrainingCompleted struct {
 	Destination Destination     `json:"destination"`
 	Target      string          `json:"target,omitempty"`
 	Compression string          `json:"compression,omitempty"`
+	Layers      string          `json:"layers,omitempty"` // weights layout
 	CompletedAt time.Time       `json:"completed_at"`
 	CallbackURL string          `json:"callback_url,omitempty"`
 	Metadata    json.RawMessage `json:"metadata,omitempty"` // free-form object, ≤ 64 KiB
@@ -171,7 +172,7 @@ func decode(data []byte) (*TrainingCompleted, problems) {
 }
 
 // fieldList is what an unknown field's message suggests instead.
-const fieldList = "id, base, weights, destination (repo, tag), target, compression, completed_at, callback_url and metadata; put free-form data in metadata"
+const fieldList = "id, base, weights, destination (repo, tag), target, compression, layers, completed_at, callback_url and metadata; put free-form data in metadata"
 
 func jsonProblem(err error) Problem {
 	var syn *json.SyntaxError
@@ -298,8 +299,12 @@ func jsonNames(v any) map[string]bool {
 	return names
 }
 
-// Compressions are the values of compression, "gzip" when omitted.
-var Compressions = []string{"gzip", "zstd", "none"}
+// Compressions are the values of compression, "auto" when omitted.
+var Compressions = []string{"auto", "gzip", "zstd", "none"}
+
+// Layouts are the values of layers; when omitted, the worker's default
+// (R8IM_WEIGHTS_LAYERS, auto).
+var Layouts = []string{"auto", "per-file", "single"}
 
 // idPattern is jobs' event id pattern: the event id becomes the task id.
 var idPattern = jobs.EventIDPattern // an event id becomes part of a task id
@@ -327,7 +332,10 @@ func (e *TrainingCompleted) validate(a *Allowlists) error {
 	checkTarget(&ps, e.Target, a)
 	if c := e.Compression; c != "" && !contains(Compressions, c) {
 		// The wire form is the schema's enum; what each value means is imageops'.
-		ps.addf("compression", "%q is not one of %s (the default is gzip)", clip(c), strings.Join(Compressions, ", "))
+		ps.addf("compression", "%q is not one of %s (the default is auto)", clip(c), strings.Join(Compressions, ", "))
+	}
+	if l := e.Layers; l != "" && !contains(Layouts, l) {
+		ps.addf("layers", "%q is not one of %s (the default is the worker's, auto)", clip(l), strings.Join(Layouts, ", "))
 	}
 	switch t := e.CompletedAt; {
 	case t.IsZero():
@@ -650,6 +658,7 @@ func (e *TrainingCompleted) Payload() jobs.AffixPayload {
 		Dest:        dest,
 		Target:      e.Target,
 		Compression: e.Compression,
+		Layers:      e.Layers,
 		Created:     e.CompletedAt.UTC(),
 	}
 }

@@ -34,14 +34,22 @@ func OnceOpener(r io.Reader) Opener {
 	}
 }
 
-// AffixRequest adds a weights tarball as a new layer on top of a base image.
+// AffixRequest adds weights as new layers on top of a base image.
 type AffixRequest struct {
-	Base        string      // base image reference, by tag or digest
-	Dest        string      // destination host/repo[:tag]
-	Weights     Opener      // the tarball: .tar, .tar.gz or .tar.zst
+	Base string // base image reference, by tag or digest
+	Dest string // destination host/repo[:tag]
+	// Tree is the weights as a tree with random access (DirTree,
+	// TarFileTree, an S3 prefix): its layers are produced in parallel, laid
+	// out by Layout. When nil, Weights is streamed.
+	Tree WeightsTree
+	// Weights is the weights tarball as a stream (.tar, .tar.gz or
+	// .tar.zst), read in order into one layer. Used when Tree is nil, or
+	// with LayoutSingle.
+	Weights     Opener
 	WeightsSize int64       // size of the input in bytes if known, for progress
 	Target      string      // directory in the image (default /src/weights)
-	Compression Compression // default gzip
+	Layout      Layout      // how a Tree is cut into layers (default auto)
+	Compression Compression // default Auto
 	Level       int         // 0 means the compression's default
 	Created     time.Time   // history and config time; zero means now
 	// AllowOutsideTarget keeps entries outside Target instead of refusing.
@@ -50,19 +58,24 @@ type AffixRequest struct {
 
 // AffixResult describes a pushed image.
 type AffixResult struct {
-	Ref           string           `json:"ref"` // repo@sha256:…
-	Digest        string           `json:"digest"`
-	Tag           string           `json:"tag,omitempty"`
-	MediaType     string           `json:"media_type"`
-	Base          string           `json:"base"` // resolved base repo@sha256:…
-	CrossRegistry bool             `json:"cross_registry"`
-	Layer         LayerResult      `json:"layer"`
-	Platforms     []PlatformResult `json:"platforms,omitempty"`
-	Transfer      Transfer         `json:"transfer"`
-	Stages        []Stage          `json:"stages"`
+	Ref           string `json:"ref"` // repo@sha256:…
+	Digest        string `json:"digest"`
+	Tag           string `json:"tag,omitempty"`
+	MediaType     string `json:"media_type"`
+	Base          string `json:"base"` // resolved base repo@sha256:…
+	CrossRegistry bool   `json:"cross_registry"`
+	// Layer sums up the weights layers: with one layer, that layer; with
+	// several, the first one's digests and the totals of sizes and files.
+	Layer LayerResult `json:"layer"`
+	// Layers lists every weights layer, in image order.
+	Layers    []LayerResult    `json:"layers"`
+	ReadBytes int64            `json:"read_bytes"` // weights content bytes read from the input
+	Platforms []PlatformResult `json:"platforms,omitempty"`
+	Transfer  Transfer         `json:"transfer"`
+	Stages    []Stage          `json:"stages"`
 }
 
-// LayerResult describes the new weights layer.
+// LayerResult describes a weights layer.
 type LayerResult struct {
 	Digest           string `json:"digest"`
 	DiffID           string `json:"diff_id"`
@@ -70,6 +83,12 @@ type LayerResult struct {
 	Size             int64  `json:"size"`
 	UncompressedSize int64  `json:"uncompressed_size"`
 	Files            int    `json:"files"`
+	// Source says how the layer got into the destination: LayerUploaded,
+	// LayerFound or LayerMounted; Cached that its digest came from the
+	// layer-digest cache (nothing of it was read).
+	Source    string `json:"source,omitempty"`
+	Cached    bool   `json:"cached,omitempty"`
+	ReadBytes int64  `json:"read_bytes"` // content bytes read to produce it
 }
 
 // PlatformResult is one platform's image in a pushed index.
@@ -78,11 +97,21 @@ type PlatformResult struct {
 	Digest   string `json:"digest"`
 }
 
-// Affix streams req.Weights once — read, rewrite under the target, compress,
-// hash, upload — adds it as a layer on the base image(s), pushes, and
-// verifies the result. Base layers are never downloaded: the destination
-// already has them or they are mounted from the base's repository (copied,
-// and reported as such, only when the base is on another registry).
+// weightsModTime is the time of every entry of a weights layer: a fixed
+// one, so that a layer depends on the weights alone and publishing the same
+// weights again (another day, another repository) gives the same blobs.
+// The publish time goes in the config and history (Created).
+var weightsModTime = time.Unix(0, 0).UTC()
+
+// Affix adds the weights as new layers on the base image(s), pushes, and
+// verifies the result. A Tree is laid out into several layers (Layout) that
+// are produced and uploaded o.jobs at once, each read from the input, placed
+// under the target, checked, compressed, hashed and uploaded in one pass; a
+// stream becomes one layer the same way. Layers the layer-digest cache knows
+// (WithLayerDigests) and the registry holds are not read nor sent. Base
+// layers are never downloaded: the destination already has them or they are
+// mounted from the base's repository (copied, and reported as such, only
+// when the base is on another registry).
 func Affix(ctx context.Context, req AffixRequest, opts ...Option) (_ *AffixResult, err error) {
 	if err := req.normalize(); err != nil {
 		return nil, err
@@ -100,22 +129,14 @@ func Affix(ctx context.Context, req AffixRequest, opts ...Option) (_ *AffixResul
 	toOCI := req.Compression == Zstd || !src.docker()
 
 	st.start("upload")
-	var stats TarStats
-	layer := &streamLayer{
-		compression: req.Compression, level: req.Level,
-		mediaType: layerMediaType(!toOCI, req.Compression),
-		produce: func(w io.Writer) (err error) {
-			stats, err = req.produce(w, op.o.limits, st.progress("upload", req.WeightsSize))
-			return err
-		},
-	}
-	if err := layer.upload(op.ctx, op.o, repo, op.m, "weights/0", "the weights layer"); err != nil {
+	layers, err := op.weightsLayers(&req, !toOCI, st.progress("upload", req.WeightsSize))
+	if err != nil {
 		return nil, err
 	}
 
 	var images []platformImage
 	for _, pi := range src.images {
-		img, err := affixImage(pi.image, layer, req, toOCI)
+		img, err := affixImage(pi.image, layers, req, toOCI)
 		if err != nil {
 			return nil, err
 		}
@@ -126,24 +147,70 @@ func Affix(ctx context.Context, req AffixRequest, opts ...Option) (_ *AffixResul
 		return nil, err
 	}
 
-	digest, _ := layer.Digest()
-	diffID, _ := layer.DiffID()
-	return &AffixResult{
+	res := &AffixResult{
 		Ref: pushed.ref.String(), Digest: pushed.ref.DigestStr(), Tag: tag, MediaType: string(pushed.mediaType),
 		Base: src.ref.String(), CrossRegistry: baseRef.Context().RegistryStr() != repo.RegistryStr(),
-		Layer: LayerResult{
-			Digest: digest.String(), DiffID: diffID.String(), MediaType: string(layerMediaType(!toOCI, req.Compression)),
-			Size: layer.size, UncompressedSize: layer.uncompSize, Files: stats.Files,
-		},
 		Platforms: pushed.platforms,
 		Transfer:  op.m.transfer(src.blobSizes()),
 		Stages:    st.list,
-	}, nil
+	}
+	for i, l := range layers {
+		res.Layers = append(res.Layers, l.result)
+		res.ReadBytes += l.result.ReadBytes
+		if i == 0 {
+			res.Layer = l.result
+			continue
+		}
+		res.Layer.Size += l.result.Size
+		res.Layer.UncompressedSize += l.result.UncompressedSize
+		res.Layer.Files += l.result.Files
+		res.Layer.ReadBytes += l.result.ReadBytes
+	}
+	return res, nil
+}
+
+// weightsLayers brings the weights layers into the destination: a tree's
+// per its layout, a stream's as one layer.
+func (op *operation) weightsLayers(req *AffixRequest, docker bool, progress func(int64)) ([]*weightsLayer, error) {
+	if req.Tree != nil && (req.Layout != LayoutSingle || req.Weights == nil) {
+		return op.treeLayers(req, docker, progress)
+	}
+	c := layerCompression(req.Compression, false)
+	level := req.Level
+	if c != req.Compression && req.Compression != Auto {
+		level = 0
+	}
+	level = defaultLevel(c, level)
+	var stats TarStats
+	var read int64
+	sl := &streamLayer{
+		compression: c, level: level, mediaType: layerMediaType(docker, c),
+		produce: func(w io.Writer) (err error) {
+			stats, err = req.produce(w, op.o.limits, func(n int64) {
+				read = n
+				progress(n)
+			})
+			return err
+		},
+	}
+	if err := sl.upload(op.ctx, op.o, op.repo, op.m, "weights/0", "the weights layer", -1); err != nil {
+		return nil, err
+	}
+	digest, _ := sl.Digest()
+	diffID, _ := sl.DiffID()
+	return []*weightsLayer{{layer: sl, mediaType: sl.mediaType, result: LayerResult{
+		Digest: digest.String(), DiffID: diffID.String(), MediaType: string(sl.mediaType),
+		Size: sl.size, UncompressedSize: sl.uncompSize, Files: stats.Files, Source: LayerUploaded, ReadBytes: read,
+	}}}, nil
 }
 
 func (req *AffixRequest) normalize() error {
-	if req.Weights == nil {
-		return invalidf("no weights tarball given")
+	if req.Weights == nil && req.Tree == nil {
+		return invalidf("no weights given")
+	}
+	var err error
+	if req.Layout, err = ParseLayout(string(req.Layout)); err != nil {
+		return invalidf("%v", err)
 	}
 	if req.Target == "" {
 		req.Target = DefaultTarget
@@ -153,7 +220,7 @@ func (req *AffixRequest) normalize() error {
 	}
 	req.Target = path.Clean(req.Target)
 	if req.Compression == "" {
-		req.Compression = Gzip
+		req.Compression = Auto
 	}
 	if _, err := ParseCompression(string(req.Compression)); err != nil {
 		return invalidf("%v", err)
@@ -184,7 +251,7 @@ func (req *AffixRequest) produce(w io.Writer, limits TarLimits, progress func(in
 		return TarStats{}, fmt.Errorf("reading the weights: %w", err) // the source's failure: may be transient
 	}
 	defer tr.Close()
-	stats, err := RewriteTar(w, tr, TarPolicy{Target: req.Target, AllowOutsideTarget: req.AllowOutsideTarget, ModTime: req.Created,
+	stats, err := RewriteTar(w, tr, TarPolicy{Target: req.Target, AllowOutsideTarget: req.AllowOutsideTarget, ModTime: weightsModTime,
 		MaxEntries: limits.MaxEntries, MaxNameLength: limits.MaxNameLength, MaxBytes: limits.MaxBytes})
 	if isInputError(err) {
 		return stats, permanent(err)
@@ -192,10 +259,35 @@ func (req *AffixRequest) produce(w io.Writer, limits TarLimits, progress func(in
 	return stats, err
 }
 
-// affixImage returns base plus the weights layer, with config and history
-// marking it. A Docker base becomes OCI when toOCI (zstd): manifest, config
-// and every layer descriptor take their OCI types; the blobs stay the same.
-func affixImage(base v1.Image, layer *streamLayer, req AffixRequest, toOCI bool) (v1.Image, error) {
+// AppendWeights returns base with weights layers appended (such as
+// WeightsLayers gives), marked as r8im marks weights: a history entry each
+// (created, and target in its text), the config label listing every
+// weights layer of the image, and in OCI manifests an annotation on each.
+// `r8im layers`, extract and remix then treat them, with any weights layers
+// base already had, as one set. The config's created time becomes created.
+func AppendWeights(base v1.Image, target string, created time.Time, layers ...v1.Layer) (v1.Image, error) {
+	mf, err := base.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("reading the base manifest: %w", err)
+	}
+	if target == "" {
+		target = DefaultTarget
+	}
+	return appendWeights(base, layers, target, created, !isDocker(mf.MediaType))
+}
+
+// affixImage returns base plus the weights layers. A Docker base becomes
+// OCI when toOCI (zstd): manifest, config and every layer descriptor take
+// their OCI types; the blobs stay the same.
+func affixImage(base v1.Image, layers []*weightsLayer, req AffixRequest, toOCI bool) (v1.Image, error) {
+	ls := make([]v1.Layer, len(layers))
+	for i, l := range layers {
+		ls[i] = l.layer
+	}
+	return appendWeights(base, ls, req.Target, req.Created, toOCI)
+}
+
+func appendWeights(base v1.Image, layers []v1.Layer, target string, created time.Time, toOCI bool) (v1.Image, error) {
 	mf, err := base.Manifest()
 	if err != nil {
 		return nil, fmt.Errorf("reading the base manifest: %w", err)
@@ -204,16 +296,35 @@ func affixImage(base v1.Image, layer *streamLayer, req AffixRequest, toOCI bool)
 	if err != nil {
 		return nil, fmt.Errorf("reading the base config: %w", err)
 	}
-	digest, _ := layer.Digest()
-	diffID, _ := layer.DiffID()
-
 	cfg := cf.DeepCopy()
-	cfg.Created = v1.Time{Time: req.Created}
-	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, diffID)
-	cfg.History = append(cfg.History, v1.History{
-		Created: v1.Time{Time: req.Created}, CreatedBy: fmt.Sprintf(WeightsCreatedByFmt, req.Target), Comment: WeightsComment,
-	})
-	marked := []string{digest.String()}
+	cfg.Created = v1.Time{Time: created}
+	var marked []string
+	adds := make([]mutate.Addendum, 0, len(layers))
+	for _, l := range layers {
+		digest, err := l.Digest()
+		if err != nil {
+			return nil, fmt.Errorf("a weights layer's digest: %w", err)
+		}
+		diffID, err := l.DiffID()
+		if err != nil {
+			return nil, fmt.Errorf("weights layer %s: %w", digest, err)
+		}
+		mt, err := l.MediaType()
+		if err != nil {
+			return nil, fmt.Errorf("weights layer %s: %w", digest, err)
+		}
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, diffID)
+		cfg.History = append(cfg.History, v1.History{
+			Created: v1.Time{Time: created}, CreatedBy: fmt.Sprintf(WeightsCreatedByFmt, target), Comment: WeightsComment,
+		})
+		marked = append(marked, digest.String())
+		add := mutate.Addendum{Layer: l, MediaType: mt}
+		if toOCI {
+			add.MediaType = ociEquivalent(mt)
+			add.Annotations = map[string]string{AnnotationWeights: "true"}
+		}
+		adds = append(adds, add)
+	}
 	for _, li := range describe(mf, cf) {
 		if li.Weights == MarkedR8im {
 			marked = append(marked, li.Digest.String())
@@ -221,11 +332,7 @@ func affixImage(base v1.Image, layer *streamLayer, req AffixRequest, toOCI bool)
 	}
 	cfg.Config.Labels = withWeightsLabel(cfg.Config.Labels, marked)
 
-	add := mutate.Addendum{Layer: layer, MediaType: layerMediaType(!toOCI, req.Compression)}
-	if toOCI {
-		add.Annotations = map[string]string{AnnotationWeights: "true"}
-	}
-	img, err := withLayers(base, mf, toOCI, add)
+	img, err := withLayers(base, mf, toOCI, adds...)
 	if err != nil {
 		return nil, err
 	}

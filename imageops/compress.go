@@ -24,7 +24,7 @@ func defaultLevel(c Compression, level int) int {
 		return level
 	}
 	switch c {
-	case Gzip:
+	case Gzip, Auto:
 		return DefaultGzipLevel
 	case Zstd:
 		return DefaultZstdLevel

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -19,6 +20,10 @@ import (
 type ExtractOptions struct {
 	StripTarget bool   // write paths relative to the weights dir (src/weights/a → a)
 	Target      string // weights dir to look for in COPY . /src layers and to strip; default DefaultTarget ("/src/weights")
+	// TempDir is where Extract keeps the layers it downloads ahead of the
+	// one it writes (see WithJobs); "" is os.TempDir(). ExtractToDir
+	// ignores it and uses the output directory.
+	TempDir string
 }
 
 // ExtractResult describes an extraction.
@@ -54,12 +59,19 @@ const (
 // keep their permission bits (&0o777), uid/gid come from the layer. An
 // absolute symlink pointing inside the output is rewritten as relative.
 // Whiteouts in layers that are not weights layers are not seen.
+//
+// Up to WithJobs layers (default 4) are downloaded at once: the newest is
+// streamed as it is written, the others are downloaded ahead into temp
+// files under eo.TempDir (their digests checked as each download ends) and
+// written in turn, so the tar is the same whatever the number of jobs and
+// at most that many compressed layers sit on disk. Memory does not grow
+// with layer size.
 func Extract(ctx context.Context, ref string, w io.Writer, eo ExtractOptions, opts ...Option) (*ExtractResult, error) {
 	if w == nil {
 		return nil, invalidf("extract: no output given")
 	}
 	tw := tar.NewWriter(w)
-	res, err := extract(ctx, ref, eo, opts, &tarSink{tw: tw})
+	res, err := extract(ctx, ref, eo, opts, &tarSink{tw: tw}, eo.TempDir)
 	if err != nil {
 		return nil, err
 	}
@@ -81,6 +93,11 @@ func Extract(ctx context.Context, ref string, w io.Writer, eo ExtractOptions, op
 // have a file, or a file or symlink where they have a directory, is an
 // error before anything moves. Symlinks are written with cleaned, relative
 // targets; directory modes and times are applied last.
+//
+// Layers are downloaded WithJobs at a time (default 4) as Extract does, the
+// ones ahead into a second temp dir inside dir (so on the same disk as
+// the files), removed before ExtractToDir returns; the files written do
+// not depend on the number of jobs.
 func ExtractToDir(ctx context.Context, ref string, dir string, eo ExtractOptions, opts ...Option) (_ *ExtractResult, err error) {
 	if strings.TrimSpace(dir) == "" {
 		return nil, invalidf("extract: no output directory given")
@@ -107,7 +124,7 @@ func ExtractToDir(ctx context.Context, ref string, dir string, eo ExtractOptions
 	}
 	defer staged.Close()
 	sink := &dirSink{root: staged, path: dir}
-	res, err := extract(ctx, ref, eo, opts, sink)
+	res, err := extract(ctx, ref, eo, opts, sink, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -209,8 +226,9 @@ func (eo ExtractOptions) target() (string, error) {
 }
 
 // extract finds the weights layers of ref's image and feeds their entries,
-// newest layer first, to sink.
-func extract(ctx context.Context, ref string, eo ExtractOptions, opts []Option, sink extractSink) (*ExtractResult, error) {
+// newest layer first, to sink; layers downloaded ahead wait in a temp dir
+// under tempDir.
+func extract(ctx context.Context, ref string, eo ExtractOptions, opts []Option, sink extractSink, tempDir string) (*ExtractResult, error) {
 	o := makeOptions(opts)
 	target, err := eo.target()
 	if err != nil {
@@ -242,7 +260,10 @@ func extract(ctx context.Context, ref string, eo ExtractOptions, opts []Option, 
 		total += li.Size
 	}
 	start, last := m.downloaded.Load(), int64(-1)
+	var tickMu sync.Mutex // layers download concurrently
 	tick := func(final bool) {
+		tickMu.Lock()
+		defer tickMu.Unlock()
 		if done := m.downloaded.Load() - start; final || done-last >= progressStep {
 			last = done
 			o.report("extract", done, total)
@@ -255,11 +276,16 @@ func extract(ctx context.Context, ref string, eo ExtractOptions, opts []Option, 
 		x.maxBytes = defaultMaxBytes
 	}
 	res := &ExtractResult{Ref: info.Ref}
+	var newestFirst []v1.Hash
 	for i := len(picked) - 1; i >= 0; i-- {
 		res.Layers = append(res.Layers, picked[i].Digest.String())
-		if err := x.readLayer(ctx, img, picked[i].Digest, tick); err != nil {
-			return nil, err
-		}
+		newestFirst = append(newestFirst, picked[i].Digest)
+	}
+	err = readLayers(ctx, img, newestFirst, o.jobs, tempDir, tick, func(ctx context.Context, d v1.Hash, l v1.Layer) error {
+		return x.readLayer(ctx, l, d, tick)
+	})
+	if err != nil {
+		return nil, err
 	}
 	tick(true)
 	if fallback && x.found == 0 {
@@ -339,14 +365,11 @@ func (x *extractor) resetLayer() {
 	x.layerWhiteouts, x.layerOpaque = map[string]bool{}, map[string]bool{}
 }
 
-// readLayer downloads one layer and takes its entries.
-func (x *extractor) readLayer(ctx context.Context, img v1.Image, digest v1.Hash, tick func(bool)) error {
+// readLayer reads one layer (from the registry or a file downloaded
+// ahead) and takes its entries.
+func (x *extractor) readLayer(ctx context.Context, l v1.Layer, digest v1.Hash, tick func(bool)) error {
 	if err := ctx.Err(); err != nil {
 		return err
-	}
-	l, err := img.LayerByDigest(digest)
-	if err != nil {
-		return fmt.Errorf("reading layer %s: %w", digest, err)
 	}
 	rc, err := l.Uncompressed()
 	if err != nil {

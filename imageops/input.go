@@ -21,6 +21,9 @@ const (
 	Gzip         Compression = "gzip"
 	Zstd         Compression = "zstd"
 	Uncompressed Compression = "none"
+	// Auto is Affix's default for weights layers: a file's own layer
+	// uncompressed, a bundle gzip (see Layout).
+	Auto Compression = "auto"
 )
 
 // Errors about the weights input as a whole. Each is wrapped with details
@@ -58,8 +61,10 @@ func ParseCompression(s string) (Compression, error) {
 		return Zstd, nil
 	case "none", "uncompressed", "tar":
 		return Uncompressed, nil
+	case "auto":
+		return Auto, nil
 	}
-	return "", fmt.Errorf("unknown compression %q: use gzip, zstd or none", s)
+	return "", fmt.Errorf("unknown compression %q: use auto, gzip, zstd or none", s)
 }
 
 // OpenTarStream detects how r is compressed from its magic bytes (gzip, zstd,

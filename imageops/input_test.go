@@ -256,6 +256,7 @@ func TestParseCompression(t *testing.T) {
 		{" zst ", imageops.Zstd, false},
 		{"none", imageops.Uncompressed, false},
 		{"uncompressed", imageops.Uncompressed, false},
+		{"Auto", imageops.Auto, false},
 		{"", "", true},
 		{"bzip2", "", true},
 	}
@@ -265,7 +266,7 @@ func TestParseCompression(t *testing.T) {
 			if got != tc.want || (err != nil) != tc.err {
 				t.Errorf("ParseCompression(%q) = %q, %v", tc.in, got, err)
 			}
-			if err != nil && !strings.Contains(err.Error(), "use gzip, zstd or none") {
+			if err != nil && !strings.Contains(err.Error(), "use auto, gzip, zstd or none") {
 				t.Errorf("error %q does not list the choices", err)
 			}
 		})

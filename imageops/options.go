@@ -35,7 +35,8 @@ type options struct {
 	transport       http.RoundTripper
 	jobs            int
 	userAgent       string
-	cache           LayerCache // nil: no shared-layer cache
+	cache           LayerCache   // nil: no shared-layer cache
+	layerDigests    LayerDigests // nil: weights layers are always produced
 	limits          TarLimits
 	chunkSize       int64          // upload chunk size; 0: one request per blob
 	sessions        UploadSessions // nil: uploads are not resumable across attempts
@@ -175,7 +176,11 @@ func WithProgress(f func(Progress)) Option { return func(o *options) { o.progres
 // caps wrap either one.
 func WithTransport(t http.RoundTripper) Option { return func(o *options) { o.transport = t } }
 
-// WithJobs bounds concurrent blob transfers (default 4).
+// WithJobs sets how many layers are produced, uploaded or downloaded at
+// once; default 4. Extract and ExtractToDir download up to n weights
+// layers at once (the ones ahead of the layer being written wait in temp
+// files) and write them in layer order, so their output does not depend on
+// n. Values below 1 keep the default.
 func WithJobs(n int) Option {
 	return func(o *options) {
 		if n > 0 {

@@ -221,12 +221,14 @@ func (l *streamLayer) pass(out io.Writer) (err error) {
 type digester interface{ Sum() v1.Hash }
 
 // upload produces the layer straight into a (chunked, resumable) upload to
-// repo; id names the layer within the operation, for its saved session.
-func (l *streamLayer) upload(ctx context.Context, o *options, repo name.Repository, m *meter, id, what string) error {
+// repo; id names the layer within the operation, for its saved session;
+// size is the blob's size when known in advance (an uncompressed layer of a
+// planned layout), else -1.
+func (l *streamLayer) upload(ctx context.Context, o *options, repo name.Repository, m *meter, id, what string, size int64) error {
 	if err := l.failure(); err != nil {
 		return err
 	}
-	err := o.uploadBlob(ctx, repo, m, blobSpec{id: id, what: what, size: -1, write: l.pass})
+	err := o.uploadBlob(ctx, repo, m, blobSpec{id: id, what: what, size: size, write: l.pass})
 	if perm := l.failure(); perm != nil {
 		return perm
 	}

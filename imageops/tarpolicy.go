@@ -175,11 +175,9 @@ func RewriteTar(w io.Writer, r io.Reader, p TarPolicy) (TarStats, error) {
 	}
 
 	var (
-		count, own int
-		declared   int64 // regular file bytes, as headers declare them
-		last       string
-		readErr    error
-		buf        []byte
+		last    string
+		readErr error
+		buf     []byte
 	)
 	for {
 		hdr, err := tr.Next()
@@ -195,34 +193,15 @@ func RewriteTar(w io.Writer, r io.Reader, p TarPolicy) (TarStats, error) {
 			readErr = tarReadError(err, src, afterEntry(last))
 			break
 		}
-		count++
-		if count > rw.maxEntries {
-			rw.refuse(hdr.Name, fmt.Sprintf("the tarball has more than %d entries; pack the weights into fewer files", rw.maxEntries))
+		if hdr.Typeflag != tar.TypeXGlobalHeader {
+			last = hdr.Name
+		}
+		out, stop := rw.admit(hdr)
+		if stop {
 			break
 		}
-		if hdr.Typeflag == tar.TypeXGlobalHeader {
-			continue // PAX global metadata (git archive writes one), not a file
-		}
-		last = hdr.Name
-
-		out, reason := rw.check(hdr)
-		if reason != "" {
-			rw.refuse(hdr.Name, reason)
-			continue
-		}
 		if out == nil {
-			continue // the target or one of its parents
-		}
-		own++
-		if out.Typeflag == tar.TypeReg {
-			declared += out.Size
-			if declared > rw.maxBytes {
-				rw.refuse(hdr.Name, fmt.Sprintf("the files add up to more than %d bytes (the limit, R8IM_MAX_WEIGHTS_SIZE)", rw.maxBytes))
-				break
-			}
-		}
-		if len(rw.violations) > 0 || rw.more > 0 {
-			continue // stop writing, keep collecting violations
+			continue
 		}
 		if err := tw.WriteHeader(out); err != nil {
 			return stats, fmt.Errorf("writing entry %s to the weights tarball: %w", quoteEntry(hdr.Name), err)
@@ -246,11 +225,7 @@ func RewriteTar(w io.Writer, r io.Reader, p TarPolicy) (TarStats, error) {
 		stats.Bytes += out.Size
 	}
 
-	rw.verifyLinks()
-	var policyErr error
-	if len(rw.violations) > 0 || rw.more > 0 {
-		policyErr = &PolicyError{Target: rw.target, Violations: rw.violations, More: rw.more}
-	}
+	policyErr := rw.finish()
 	switch {
 	case policyErr != nil && readErr != nil:
 		return stats, errors.Join(policyErr, readErr)
@@ -258,13 +233,62 @@ func RewriteTar(w io.Writer, r io.Reader, p TarPolicy) (TarStats, error) {
 		return stats, policyErr
 	case readErr != nil:
 		return stats, readErr
-	case own == 0:
+	case rw.own == 0:
 		return stats, ErrEmptyTar
 	}
 	if err := tw.Close(); err != nil {
 		return stats, fmt.Errorf("writing the weights tarball: %w", err)
 	}
 	return stats, nil
+}
+
+// admit applies the policy to the next input entry, in the order the
+// layers will be unpacked. It returns the header to write, or nil for an
+// entry to leave out (refused, PAX global metadata, the target or one of
+// its parents, or any entry once one was refused: violations are still
+// collected), and stop when a limit was crossed and reading on is
+// pointless.
+func (rw *rewriter) admit(hdr *tar.Header) (out *tar.Header, stop bool) {
+	rw.count++
+	if rw.count > rw.maxEntries {
+		rw.refuse(hdr.Name, fmt.Sprintf("the tarball has more than %d entries; pack the weights into fewer files", rw.maxEntries))
+		return nil, true
+	}
+	if hdr.Typeflag == tar.TypeXGlobalHeader {
+		return nil, false // PAX global metadata (git archive writes one), not a file
+	}
+	out, reason := rw.check(hdr)
+	if reason != "" {
+		rw.refuse(hdr.Name, reason)
+		return nil, false
+	}
+	if out == nil {
+		return nil, false // the target or one of its parents
+	}
+	rw.own++
+	if out.Typeflag == tar.TypeReg {
+		rw.declared += out.Size
+		if rw.declared > rw.maxBytes {
+			rw.refuse(hdr.Name, fmt.Sprintf("the files add up to more than %d bytes (the limit, R8IM_MAX_WEIGHTS_SIZE)", rw.maxBytes))
+			return nil, true
+		}
+	}
+	if rw.failed() {
+		return nil, false // stop writing, keep collecting violations
+	}
+	return out, false
+}
+
+func (rw *rewriter) failed() bool { return len(rw.violations) > 0 || rw.more > 0 }
+
+// finish resolves every symlink again now that all entries are known, and
+// returns the *PolicyError naming every refused entry, if any.
+func (rw *rewriter) finish() error {
+	rw.verifyLinks()
+	if rw.failed() {
+		return &PolicyError{Target: rw.target, Violations: rw.violations, More: rw.more}
+	}
+	return nil
 }
 
 // drainTrailer reads what follows the end-of-archive marker: zero padding
@@ -417,6 +441,9 @@ type rewriter struct {
 
 	violations []Violation
 	more       int
+	// Counts over the entries admitted so far.
+	count, own int
+	declared   int64 // regular file bytes, as headers declare them
 }
 
 func newRewriter(p TarPolicy) *rewriter {

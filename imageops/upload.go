@@ -126,11 +126,19 @@ var (
 	errChunkingRefused = errors.New("the registry refused a chunked upload")
 )
 
-// uploadAttempts bounds the attempts at one blob within an operation: a
-// failed attempt that is not permanent (the source or the registry dropped
-// a connection, a 5xx) is followed by another, which resumes the upload
-// where the registry has it.
+// uploadAttempts bounds the attempts at one blob within an operation that
+// get no further: a failed attempt that is not permanent (the source or the
+// registry dropped a connection, a 5xx, a 413 to a streamed chunk) is
+// followed by another, which resumes the upload where the registry has it.
+// An attempt that got more bytes acknowledged does not count.
 const uploadAttempts = 3
+
+// uploadHint is what an attempt learned about the registry for the next:
+// a smaller chunk after a 413, or one request after a refused chunk.
+type uploadHint struct {
+	chunk  int64
+	single bool
+}
 
 // uploadBlob uploads one blob to repo, resuming a saved session when there
 // is one, and commits it.
@@ -144,17 +152,21 @@ func (o *options) uploadBlob(ctx context.Context, repo name.Repository, m *meter
 		key = o.sessionKey + "|" + repo.Name() + "|" + b.id
 	}
 	var carry *UploadSession // what the last attempt left at the registry
-	for attempt := 1; ; attempt++ {
-		u := &blobUpload{ctx: ctx, o: o, m: m, client: client, repo: repo, spec: b, key: key, h: sha256.New(), carry: carry}
+	var hint uploadHint
+	for failed := 1; ; {
+		u := &blobUpload{ctx: ctx, o: o, m: m, client: client, repo: repo, spec: b, key: key, h: sha256.New(), carry: carry, hint: hint}
 		err := u.run()
-		if err == nil || attempt == uploadAttempts || IsPermanent(err) || ctx.Err() != nil {
+		if err == nil || failed == uploadAttempts || IsPermanent(err) || ctx.Err() != nil {
 			return err
 		}
-		carry = u.last
+		if u.last == nil || carry == nil || u.last.Offset <= carry.Offset {
+			failed++
+		}
+		carry, hint = u.last, u.hint
 		if errors.Is(err, errRestart) {
 			carry = nil
 		}
-		if err := sleepCtx(ctx, time.Duration(attempt)*500*time.Millisecond); err != nil {
+		if err := sleepCtx(ctx, time.Duration(failed)*500*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -172,6 +184,7 @@ type blobUpload struct {
 	key    string         // session key; "" when sessions are not kept
 	carry  *UploadSession // the previous attempt's session, to resume
 	last   *UploadSession // this attempt's session as of its last acknowledged bytes
+	hint   uploadHint     // from the previous attempt; updated for the next
 
 	loc      *url.URL
 	offset   int64 // bytes the registry acknowledged
@@ -189,18 +202,26 @@ type blobUpload struct {
 
 	sentChunks int // chunks acknowledged in this attempt
 
+	// Streamed chunks (a blob of known size): each chunk's PATCH streams
+	// what Write is given, nothing is buffered; a chunk that fails fails
+	// the attempt, and the next resumes where the registry has it.
+	streamed bool
+	chunkEnd int64 // the byte the chunk in flight ends at
+
 	// One-request mode: the blob streams into a single PATCH.
-	single    bool
-	pw        *io.PipeWriter
-	sent      chan streamResult // the PATCH's outcome, once
-	streamErr error             // the PATCH's outcome, once received
+	single     bool
+	pw         *io.PipeWriter
+	sent       chan streamResult // the PATCH's outcome, once
+	streamErr  error             // the PATCH's outcome, once received
+	streamCode int               // its status
 
 	err error // the first failure, returned by every later Write
 }
 
 type streamResult struct {
-	loc *url.URL
-	err error
+	loc  *url.URL
+	code int // the response's status, 0 when none came
+	err  error
 }
 
 func (u *blobUpload) run() error {
@@ -237,13 +258,18 @@ func (u *blobUpload) Sum() v1.Hash { return u.sum() }
 // begin resumes the saved session, or starts a new one.
 func (u *blobUpload) begin() error {
 	u.chunk = u.o.chunkSize
+	if u.hint.chunk > 0 {
+		u.chunk = u.hint.chunk
+	}
 	threshold := u.chunk
 	if u.chunk == DefaultChunkSize {
 		threshold = DefaultChunkThreshold
 	}
-	if u.spec.size >= 0 && u.spec.size <= threshold {
+	if u.spec.size >= 0 && u.spec.size <= threshold || u.hint.single {
 		u.chunk = 0 // a known small blob: one request, nothing held in memory
 	}
+	// A known big blob streams each chunk: nothing held in memory either.
+	u.streamed = u.chunk > 0 && u.spec.size >= 0
 	if u.carry != nil {
 		if err := u.resume(u.carry); err != nil {
 			return err
@@ -380,6 +406,14 @@ func (u *blobUpload) Write(p []byte) (int, error) {
 				u.m.addNote(fmt.Sprintf("%s: the input changed since the interrupted upload; sending it from the start", u.spec.what))
 				return 0, u.fail(fmt.Errorf("%w: %s differs from the interrupted upload's", errRestart, u.spec.what))
 			}
+			continue
+		}
+		if u.streamed {
+			k, err := u.writeStreamed(p)
+			if err != nil {
+				return 0, u.fail(err)
+			}
+			p = p[k:]
 			continue
 		}
 		if u.single {
@@ -566,7 +600,11 @@ func (u *blobUpload) fallBack() error {
 }
 
 // stream starts the one-request PATCH whose body is what Write is given.
-func (u *blobUpload) stream() {
+func (u *blobUpload) stream() { u.streamPatch(-1) }
+
+// streamPatch starts a PATCH whose body is what Write is given: the rest
+// of the blob when n < 0, else a chunk of n bytes from offset.
+func (u *blobUpload) streamPatch(n int64) {
 	pr, pw := io.Pipe()
 	u.pw = pw
 	u.sent = make(chan streamResult, 1)
@@ -577,11 +615,16 @@ func (u *blobUpload) stream() {
 		return
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
+	if n >= 0 {
+		req.ContentLength = n
+		req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", u.offset, u.offset+n-1))
+	}
 	loc := *u.loc
 	go func() {
 		var r streamResult
 		resp, err := u.client.Do(req)
 		if err == nil {
+			r.code = resp.StatusCode
 			if err = transport.CheckError(resp, http.StatusAccepted); err != nil {
 				err = registryErr(err, fmt.Sprintf("uploading %s to %s", u.spec.what, u.repo))
 			} else {
@@ -595,17 +638,73 @@ func (u *blobUpload) stream() {
 	}()
 }
 
-// wait returns the one-request PATCH's outcome, waiting for it once.
+// wait returns the streamed PATCH's outcome, waiting for it once.
 func (u *blobUpload) wait() error {
 	if u.sent != nil {
 		r := <-u.sent
 		u.sent = nil
-		u.streamErr = r.err
+		u.streamErr, u.streamCode = r.err, r.code
 		if r.loc != nil {
 			u.loc = r.loc
 		}
 	}
 	return u.streamErr
+}
+
+// writeStreamed sends the front of p in the chunk in flight, starting one
+// when none is, and ends the chunk when it is full: the registry's answer
+// is awaited and the session saved. It returns how much of p it took.
+func (u *blobUpload) writeStreamed(p []byte) (int, error) {
+	if u.pw == nil {
+		n := min(u.chunk, u.spec.size-u.written)
+		if n <= 0 {
+			return 0, fmt.Errorf("%s is longer than the %d bytes announced", u.spec.what, u.spec.size)
+		}
+		u.chunkEnd = u.written + n
+		u.streamPatch(n)
+	}
+	k := int(min(int64(len(p)), u.chunkEnd-u.written))
+	u.h.Write(p[:k])
+	u.written += int64(k)
+	if _, err := u.pw.Write(p[:k]); err != nil {
+		return 0, u.chunkFailed(u.streamFailed(err))
+	}
+	if u.written == u.chunkEnd {
+		u.pw.Close()
+		u.pw = nil
+		if err := u.wait(); err != nil {
+			return 0, u.chunkFailed(fmt.Errorf("uploading %s to %s: %w", u.spec.what, u.repo, err))
+		}
+		u.offset = u.written
+		u.sentChunks++
+		u.m.chunks.Add(1)
+		u.save()
+	}
+	return k, nil
+}
+
+// chunkFailed explains a streamed chunk's failure and sets the hint for
+// the next attempt: a 413 halves the chunk, a refused first chunk sends the
+// blob in one request, a lost session starts it again.
+func (u *blobUpload) chunkFailed(err error) error {
+	switch code := u.streamCode; {
+	case code == http.StatusRequestEntityTooLarge:
+		half := u.chunk / 2
+		if half < max(u.minChunk, minChunkSize) {
+			return fmt.Errorf("uploading %s to %s: a request of %d bytes was refused as too large (413), and the registry's minimum chunk is %d: the registry's front caps request bodies below what the registry accepts", u.spec.what, u.repo, u.chunk, max(u.minChunk, minChunkSize))
+		}
+		u.hint.chunk = half
+		u.m.setChunkSize(half)
+		u.m.addNote(fmt.Sprintf("%s: a chunk of %d bytes was refused as too large (413); sending chunks of %d bytes", u.spec.what, u.chunk, half))
+	case u.offset == 0 && u.sentChunks == 0 && refusesChunks(code):
+		u.hint.single = true
+		u.m.addNote(fmt.Sprintf("%s: the registry refused a chunked upload; sent in one request", u.spec.what))
+		return fmt.Errorf("%w: %v", errRestart, err)
+	case code == http.StatusNotFound:
+		u.m.addNote(fmt.Sprintf("%s: the registry dropped the upload session; sending it from the start", u.spec.what))
+		return fmt.Errorf("%w: %v", errRestart, err)
+	}
+	return err
 }
 
 // streamFailed explains a failed write to the one-request stream by the
@@ -630,6 +729,10 @@ func (u *blobUpload) commit() error {
 		}
 		u.offset = u.written
 		u.save()
+	} else if u.streamed {
+		if u.pw != nil || u.written != u.spec.size {
+			return fmt.Errorf("%s is shorter (%d bytes) than the %d bytes announced", u.spec.what, u.written, u.spec.size)
+		}
 	} else if !u.single {
 		if err := u.flush(); err != nil {
 			return err
@@ -839,15 +942,25 @@ func (op *operation) copyForeign(images []platformImage) error {
 
 // blobExists asks repo's registry whether it holds blob d.
 func blobExists(ctx context.Context, client *http.Client, repo name.Repository, d v1.Hash) (bool, error) {
+	size, err := blobSize(ctx, client, repo, d)
+	return size >= 0, err
+}
+
+// blobSize asks repo's registry for the size of blob d: -1 when it does not
+// hold it, 0 when it holds it without saying how big it is.
+func blobSize(ctx context.Context, client *http.Client, repo name.Repository, d v1.Hash) (int64, error) {
 	u := url.URL{Scheme: repo.Scheme(), Host: repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", repo.RepositoryStr(), d)}
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u.String(), nil)
 	if err != nil {
-		return false, err
+		return -1, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("checking for blob %s in %s: %w", d, repo, err)
+		return -1, fmt.Errorf("checking for blob %s in %s: %w", d, repo, err)
 	}
 	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK, nil
+	if resp.StatusCode != http.StatusOK {
+		return -1, nil
+	}
+	return max(resp.ContentLength, 0), nil
 }

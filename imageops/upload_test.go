@@ -21,11 +21,12 @@ const testChunk = 1 << 20
 // image the test user may pull, and a weights tarball of about 6 MiB of
 // incompressible shards.
 type chunkedSetup struct {
-	reg     testenv.RegistryEnv
-	proxy   *testenv.Proxy
-	base    string
-	tarPath string
-	files   []testenv.WeightsFile
+	reg       testenv.RegistryEnv
+	proxy     *testenv.Proxy
+	proxyOpts []testenv.ProxyOption
+	base      string
+	tarPath   string
+	files     []testenv.WeightsFile
 }
 
 // forEachRegistry runs f against distribution 2.8 and v3 with token auth
@@ -35,7 +36,7 @@ func forEachRegistry(t *testing.T, f func(t *testing.T, s chunkedSetup), opts ..
 		proxy := reg.Proxy(t, opts...)
 		base := reg.SeedBase(t, "chunked", testenv.OCI)
 		tarPath, files := testenv.WeightsTar(t, testenv.WeightsSpec{Files: 3, FileSize: 2 << 20, Seed: 21})
-		f(t, chunkedSetup{reg: reg.RegistryEnv, proxy: proxy, base: base.String(), tarPath: tarPath, files: files})
+		f(t, chunkedSetup{reg: reg.RegistryEnv, proxy: proxy, proxyOpts: opts, base: base.String(), tarPath: tarPath, files: files})
 	})
 }
 
@@ -46,9 +47,46 @@ func (s chunkedSetup) affix(ctx context.Context, dest string, c imageops.Compres
 	}, opts...)
 }
 
+// affixTree publishes the tarball as a tree (indexed, its layer's size
+// known in advance): an uncompressed layer is then sent in streamed chunks,
+// nothing buffered.
+func (s chunkedSetup) affixTree(ctx context.Context, dest string, opts ...imageops.Option) (*imageops.AffixResult, error) {
+	tree, err := imageops.TarFileTree(s.tarPath)
+	if err != nil {
+		return nil, err
+	}
+	opts = append([]imageops.Option{imageops.WithTransport(s.reg.Transport()), imageops.WithKeychain(s.reg.User.Keychain())}, opts...)
+	return imageops.Affix(ctx, imageops.AffixRequest{
+		Base: s.base, Dest: s.proxy.Host + "/" + testenv.TestUser + "/" + dest, Tree: tree, Created: created, Compression: imageops.Uncompressed,
+	}, opts...)
+}
+
+// inputs runs f for the tarball streamed (the layer buffered chunk by
+// chunk) and as a tree (its known-size layer streamed chunk by chunk), each
+// behind a new proxy of the setup's options.
+func (s chunkedSetup) inputs(t *testing.T, dest string, f func(t *testing.T, s chunkedSetup, res *imageops.AffixResult, err error), opts ...imageops.Option) {
+	t.Helper()
+	t.Run("stream", func(t *testing.T) {
+		s.proxy = s.reg.Proxy(t, s.proxyOpts...)
+		res, err := s.affix(context.Background(), dest+"-stream", imageops.Uncompressed, opts...)
+		f(t, s, res, err)
+	})
+	t.Run("tree", func(t *testing.T) {
+		s.proxy = s.reg.Proxy(t, s.proxyOpts...)
+		res, err := s.affixTree(context.Background(), dest+"-tree", opts...)
+		f(t, s, res, err)
+	})
+}
+
 // sent is what the proxy saw of the layer: bytes of PATCH bodies sent for
 // it, refused or dropped ones included (the config blob is apart).
 func (s chunkedSetup) sent(res *imageops.AffixResult) int64 { return s.proxy.Blobs()[res.Layer.Digest] }
+
+// sentAll is sent plus the bytes of sessions never committed: a streamed
+// first chunk that failed leaves its session for a new one.
+func (s chunkedSetup) sentAll(res *imageops.AffixResult) int64 {
+	return s.sent(res) + s.proxy.Blobs()["uncommitted"]
+}
 
 // check unpacks the image with skopeo and umoci as the test user.
 func (s chunkedSetup) check(t *testing.T, res *imageops.AffixResult, files []testenv.WeightsFile) {
@@ -100,14 +138,18 @@ func TestChunkedUpload(t *testing.T) {
 func TestChunkedUploadUnderABodyCap(t *testing.T) {
 	const limit = testChunk + 64<<10
 	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
-		res, err := s.affix(context.Background(), "capped", imageops.Uncompressed, imageops.WithChunkSize(testChunk))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st := s.proxy.Stats(); st.LargestBody > limit || st.TooLarge != 0 {
-			t.Errorf("the front saw a %d-byte body (cap %d), refused %d", st.LargestBody, limit, st.TooLarge)
-		}
-		s.check(t, res, s.files)
+		s.inputs(t, "capped", func(t *testing.T, s chunkedSetup, res *imageops.AffixResult, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := s.proxy.Stats(); st.LargestBody > limit || st.TooLarge != 0 {
+				t.Errorf("the front saw a %d-byte body (cap %d), refused %d", st.LargestBody, limit, st.TooLarge)
+			}
+			if want := chunksFor(res.Layer.Size, testChunk); res.Transfer.Chunks != want {
+				t.Errorf("%d chunks for a %d-byte layer; want %d", res.Transfer.Chunks, res.Layer.Size, want)
+			}
+			s.check(t, res, s.files)
+		}, imageops.WithChunkSize(testChunk))
 	}, testenv.ProxyBodyCap(limit))
 }
 
@@ -115,20 +157,21 @@ func TestChunkedUploadUnderABodyCap(t *testing.T) {
 func TestChunkedUploadResendsADroppedChunk(t *testing.T) {
 	const dropAt = 300 << 10
 	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
-		res, err := s.affix(context.Background(), "drop", imageops.Uncompressed, imageops.WithChunkSize(testChunk))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st := s.proxy.Stats(); st.Dropped != 1 {
-			t.Fatalf("%d connections dropped; want 1", st.Dropped)
-		}
-		if got := s.sent(res); got != res.Layer.Size+dropAt {
-			t.Errorf("%d bytes sent for a %d-byte layer and a chunk dropped after %d: more than that chunk was resent", got, res.Layer.Size, dropAt)
-		}
-		if want := chunksFor(res.Layer.Size, testChunk); res.Transfer.Chunks != want {
-			t.Errorf("%d chunks acknowledged; want %d (notes %q)", res.Transfer.Chunks, want, res.Transfer.Notes)
-		}
-		s.check(t, res, s.files)
+		s.inputs(t, "drop", func(t *testing.T, s chunkedSetup, res *imageops.AffixResult, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := s.proxy.Stats(); st.Dropped != 1 {
+				t.Fatalf("%d connections dropped; want 1", st.Dropped)
+			}
+			if got := s.sentAll(res); got != res.Layer.Size+dropAt {
+				t.Errorf("%d bytes sent for a %d-byte layer and a chunk dropped after %d: more than that chunk was resent", got, res.Layer.Size, dropAt)
+			}
+			if want := chunksFor(res.Layer.Size, testChunk); res.Transfer.Chunks != want {
+				t.Errorf("%d chunks acknowledged; want %d (notes %q)", res.Transfer.Chunks, want, res.Transfer.Notes)
+			}
+			s.check(t, res, s.files)
+		}, imageops.WithChunkSize(testChunk))
 	}, testenv.ProxyDropPatchAfter(dropAt))
 }
 
@@ -137,24 +180,25 @@ func TestChunkedUploadResendsADroppedChunk(t *testing.T) {
 func TestChunkedUploadHalvesOn413(t *testing.T) {
 	const limit = testChunk/2 + 64<<10
 	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
-		res, err := s.affix(context.Background(), "halve", imageops.Uncompressed, imageops.WithChunkSize(testChunk))
-		if err != nil {
-			t.Fatal(err)
-		}
-		st := s.proxy.Stats()
-		if st.TooLarge != 1 || st.LargestForwarded > limit {
-			t.Errorf("%d chunks refused, largest forwarded %d; want one refusal and nothing over %d", st.TooLarge, st.LargestForwarded, limit)
-		}
-		if res.Transfer.ChunkSize != testChunk/2 || res.Transfer.Chunks != chunksFor(res.Layer.Size, testChunk/2) {
-			t.Errorf("chunk size %d, %d chunks; want %d and %d", res.Transfer.ChunkSize, res.Transfer.Chunks, testChunk/2, chunksFor(res.Layer.Size, testChunk/2))
-		}
-		if !hasNote(res.Transfer, "413") {
-			t.Errorf("no note says why the chunk size changed: %q", res.Transfer.Notes)
-		}
-		if got := s.sent(res); got != res.Layer.Size+testChunk {
-			t.Errorf("%d bytes sent; want the layer's %d and the refused chunk's %d", got, res.Layer.Size, testChunk)
-		}
-		s.check(t, res, s.files)
+		s.inputs(t, "halve", func(t *testing.T, s chunkedSetup, res *imageops.AffixResult, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := s.proxy.Stats()
+			if st.TooLarge != 1 || st.LargestForwarded > limit {
+				t.Errorf("%d chunks refused, largest forwarded %d; want one refusal and nothing over %d (notes %q)", st.TooLarge, st.LargestForwarded, limit, res.Transfer.Notes)
+			}
+			if res.Transfer.ChunkSize != testChunk/2 || res.Transfer.Chunks != chunksFor(res.Layer.Size, testChunk/2) {
+				t.Errorf("chunk size %d, %d chunks; want %d and %d", res.Transfer.ChunkSize, res.Transfer.Chunks, testChunk/2, chunksFor(res.Layer.Size, testChunk/2))
+			}
+			if !hasNote(res.Transfer, "413") {
+				t.Errorf("no note says why the chunk size changed: %q", res.Transfer.Notes)
+			}
+			if got := s.sentAll(res); got != res.Layer.Size+testChunk {
+				t.Errorf("%d bytes sent; want the layer's %d and the refused chunk's %d", got, res.Layer.Size, testChunk)
+			}
+			s.check(t, res, s.files)
+		}, imageops.WithChunkSize(testChunk))
 	}, testenv.ProxyBodyCap(limit))
 }
 
@@ -197,12 +241,18 @@ func killAtPatch(s chunkedSetup, n int64) context.Context {
 // the same session store: the registry receives each byte once.
 func TestUploadResumesAcrossRuns(t *testing.T) {
 	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
-		for _, c := range []imageops.Compression{imageops.Uncompressed, imageops.Gzip} {
+		type publish func(ctx context.Context, dest string, opts ...imageops.Option) (*imageops.AffixResult, error)
+		stream := func(c imageops.Compression) publish {
+			return func(ctx context.Context, dest string, opts ...imageops.Option) (*imageops.AffixResult, error) {
+				return s.affix(ctx, dest, c, opts...)
+			}
+		}
+		for c, affix := range map[string]publish{"none": stream(imageops.Uncompressed), "gzip": stream(imageops.Gzip), "tree": s.affixTree} {
 			sessions := imageops.FileSessions{Dir: t.TempDir()}
 			opts := []imageops.Option{imageops.WithChunkSize(testChunk), imageops.WithUploadSessions(sessions, "job-1")}
-			dest := "resume-" + string(c)
+			dest := "resume-" + c
 			s.proxy.Reset()
-			if _, err := s.affix(killAtPatch(s, 4), dest, c, opts...); !errors.Is(err, context.Canceled) {
+			if _, err := affix(killAtPatch(s, 4), dest, opts...); !errors.Is(err, context.Canceled) {
 				t.Fatalf("%s: the interrupted run ended with %v", c, err)
 			}
 			if sent := s.proxy.Uploaded(); sent != 3*testChunk {
@@ -210,7 +260,7 @@ func TestUploadResumesAcrossRuns(t *testing.T) {
 			}
 			s.proxy.SetFaultFunc(nil)
 
-			res, err := s.affix(context.Background(), dest, c, opts...)
+			res, err := affix(context.Background(), dest, opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -220,7 +270,7 @@ func TestUploadResumesAcrossRuns(t *testing.T) {
 			if got := s.sent(res); got != res.Layer.Size {
 				t.Errorf("%s: both runs sent %d bytes for a %d-byte layer", c, got, res.Layer.Size)
 			}
-			clean, err := s.affix(context.Background(), "clean-"+string(c), c, imageops.WithChunkSize(testChunk))
+			clean, err := affix(context.Background(), "clean-"+c, imageops.WithChunkSize(testChunk))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -30,7 +30,7 @@ func invalidInputf(format string, args ...any) error {
 // how the input is written) are refused.
 func CheckLevel(c Compression, level int) error {
 	switch c {
-	case Gzip:
+	case Gzip, Auto: // auto: the level is the gzip bundles'
 		if level != 0 && level != gzip.HuffmanOnly && (level < 1 || level > 9) {
 			return invalidInputf("gzip level %d: use 1 (fastest) to 9 (smallest), or -2 (Huffman only); for no compression use compression none", level)
 		}

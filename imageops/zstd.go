@@ -290,7 +290,7 @@ func (o *options) recompress(ctx context.Context, repo name.Repository, src *sou
 			from := func() (io.ReadCloser, error) { return o.openBlob(gctx, src.ref.Context(), c.desc, m) }
 			c.out.produce = func(w io.Writer) error { return c.produce(w, from, prog) }
 			what := fmt.Sprintf("the zstd form of layer %s", c.desc.Digest)
-			if err := c.out.upload(gctx, o, repo, m, fmt.Sprintf("zstd/%s/%d", c.desc.Digest, level), what); err != nil {
+			if err := c.out.upload(gctx, o, repo, m, fmt.Sprintf("zstd/%s/%d", c.desc.Digest, level), what, -1); err != nil {
 				if gctx.Err() != nil && ctx.Err() == nil {
 					return gctx.Err() // another layer failed first; errgroup keeps its error
 				}

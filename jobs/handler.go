@@ -34,6 +34,10 @@ type RecordStore interface {
 // WeightsSource opens a weights tarball by URL (storage.Sources).
 type WeightsSource interface {
 	Open(ctx context.Context, url string) (io.ReadCloser, int64, error)
+	// OpenTree lists url as a tree read at random (an S3 prefix, a local
+	// directory), or returns nil for a tarball; readers files are read at
+	// once.
+	OpenTree(ctx context.Context, url string, readers int) (*storage.Tree, error)
 }
 
 // Handler processes r8im's tasks. Every handler honours ctx on all I/O, so a
@@ -54,6 +58,15 @@ type Handler struct {
 	// Uploads, when set, keeps chunked upload sessions under the task id, so
 	// that a retry (after a worker was killed) resumes a big upload.
 	Uploads *storage.UploadSessions
+	// LayerDigests, when set, remembers the digests of the weights layers
+	// produced, so that publishing the same weights again reads and sends
+	// nothing the registry holds.
+	LayerDigests *storage.LayerDigests
+	// Layout is the weights layout of tasks that name none (default auto);
+	// Jobs how many weights layers a task reads and uploads at once
+	// (default 4).
+	Layout imageops.Layout
+	Jobs   int
 	// Batches, when set, learns of every final outcome, so that a batch
 	// knows when it completes (and fires its callback).
 	Batches *storage.Batches
@@ -109,29 +122,63 @@ func (h *Handler) affix(ctx context.Context, t *asynq.Task) error {
 		return h.run(ctx, t, nil, err)
 	}
 	return h.run(ctx, t, func(ctx context.Context, opts []imageops.Option) (storage.Success, error) {
-		weights, size, err := h.openOnce(ctx, p.Weights)
+		req, done, err := h.affixRequest(ctx, p)
 		if err != nil {
 			return storage.Success{}, err
 		}
-		defer weights.close()
-		c := imageops.Gzip
-		if p.Compression != "" {
-			c, _ = imageops.ParseCompression(p.Compression) // validated
+		defer done()
+		if h.LayerDigests != nil {
+			opts = append(opts, imageops.WithLayerDigests(LayerDigests(h.LayerDigests)))
 		}
-		res, err := imageops.Affix(ctx, imageops.AffixRequest{
-			Base: p.Base, Dest: p.Dest, Weights: weights.open, WeightsSize: size, Target: p.Target,
-			Compression: c, Level: p.Level, Created: p.Created,
-		}, opts...)
+		res, err := imageops.Affix(ctx, req, append(opts, imageops.WithJobs(h.jobs()))...)
 		if err != nil {
 			return storage.Success{}, err
+		}
+		layers := make([]storage.LayerRecord, len(res.Layers))
+		for i, l := range res.Layers {
+			layers[i] = storage.LayerRecord{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType, Files: l.Files, Source: l.Source, Cached: l.Cached, ReadBytes: l.ReadBytes}
 		}
 		return storage.Success{
 			Result: res.Ref, BaseDigest: res.Base, LayerDigest: res.Layer.Digest, LayerDiffID: res.Layer.DiffID,
 			LayerSize: res.Layer.Size, UncompressedSize: res.Layer.UncompressedSize,
 			UploadedBytes: res.Transfer.UploadedBytes, MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes,
-			DownloadedBytes: size, Stages: stageMap(res.Stages),
+			DownloadedBytes: res.ReadBytes, Stages: stageMap(res.Stages), Layers: layers,
 		}, nil
 	}, nil, p.platformOpt())
+}
+
+// jobs is how many weights layers a task reads and uploads at once.
+func (h *Handler) jobs() int {
+	if h.Jobs > 0 {
+		return h.Jobs
+	}
+	return 4
+}
+
+// affixRequest opens p's weights: a tree (an S3 prefix, a local directory)
+// for a layered layout, else a stream. done releases them.
+func (h *Handler) affixRequest(ctx context.Context, p AffixPayload) (imageops.AffixRequest, func(), error) {
+	req := imageops.AffixRequest{Base: p.Base, Dest: p.Dest, Target: p.Target, Level: p.Level, Created: p.Created, Layout: h.Layout}
+	if p.Layers != "" {
+		req.Layout, _ = imageops.ParseLayout(p.Layers) // validated
+	}
+	if p.Compression != "" {
+		req.Compression, _ = imageops.ParseCompression(p.Compression) // validated
+	}
+	tree, err := h.Sources.OpenTree(ctx, p.Weights, h.jobs())
+	if err != nil {
+		return req, nil, fmt.Errorf("opening the weights: %w", err)
+	}
+	if tree != nil && req.Layout != imageops.LayoutSingle {
+		req.Tree, req.WeightsSize = weightsTree{tree}, tree.Size()
+		return req, func() {}, nil
+	}
+	weights, size, err := h.openOnce(ctx, p.Weights)
+	if err != nil {
+		return req, nil, err
+	}
+	req.Weights, req.WeightsSize = weights.open, size
+	return req, weights.close, nil
 }
 
 func (h *Handler) remix(ctx context.Context, t *asynq.Task) error {

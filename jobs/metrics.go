@@ -21,6 +21,8 @@ import (
 //	r8im_refused_mount_bytes_total{type}     base blob bytes the registry would not mount: downloaded and uploaded again
 //	r8im_stage_duration_seconds{type,stage}  histogram of seconds per stage of succeeded tasks (imageops' stage names)
 //	r8im_reused_layers_total{type}           layer conversions taken from the shared-layer cache
+//	r8im_weights_layers_total{source}        weights layers published, by how they got there (uploaded, found, mounted)
+//	r8im_weights_layer_bytes_total{source}   their sizes
 //
 // Byte counters and stages count succeeded attempts only: a failed attempt
 // reports no figures.
@@ -32,6 +34,8 @@ type Metrics struct {
 	refused    *prometheus.CounterVec
 	stage      *prometheus.HistogramVec
 	reused     *prometheus.CounterVec
+	layers     *prometheus.CounterVec
+	layerBytes *prometheus.CounterVec
 }
 
 // Histogram buckets: tasks span a remix (well under a second) to a
@@ -68,7 +72,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "r8im_reused_layers_total", Help: "Layer conversions taken from the shared-layer cache instead of being recomputed, by task type.",
 		}, []string{"type"}),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.downloaded, m.uploaded, m.mounted, m.refused, m.stage, m.reused} {
+	m.layers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "r8im_weights_layers_total", Help: "Weights layers of succeeded affixes, by how they got into the registry: uploaded, found (the destination had it) or mounted (from where it was pushed before).",
+	}, []string{"source"})
+	m.layerBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "r8im_weights_layer_bytes_total", Help: "Sizes of the weights layers of succeeded affixes, by how they got into the registry (uploaded, found, mounted).",
+	}, []string{"source"})
+	for _, c := range []prometheus.Collector{m.duration, m.downloaded, m.uploaded, m.mounted, m.refused, m.stage, m.reused, m.layers, m.layerBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the task metrics: %w", err)
 		}
@@ -88,6 +98,10 @@ func (m *Metrics) Observe(o Outcome) {
 	m.mounted.WithLabelValues(o.Type).Add(float64(max(s.MountedBytes, 0) + max(s.SkippedBytes, 0)))
 	m.refused.WithLabelValues(o.Type).Add(float64(max(s.RefusedMountBytes, 0)))
 	m.reused.WithLabelValues(o.Type).Add(float64(max(s.ReusedLayers, 0)))
+	for _, l := range s.Layers {
+		m.layers.WithLabelValues(l.Source).Inc()
+		m.layerBytes.WithLabelValues(l.Source).Add(float64(max(l.Size, 0)))
+	}
 	for name, secs := range s.Stages {
 		m.stage.WithLabelValues(o.Type, name).Observe(secs)
 	}

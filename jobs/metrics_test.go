@@ -78,6 +78,7 @@ func TestMetricsObserveOutcomes(t *testing.T) {
 	}
 	m.Observe(jobs.Outcome{Type: jobs.TypeAffix, Queue: "publish", Status: jobs.OutcomeSucceeded, Duration: 3 * time.Second, Success: storage.Success{
 		DownloadedBytes: 1000, UploadedBytes: 900, MountedBytes: 5000, SkippedBytes: 700, RefusedMountBytes: 300, Stages: map[string]float64{"resolve": 0.5, "upload": 2, "push": 0.25},
+		Layers: []storage.LayerRecord{{Source: "uploaded", Size: 600}, {Source: "mounted", Size: 5000}, {Source: "uploaded", Size: 200}},
 	}})
 	m.Observe(jobs.Outcome{Type: jobs.TypeZstd, Queue: "backfill", Status: jobs.OutcomeSucceeded, Duration: time.Second, Success: storage.Success{
 		DownloadedBytes: 70, UploadedBytes: 40, ReusedLayers: 2, Stages: map[string]float64{"recompress": 0.75},
@@ -107,6 +108,10 @@ func TestMetricsObserveOutcomes(t *testing.T) {
 		`r8im_stage_duration_seconds_sum{stage=push,type=image:affix}`:        0.25,
 		`r8im_stage_duration_seconds_sum{stage=recompress,type=image:zstd}`:   0.75,
 		`r8im_stage_duration_seconds_count{stage=recompress,type=image:zstd}`: 1,
+		`r8im_weights_layers_total{source=uploaded}`:                          2,
+		`r8im_weights_layers_total{source=mounted}`:                           1,
+		`r8im_weights_layer_bytes_total{source=uploaded}`:                     800,
+		`r8im_weights_layer_bytes_total{source=mounted}`:                      5000,
 	}
 	for _, bad := range mismatches(got, want) {
 		t.Error(bad)

@@ -28,6 +28,10 @@ type AffixPayload struct {
 	Level       int       `json:"level,omitempty"`
 	Platform    string    `json:"platform,omitempty"` // os/arch, or all
 	Created     time.Time `json:"created"`            // the training run's completion: retries are reproducible
+	// Layers is the weights layout: auto, per-file or single; "" is the
+	// worker's R8IM_WEIGHTS_LAYERS. It is part of the task's identity: the
+	// same weights in another layout are other layers.
+	Layers string `json:"layers,omitempty"`
 }
 
 // RemixPayload asks for the code of Base with the weights of Weights.
@@ -83,12 +87,15 @@ func (p AffixPayload) Validate() error {
 	if err := imageops.CheckTarget(p.Target); err != nil {
 		ps.addf("target", "%v", err)
 	}
-	c := imageops.Gzip
+	c := imageops.Auto
 	if p.Compression != "" {
 		var err error
 		if c, err = imageops.ParseCompression(p.Compression); err != nil {
 			ps.addf("compression", "%v", err)
 		}
+	}
+	if _, err := imageops.ParseLayout(p.Layers); err != nil {
+		ps.addf("layers", "%v", err)
 	}
 	if c != "" {
 		if err := imageops.CheckLevel(c, p.Level); err != nil {

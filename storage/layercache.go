@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -171,4 +172,46 @@ func (c *LayerCache) Lease(ctx context.Context, k LayerKey) (release func(), err
 			_ = releaseLease.Run(rctx, c.rdb, []string{key}, token).Err()
 		})
 	}, nil
+}
+
+// LayerDigests is the layer-digest cache of workers in Redis: the digests
+// of the weights layers produced from S3 objects and local files, one JSON
+// value per layer (<prefix>weights-layer:<key>), kept for the cache TTL
+// after its last use. Its keys name the layer's content (the objects'
+// bucket, key, ETag and size, and the layout), so publishing the same
+// weights again, from any worker, reads and sends nothing.
+type LayerDigests struct {
+	rdb    redis.UniversalClient
+	prefix string
+	ttl    time.Duration
+}
+
+// NewLayerDigests returns the layer-digest cache in rdb, entries kept for
+// ttl after their last use (DefaultLayerCacheTTL when 0).
+func NewLayerDigests(rdb redis.UniversalClient, ttl time.Duration) *LayerDigests {
+	if ttl <= 0 {
+		ttl = DefaultLayerCacheTTL
+	}
+	return &LayerDigests{rdb: rdb, prefix: defaultKeyPrefix, ttl: ttl}
+}
+
+// Lookup returns the value recorded under key, if any, and keeps it for
+// another TTL.
+func (c *LayerDigests) Lookup(ctx context.Context, key string) ([]byte, bool, error) {
+	b, err := c.rdb.GetEx(ctx, c.prefix+key, c.ttl).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("reading the layer-digest cache: %w", err)
+	}
+	return b, true, nil
+}
+
+// Store records value under key.
+func (c *LayerDigests) Store(ctx context.Context, key string, value []byte) error {
+	if err := c.rdb.Set(ctx, c.prefix+key, value, c.ttl).Err(); err != nil {
+		return fmt.Errorf("writing the layer-digest cache: %w", err)
+	}
+	return nil
 }

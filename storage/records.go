@@ -95,6 +95,8 @@ type Record struct {
 	// resumed, started again, sent in one request after chunking was
 	// refused, with smaller chunks after a 413, a mount refused.
 	Notes []string `json:"notes,omitempty"`
+	// Layers lists the weights layers of an affix, in image order.
+	Layers []LayerRecord `json:"layers,omitempty"`
 
 	Attempts      int    `json:"attempts"`
 	LastError     string `json:"last_error,omitempty"`
@@ -124,6 +126,20 @@ type Success struct {
 	ReusedLayers      int64              // recompression: conversions taken from the shared-layer cache
 	Stages            map[string]float64 // seconds per stage
 	Notes             []string           // imageops.Transfer.Notes
+	Layers            []LayerRecord      // the weights layers of an affix
+}
+
+// LayerRecord is one weights layer of a publish: its blob, the files it
+// holds, and how it got into the registry (uploaded, found, mounted; cached
+// when its digest came from the layer-digest cache, nothing read).
+type LayerRecord struct {
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+	MediaType string `json:"media_type"`
+	Files     int    `json:"files"`
+	Source    string `json:"source"`
+	Cached    bool   `json:"cached,omitempty"`
+	ReadBytes int64  `json:"read_bytes"`
 }
 
 // Records keeps publish records in Redis: one hash per record
@@ -344,19 +360,19 @@ func (r *Records) Succeed(ctx context.Context, id string, s Success) (first bool
 			fields = append(fields, f.name, f.v)
 		}
 	}
-	if len(s.Stages) > 0 {
-		b, err := json.Marshal(s.Stages)
-		if err != nil {
-			return false, fmt.Errorf("succeeding record %s: encoding stages: %w", id, err)
+	for _, f := range []struct {
+		name string
+		v    any
+		set  bool
+	}{{"stages", s.Stages, len(s.Stages) > 0}, {"notes", s.Notes, len(s.Notes) > 0}, {"layers", s.Layers, len(s.Layers) > 0}} {
+		if !f.set {
+			continue
 		}
-		fields = append(fields, "stages", string(b))
-	}
-	if len(s.Notes) > 0 {
-		b, err := json.Marshal(s.Notes)
+		b, err := json.Marshal(f.v)
 		if err != nil {
-			return false, fmt.Errorf("succeeding record %s: encoding notes: %w", id, err)
+			return false, fmt.Errorf("succeeding record %s: encoding %s: %w", id, f.name, err)
 		}
-		fields = append(fields, "notes", string(b))
+		fields = append(fields, f.name, string(b))
 	}
 	n, err := succeedScript.Run(ctx, r.rdb, r.keys(id), r.args(id, append([]any{r.maxLen}, fields...)...)...).Int()
 	if err != nil {
@@ -483,14 +499,11 @@ func decodeRecord(h map[string]string) (*Record, error) {
 	if v := h["metadata"]; v != "" {
 		rec.Metadata = json.RawMessage(v)
 	}
-	if v := h["stages"]; v != "" {
-		if err := json.Unmarshal([]byte(v), &rec.Stages); err != nil {
-			return nil, fmt.Errorf("field stages: %w", err)
-		}
-	}
-	if v := h["notes"]; v != "" {
-		if err := json.Unmarshal([]byte(v), &rec.Notes); err != nil {
-			return nil, fmt.Errorf("field notes: %w", err)
+	for name, dst := range map[string]any{"stages": &rec.Stages, "notes": &rec.Notes, "layers": &rec.Layers} {
+		if v := h[name]; v != "" {
+			if err := json.Unmarshal([]byte(v), dst); err != nil {
+				return nil, fmt.Errorf("field %s: %w", name, err)
+			}
 		}
 	}
 	for name, dst := range map[string]*int64{

@@ -106,6 +106,7 @@ type chunkReader struct {
 	r            ranger
 	url          string // redacted, for messages
 	size, chunk  int64
+	concurrency  int
 	chunks       int64
 	parent, ctx  context.Context
 	cancel       context.CancelCauseFunc
@@ -130,14 +131,15 @@ type chunkResult struct {
 	err error
 }
 
-func (s *Sources) newChunkReader(ctx context.Context, r ranger, url string, size int64) *chunkReader {
+// newChunkReader reads r with at most concurrency chunks in flight.
+func (s *Sources) newChunkReader(ctx context.Context, r ranger, url string, size int64, concurrency int) *chunkReader {
 	cctx, cancel := context.WithCancelCause(ctx)
 	c := &chunkReader{
-		src: s, r: r, url: url, size: size, chunk: s.chunkSize,
+		src: s, r: r, url: url, size: size, chunk: s.chunkSize, concurrency: concurrency,
 		chunks: (size + s.chunkSize - 1) / s.chunkSize,
 		parent: ctx, ctx: cctx, cancel: cancel,
-		free:  make(chan []byte, s.concurrency),
-		order: make(chan chan chunkResult, s.concurrency),
+		free:  make(chan []byte, concurrency),
+		order: make(chan chan chunkResult, concurrency),
 	}
 	c.wg.Add(1)
 	go c.dispatch()
@@ -152,7 +154,7 @@ func (c *chunkReader) dispatch() {
 		select {
 		case buf = <-c.free:
 		default:
-			if allocated < c.src.concurrency {
+			if allocated < c.concurrency {
 				buf, allocated = c.src.buffers.get(), allocated+1
 				break
 			}

@@ -91,7 +91,7 @@ func (s *Sources) openHTTP(ctx context.Context, raw string) (io.ReadCloser, int6
 		}
 		r = sr
 	default:
-		r = s.newChunkReader(ctx, h, red, size)
+		r = s.newChunkReader(ctx, h, red, size, s.concurrency)
 	}
 	return verify(r, red, size, nil), size, nil
 }

@@ -114,6 +114,13 @@ func (s *Sources) openS3(ctx context.Context, raw string) (io.ReadCloser, int64,
 	if strings.HasSuffix(key, "/") {
 		return s.openS3Prefix(ctx, raw, bucket, key)
 	}
+	return s.openS3Object(ctx, raw, bucket, key, "", s.concurrency)
+}
+
+// openS3Object opens one object with at most concurrency ranged GETs in
+// flight. A non-empty etag is the one the object must still have (it was
+// listed with it): another one fails with ErrChanged.
+func (s *Sources) openS3Object(ctx context.Context, raw, bucket, key, etag string, concurrency int) (io.ReadCloser, int64, error) {
 	// Resolve the credentials first, so that having none reads as such.
 	if s.creds != nil {
 		if _, err := s.creds.Retrieve(ctx); err != nil {
@@ -137,6 +144,9 @@ func (s *Sources) openS3(ctx context.Context, raw string) (io.ReadCloser, int64,
 		client: s.s3, bucket: bucket, key: key,
 		etag: aws.ToString(head.ETag), size: aws.ToInt64(head.ContentLength),
 	}
+	if etag != "" && o.etag != etag {
+		return nil, 0, fmt.Errorf("opening %s: %w: its ETag was %s when listed, now %s", raw, ErrChanged, etag, o.etag)
+	}
 	if v := aws.ToString(head.VersionId); v != "" && v != "null" {
 		o.version = v // pin the version we saw: a later overwrite cannot mix in
 	}
@@ -155,7 +165,7 @@ func (s *Sources) openS3(ctx context.Context, raw string) (io.ReadCloser, int64,
 		}
 		r = sr
 	default:
-		r = s.newChunkReader(ctx, o, raw, o.size)
+		r = s.newChunkReader(ctx, o, raw, o.size, concurrency)
 	}
 	return verify(r, raw, o.size, sum), o.size, nil
 }

@@ -61,14 +61,16 @@ func (a *app) affixCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "affix --base REF --weights URL --dest REPO[:TAG] [--event-id ID]",
-		Short: "Queue an affix: a weights tarball from S3 (or https, file) as a new layer on a base image",
+		Short: "Queue an affix: weights from S3 (or https, file) as new layers on a base image",
 		Long: `affix queues what "r8im affix" does, for a worker to run: the worker fetches
 the weights (s3://bucket/key with the worker's AWS credentials, a presigned
-https:// URL, or file:// on the worker's disk), affixes them and records the
-resulting digest. The task id is affix:<event id>; without --event-id one is
+https:// URL, or file:// on the worker's disk; a URL ending in / is every
+object or file under it), affixes them and records the resulting digest.
+--layers picks the layout (default: the worker's R8IM_WEIGHTS_LAYERS, auto). The task id is affix:<event id>; without --event-id one is
 derived from the inputs, so running the same command twice queues it once.`,
 		Example: `  enqueue affix --base r8.im/acme/base@sha256:… --weights s3://runs/42/weights.tar --dest r8.im/acme/ft:42 --wait
-  enqueue affix --base localhost:5000/base:v1 --weights file:///data/w.tar --dest localhost:5000/ft --event-id run-7 --queue publish`,
+  enqueue affix --base localhost:5000/base:v1 --weights file:///data/w.tar --dest localhost:5000/ft --event-id run-7 --queue publish
+  enqueue affix --base r8.im/acme/llm@sha256:… --weights s3://runs/42/checkpoint/ --dest r8.im/acme/llm-ft:42 --layers auto`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if compression != "" {
@@ -78,13 +80,20 @@ derived from the inputs, so running the same command twice queues it once.`,
 				}
 				p.Compression = string(c)
 			}
+			if p.Layers != "" {
+				l, err := imageops.ParseLayout(p.Layers)
+				if err != nil {
+					return fmt.Errorf("--layers: %w", err)
+				}
+				p.Layers = string(l)
+			}
 			t, err := cli.CreatedTime(created)
 			if err != nil {
 				return err
 			}
 			p.Created = t
 			if p.EventID == "" {
-				p.EventID = "op-" + jobs.InputsID(p.Base, p.Weights, p.Dest, p.Target, p.Compression, fmt.Sprint(p.Level), p.Platform)
+				p.EventID = "op-" + jobs.InputsID(p.Base, p.Weights, p.Dest, p.Target, p.Compression, fmt.Sprint(p.Level), p.Platform, p.Layers)
 			}
 			// A time not given differs from run to run: the same command
 			// twice is one task, which keeps its first time.
@@ -102,7 +111,8 @@ derived from the inputs, so running the same command twice queues it once.`,
 	_ = f.MarkHidden("tar")
 	f.StringVar(&p.Dest, "dest", "", "destination host/repo[:tag] (required)")
 	f.StringVar(&p.Target, "target", "", "directory in the image for the weights (default /src/weights)")
-	f.StringVar(&compression, "compression", "", "gzip (default), zstd or none")
+	f.StringVar(&compression, "compression", "", "auto (default: big files' layers none, bundles gzip), gzip, zstd or none")
+	f.StringVar(&p.Layers, "layers", "", "weights layout: auto, per-file or single (default: the worker's)")
 	f.IntVar(&p.Level, "level", 0, "compression level (default: gzip 1, zstd 3)")
 	f.StringVar(&p.Platform, "platform", "", "platform of a multi-platform base (default linux/amd64), or all")
 	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default $SOURCE_DATE_EPOCH, else now; retries keep it)")

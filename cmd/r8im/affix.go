@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,27 +20,43 @@ func newAffixCmd(g *globals) *cobra.Command {
 		tarPath     string
 		dirPath     string
 		compression string
+		layout      string
 		created     string
+		jobs        int
 	)
 	cmd := &cobra.Command{
 		Use:   "affix --base REF --dest REPO[:TAG] (--tar PATH|- | --dir DIR)",
-		Short: "Add a weights tarball as a new layer on top of a base image",
-		Long: `affix streams a weights tarball (.tar, .tar.gz or .tar.zst, detected by its
-first bytes), or a directory (--dir, read in path order as if tarred), once: its entries are placed under --target, checked, compressed,
-hashed and uploaded in one pass. The base's layers are never downloaded: the
-destination repository gets them by cross-repository mount (or already has
-them). The new image is pushed, re-read by digest and checked blob by blob.
+		Short: "Add weights (a tarball or a directory) as new layers on top of a base image",
+		Long: `affix publishes weights onto a base image: a directory (--dir, read in path
+order as if tarred) or a tarball (--tar: .tar, .tar.gz or .tar.zst, detected by
+its first bytes). Entries are placed under --target, checked, compressed, hashed
+and uploaded in one pass, with no temp file. The base's layers are never
+downloaded: the destination repository gets them by cross-repository mount (or
+already has them). The new image is pushed, re-read by digest and checked blob
+by blob.
+
+Layers (--layers): auto (the default) gives each file of 64 MiB or more a layer
+of its own, uncompressed (weights do not compress; such a layer pulls without
+CPU), and bundles the smaller files, directories and links, gzipped, into layers
+of at most 256 MiB; per-file gives every file its own layer; single makes one
+layer. A directory or an uncompressed .tar is read at random: --jobs layers are
+read and uploaded at once. A .tar.gz, .tar.zst or stdin can only be read in
+order and gives one layer. Layers whose digests r8im remembers (under the user
+cache directory, keyed by path, size, mtime and inode) and that the registry
+already holds are neither read nor sent again.
 
 Entries must all lie under the target (src/weights/... style) or all be
 relative (placed under the target). Escaping paths, links leaving the target,
 devices, fifos and whiteouts are refused, as is anything outside the target
 (a stray src/predict.py breaks the model) unless --allow-outside-target.
 
-The same tarball and --created always give the same digests.`,
+The same weights and options always give the same layers, whatever --jobs;
+with the same --created, the same image digest.`,
 		Example: `  r8im affix --base r8.im/acme/sdxl@sha256:d0b0… --dest r8.im/acme/sdxl-ft --tar weights.tar
   tar -C out -c . | r8im affix --base localhost:5000/base:v1 --dest localhost:5000/ft:v2 --tar - --compression zstd
   r8im affix --base base:v1 --dest ft --tar w.tar.gz --platform all --json
-  r8im affix --base r8.im/acme/sdxl:v1 --dest r8.im/acme/sdxl-ft --dir ./output/weights`,
+  r8im affix --base r8.im/acme/sdxl:v1 --dest r8.im/acme/sdxl-ft --dir ./output/weights
+  r8im affix --base r8.im/acme/llm:v1 --dest r8.im/acme/llm-ft --dir ./shards --layers per-file --jobs 8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts, progress, err := g.options(cmd)
@@ -52,6 +69,13 @@ The same tarball and --created always give the same digests.`,
 				return err
 			}
 			req.Compression = c
+			if req.Layout, err = imageops.ParseLayout(layout); err != nil {
+				return fmt.Errorf("--layers: %w", err)
+			}
+			if jobs < 1 || jobs > 64 {
+				return fmt.Errorf("--jobs %d: give 1 to 64 layers at once", jobs)
+			}
+			opts = append(opts, imageops.WithJobs(jobs), layerDigests())
 			if cmd.Flags().Changed("level") && req.Level == 0 {
 				return fmt.Errorf("--level 0 is not a level; leave --level out for the default, or use --compression none for no compression")
 			}
@@ -72,6 +96,8 @@ The same tarball and --created always give the same digests.`,
 				if err := dirWeights(&req, dirPath); err != nil {
 					return fmt.Errorf("--dir %s: %w", dirPath, err)
 				}
+				opts = append(opts, resumable("affix", req.Base, req.Dest, absPath(dirPath), "dir",
+					string(req.Compression), strconv.Itoa(req.Level), req.Target, string(req.Layout)))
 			}
 			switch tarPath {
 			case "":
@@ -88,7 +114,11 @@ The same tarball and --created always give the same digests.`,
 				if st.IsDir() {
 					return fmt.Errorf("--tar %s is a directory; publish it with --dir %s (or make a tarball: tar -C %s -cf weights.tar .)", tarPath, tarPath, tarPath)
 				}
-				opts = append(opts, fileWeights(&req, tarPath, st))
+				opt, err := fileWeights(&req, tarPath, st)
+				if err != nil {
+					return fmt.Errorf("--tar %s: %w", tarPath, err)
+				}
+				opts = append(opts, opt)
 			}
 			res, err := imageops.Affix(cmd.Context(), req, opts...)
 			progress.Done()
@@ -104,8 +134,10 @@ The same tarball and --created always give the same digests.`,
 	f.StringVar(&tarPath, "tar", "", "weights tarball (.tar, .tar.gz, .tar.zst), or - for stdin (or --dir)")
 	f.StringVar(&dirPath, "dir", "", "weights directory, published as if tarred in path order (or --tar)")
 	f.StringVar(&req.Target, "target", imageops.DefaultTarget, "directory in the image where the weights go")
-	f.StringVar(&compression, "compression", "gzip", "layer compression: gzip, zstd or none (zstd makes the image OCI)")
-	f.IntVar(&req.Level, "level", 0, "compression level (default: gzip 1, zstd 3)")
+	f.StringVar(&layout, "layers", "auto", "weights layout: auto (a layer per file of 64 MiB or more, small files bundled), per-file or single")
+	f.IntVar(&jobs, "jobs", 4, "weights layers read and uploaded at once (1-64)")
+	f.StringVar(&compression, "compression", "auto", "layer compression: auto (big files' layers none, bundles gzip), gzip, zstd or none (zstd makes the image OCI)")
+	f.IntVar(&req.Level, "level", 0, "compression level of the compressed layers (default: gzip 1, zstd 3)")
 	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default: $SOURCE_DATE_EPOCH if set, else now)")
 	f.BoolVar(&req.AllowOutsideTarget, "allow-outside-target", false, "keep tarball entries outside --target instead of refusing them (the first entry must be under the target)")
 	for _, name := range []string{"base", "dest"} {
@@ -115,24 +147,38 @@ The same tarball and --created always give the same digests.`,
 }
 
 // fileWeights makes the tarball at path (st its FileInfo) req's weights,
-// read again on every retry, and returns the option that keeps its upload
-// sessions, keyed by everything that identifies the job, so that the same
-// command run again resumes.
-func fileWeights(req *imageops.AffixRequest, path string, st os.FileInfo) imageops.Option {
+// read again on every retry: an uncompressed tarball as a tree (indexed,
+// its members read at their offsets), a compressed one as a stream. It
+// returns the option that keeps its upload sessions, keyed by everything
+// that identifies the job, so that the same command run again resumes.
+func fileWeights(req *imageops.AffixRequest, path string, st os.FileInfo) (imageops.Option, error) {
 	req.WeightsSize = st.Size()
 	req.Weights = func() (io.ReadCloser, error) { return os.Open(path) }
-	abs, _ := filepath.Abs(path)
-	return resumable("affix", req.Base, req.Dest, abs, fileIdentity(st),
-		string(req.Compression), strconv.Itoa(req.Level), req.Target)
+	tree, err := imageops.TarFileTree(path)
+	switch {
+	case err == nil:
+		req.Tree = tree
+	case !errors.Is(err, imageops.ErrNotIndexable):
+		return nil, err
+	}
+	return resumable("affix", req.Base, req.Dest, absPath(path), fileIdentity(st),
+		string(req.Compression), strconv.Itoa(req.Level), req.Target, string(req.Layout)), nil
 }
 
-// dirWeights makes the directory dir req's weights. No resumable session: a
-// directory has no cheap identity, and a changed tree must not resume an
-// old upload (the hash check would refuse it anyway, after re-reading).
+func absPath(p string) string {
+	abs, _ := filepath.Abs(p)
+	return abs
+}
+
+// dirWeights makes the directory dir req's weights, as a tree. Its upload
+// sessions are kept like a tarball's: a file that changed since the
+// interrupted upload fails the resume's hash check, and that layer is sent
+// from the start.
 func dirWeights(req *imageops.AffixRequest, dir string) (err error) {
 	if req.WeightsSize, err = imageops.DirSize(dir); err != nil {
 		return err
 	}
+	req.Tree = imageops.DirTree(dir)
 	req.Weights = imageops.DirOpener(dir)
 	return nil
 }

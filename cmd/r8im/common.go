@@ -93,6 +93,17 @@ func resumable(job ...string) imageops.Option {
 	return imageops.WithUploadSessions(imageops.FileSessions{Dir: filepath.Join(dir, "r8im", "uploads")}, strings.Join(job, "\x00"))
 }
 
+// layerDigests keeps the digests of the weights layers r8im produced under
+// the user's cache directory (r8im/layers), so that publishing the same
+// files again reads and sends nothing the registry already has.
+func layerDigests() imageops.Option {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return imageops.WithLayerDigests(nil)
+	}
+	return imageops.WithLayerDigests(imageops.FileLayerDigests{Dir: filepath.Join(dir, "r8im", "layers")})
+}
+
 // fileIdentity names a file's content as far as its metadata tells: size,
 // modification time and inode. A file changed in place keeps its inode but
 // not its mtime; the upload's hash check catches the rest.

@@ -16,27 +16,38 @@ func newExtractCmd(g *globals) *cobra.Command {
 	var (
 		output string
 		dir    string
+		jobs   int
 		eo     imageops.ExtractOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "extract REF [-o FILE|-] [--dir DIR]",
+		Use:   "extract REF [-o FILE|-] [--dir DIR] [--jobs 4]",
 		Short: "Stream only the weights out of an image, as a tar or into a directory",
 		Long: `extract finds an image's weights layers (r8im's markers, the "# weights"
 history convention, cog's COPY --from=weights, else the src/weights files of
 COPY . /src layers), downloads only those, applies whiteouts between them with
 the newest layer winning, and writes a tar (stdout by default) or files under
---dir. Paths escaping --dir are refused.`,
+--dir. Paths escaping --dir are refused.
+
+--jobs layers are downloaded at once: the newest is streamed as it is
+written, the next ones wait in temp files (next to -o FILE, inside --dir,
+else in TMPDIR) until their turn, each digest-checked; the output is the
+same for any --jobs, and at most --jobs compressed layers sit on disk.`,
 		Example: `  r8im extract r8.im/acme/sdxl-ft:v2 -o weights.tar
-  r8im extract localhost:5000/models/ft:v2 --dir ./weights --strip-target`,
+  r8im extract localhost:5000/models/ft:v2 --dir ./weights --strip-target
+  r8im extract r8.im/acme/llama-70b:v1 --dir ./weights --jobs 8`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir != "" && output != "" {
 				return fmt.Errorf("give -o (a tar) or --dir (files), not both")
 			}
+			if jobs < 1 || jobs > maxExtractJobs {
+				return fmt.Errorf("--jobs %d: give 1 to %d layers downloaded at once (1 downloads one layer after another)", jobs, maxExtractJobs)
+			}
 			opts, progress, err := g.options(cmd)
 			if err != nil {
 				return err
 			}
+			opts = append(opts, imageops.WithJobs(jobs))
 			var res *imageops.ExtractResult
 			if dir != "" {
 				res, err = imageops.ExtractToDir(cmd.Context(), args[0], dir, eo, opts...)
@@ -64,8 +75,13 @@ the newest layer winning, and writes a tar (stdout by default) or files under
 	f.StringVar(&dir, "dir", "", "write the files under DIR instead of a tar")
 	f.BoolVar(&eo.StripTarget, "strip-target", false, "write paths relative to the weights directory (src/weights/a → a)")
 	f.StringVar(&eo.Target, "target", imageops.DefaultTarget, "the weights directory in the image")
+	f.IntVar(&jobs, "jobs", 4, fmt.Sprintf("weights layers downloaded at once (1 to %d)", maxExtractJobs))
 	return cmd
 }
+
+// maxExtractJobs bounds --jobs: past a few dozen streams a registry
+// throttles rather than serves faster, and each job may hold a layer on disk.
+const maxExtractJobs = 64
 
 // extractTar writes the tar to stdout or to a file created next to its final
 // name and renamed when complete, so a failure leaves no half-written file.
@@ -76,6 +92,7 @@ func extractTar(cmd *cobra.Command, ref, output string, eo imageops.ExtractOptio
 		}
 		return imageops.Extract(cmd.Context(), ref, cmd.OutOrStdout(), eo, opts...)
 	}
+	eo.TempDir = filepath.Dir(output) // layers downloaded ahead wait on the output's disk
 	tmp, err := os.CreateTemp(filepath.Dir(output), "."+filepath.Base(output)+".partial-*")
 	if err != nil {
 		return nil, err

@@ -23,7 +23,8 @@ func newAddLayerCmd(g *globals) *cobra.Command {
 base and LAYER the tarball (or a directory). The new image is pushed to IMAGE's
 repository, by digest only (IMAGE's tag is not moved), unless --dest names
 another repository or tag. Everything affix says about paths, links and
-reproducibility holds; use affix for its other flags.`,
+reproducibility holds, and the weights become one layer (affix --layers single);
+use affix for its other flags and layouts.`,
 		Example: `  r8im add-layer r8.im/acme/sdxl:v1 weights.tar
   r8im add-layer r8.im/acme/sdxl:v1 ./weights --dest r8.im/acme/sdxl:v2`,
 		Args: cobra.ExactArgs(2),
@@ -33,7 +34,8 @@ reproducibility holds; use affix for its other flags.`,
 				return err
 			}
 			defer progress.Done()
-			req := imageops.AffixRequest{Base: args[0], Dest: dest}
+			// One layer, as the original's add-layer made.
+			req := imageops.AffixRequest{Base: args[0], Dest: dest, Layout: imageops.LayoutSingle}
 			if req.Dest == "" {
 				ref, err := name.ParseReference(args[0], name.WithDefaultRegistry(g.cfg.Registry.Host))
 				if err != nil {
@@ -50,7 +52,11 @@ reproducibility holds; use affix for its other flags.`,
 					return fmt.Errorf("LAYER %s: %w", args[1], err)
 				}
 			} else {
-				opts = append(opts, fileWeights(&req, args[1], st))
+				opt, err := fileWeights(&req, args[1], st)
+				if err != nil {
+					return fmt.Errorf("LAYER %s: %w", args[1], err)
+				}
+				opts = append(opts, opt)
 			}
 			res, err := imageops.Affix(cmd.Context(), req, opts...)
 			progress.Done()

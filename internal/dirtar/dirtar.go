@@ -10,6 +10,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
+	"syscall"
 )
 
 // ErrChanged: a file changed while it was read. Retrying cannot produce
@@ -36,17 +38,37 @@ func Open(dir string) (io.ReadCloser, error) {
 	return pr, nil
 }
 
-// Write writes root's entries to w as a tar, paths relative to root, each
-// directory's entries sorted by name (fs.WalkDir's order), so the same tree
-// gives the same bytes whatever order the filesystem lists it in. Regular
-// files, directories and symlinks (stored as links, never followed) are
-// written with their modes and sizes; anything else (sockets, devices,
-// fifos) as its header alone, for the caller's policy to refuse by name.
-// Owners are left out; times are the files' own (callers normalise them).
+// Write writes root's entries to w as a tar, paths relative to root, in
+// Walk's order, so the same tree gives the same bytes whatever order the
+// filesystem lists it in. Regular files, directories and symlinks (stored
+// as links, never followed) are written with their modes and sizes;
+// anything else (sockets, devices, fifos) as its header alone, for the
+// caller's policy to refuse by name. Owners are left out; times are the
+// files' own (callers normalise them).
 func Write(w io.Writer, root *os.Root) error {
 	tw := tar.NewWriter(w)
 	buf := make([]byte, 1<<20)
-	err := fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+	err := Walk(root, func(hdr *tar.Header, info os.FileInfo) error {
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("%s: %w", hdr.Name, err)
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		return copyFile(tw, root, hdr.Name, info.Size(), buf)
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// Walk calls fn with the tar header of each entry under root, in path
+// order (each directory's entries sorted by name, as fs.WalkDir lists
+// them; a directory's name ends in '/'), and the entry's own FileInfo
+// (Lstat: links are not followed).
+func Walk(root *os.Root, fn func(hdr *tar.Header, info os.FileInfo) error) error {
+	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("reading the weights directory: %w", err)
 		}
@@ -71,18 +93,8 @@ func Write(w io.Writer, root *os.Root) error {
 		if info.IsDir() {
 			hdr.Name = p + "/"
 		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		return copyFile(tw, root, p, info.Size(), buf)
+		return fn(hdr, info)
 	})
-	if err != nil {
-		return err
-	}
-	return tw.Close()
 }
 
 func copyFile(w io.Writer, root *os.Root, p string, size int64, buf []byte) error {
@@ -122,4 +134,51 @@ func Size(dir string) (int64, error) {
 		return 0, errors.Join(fmt.Errorf("reading the weights directory %s", dir), err)
 	}
 	return total, nil
+}
+
+// Entry is one entry of a directory tree, as List gives it.
+type Entry struct {
+	Header *tar.Header // as Write writes it
+	Info   os.FileInfo // Lstat's
+}
+
+// List returns dir's entries in Walk's order, without reading any file.
+func List(dir string) ([]Entry, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening the weights directory: %w", err)
+	}
+	defer root.Close()
+	var out []Entry
+	err = Walk(root, func(h *tar.Header, info os.FileInfo) error {
+		out = append(out, Entry{Header: h, Info: info})
+		return nil
+	})
+	return out, err
+}
+
+// OpenFile opens the regular file name (a path relative to dir, as List
+// gives it) without leaving dir or following a symlink out of it.
+func OpenFile(dir, name string) (*os.File, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening the weights directory: %w", err)
+	}
+	defer root.Close()
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading the weights directory: %w", err)
+	}
+	return f, nil
+}
+
+// FileID identifies a local file's content by its path, size, mtime and
+// inode (a layer-digest cache key): a file rewritten in place changes its
+// mtime, a file replaced by another its inode.
+func FileID(path string, info os.FileInfo) string {
+	id := "file:" + path + "|" + strconv.FormatInt(info.Size(), 10) + "|" + strconv.FormatInt(info.ModTime().UnixNano(), 10)
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		id += "|" + strconv.FormatUint(st.Dev, 10) + ":" + strconv.FormatUint(st.Ino, 10)
+	}
+	return id
 }

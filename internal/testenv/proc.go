@@ -25,7 +25,7 @@ func installHint(name string) string {
 		return "make deps   (or: GOBIN=" + BinDir() + " go install github.com/minio/minio@" + MinIOVersion + ")"
 	case "registry":
 		return "make deps   (or: GOBIN=" + BinDir() + " go install github.com/distribution/distribution/v3/cmd/registry@" + RegistryV3Version + ")"
-	case "redis-server", "docker-registry", "skopeo", "umoci", "podman", "runc":
+	case "redis-server", "docker-registry", "skopeo", "umoci", "podman", "runc", "tar":
 		return "make deps   (or: apt-get install -y " + name + ")"
 	case "busybox":
 		return "make deps   (or: apt-get install -y busybox-static)"

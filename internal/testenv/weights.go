@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"testing"
@@ -130,4 +131,73 @@ func WeightsTar(t testing.TB, spec WeightsSpec) (string, []WeightsFile) {
 		t.Fatalf("writing weights tarball: %v", err)
 	}
 	return p, files
+}
+
+// WeightsDir writes the files of WriteWeights(spec) into a new directory
+// under the test's temp dir, and returns it and the files (names relative
+// to it).
+func WeightsDir(t testing.TB, spec WeightsSpec) (string, []WeightsFile) {
+	t.Helper()
+	dir := t.TempDir()
+	pr, pw := io.Pipe()
+	var files []WeightsFile
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var err error
+		files, err = WriteWeights(pw, spec)
+		pw.CloseWithError(err)
+	}()
+	defer func() {
+		pr.Close()
+		<-done
+	}()
+	tr := tar.NewReader(pr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("writing the weights directory: %v", err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(h.Name))
+		if h.Typeflag == tar.TypeDir {
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.Copy(f, tr)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatalf("writing %s: %v", p, err)
+		}
+	}
+	if _, err := io.Copy(io.Discard, pr); err != nil {
+		t.Fatalf("writing the weights directory: %v", err)
+	}
+	<-done
+	return dir, files
+}
+
+// TarDir tars dir with GNU tar (entries sorted by name, as a directory walk
+// lists them; PAX format) into a new file under the test's temp dir: a
+// tarball made by another tool than r8im.
+func TarDir(t testing.TB, dir string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "weights.tar")
+	if out, err := exec.Command(Binary(t, "tar"), "--sort=name", "--format=pax", "-C", dir, "-cf", p, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar -C %s: %v\n%s", dir, err, out)
+	}
+	return p
 }
