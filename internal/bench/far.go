@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -113,9 +114,11 @@ type farRun struct {
 type farTimes struct {
 	secs   map[string][]float64
 	rss    map[string][]int64
-	layers int   // weights layers of the r8im image
-	repub  int64 // most layer bytes through the proxy in a re-publish
-	repubA int64 // most blob bytes (configs included)
+	layers int    // weights layers of the r8im image
+	repub  int64  // most layer bytes through the proxy in a re-publish
+	repubA int64  // most blob bytes (configs included)
+	repubU int64  // most blob bytes uploaded
+	others string // the blobs other than configs that crossed the proxy in a re-publish
 	notes  map[string][]float64
 }
 
@@ -174,11 +177,14 @@ func (fr *farRun) size(ctx context.Context, size int64, shards int, largest bool
 				return err
 			}
 			t.add("republish", r.seconds, r.rss)
-			layerBytes, all, err := proxyLayerBytes(ctx, fr.proxy, withHost(ref, loop))
+			layerBytes, all, others, err := proxyLayerBytes(ctx, fr.proxy, withHost(ref, loop), withHost(b.base, loop))
 			if err != nil {
 				return err
 			}
-			t.repub, t.repubA = max(t.repub, layerBytes), max(t.repubA, all)
+			t.repub, t.repubA, t.repubU = max(t.repub, layerBytes), max(t.repubA, all), max(t.repubU, fr.proxy.Uploaded())
+			if layerBytes > 0 {
+				t.others = others
+			}
 		}
 
 		step("worker affix from " + in.prefix + " with R8IM_UPLOAD_JOBS=" + farJobs)
@@ -292,7 +298,7 @@ func (fr *farRun) results(in *farInput, t *farTimes, largest bool) {
 		m := median(t.secs["republish"])
 		b.add(Result{Case: "far-republish-" + sn, Title: "far: re-publish of the --dir image to another repository, " + what, Size: n, Unit: "s",
 			Runs: t.secs["republish"], Target: "< 1 s, 0 B", Holds: holds(m < 1 && t.repub == 0), Bytes: t.repub, PeakRSS: medianInt(t.rss["republish"]),
-			Note: fmt.Sprintf("bytes: layer bytes through the proxy (most of any run); all blobs incl. configs %d B", t.repubA)})
+			Note: fmt.Sprintf("bytes: layer bytes through the proxy (most of any run); all blobs incl. configs %d B, of which uploaded %d B%s", t.repubA, t.repubU, t.others)})
 	}
 	lraw := median(t.secs["loop-raw"])
 	b.add(Result{Case: "far-loop-raw-" + sn, Title: "loopback: raw floor, one blob PUT, " + what, Size: n, Unit: "s",
@@ -563,19 +569,23 @@ func weightsLayers(ctx context.Context, ref, base string) (int, error) {
 }
 
 // proxyLayerBytes returns the blob bytes that crossed the proxy since its last
-// Reset other than ref's config, and all of them.
-func proxyLayerBytes(ctx context.Context, p *testenv.Proxy, ref string) (layers, all int64, err error) {
-	configs, err := configDigests(ctx, ref)
+// Reset (uploaded or downloaded) other than the configs of refs, all of
+// them, and which blobs those others were (digest and bytes, for the note).
+func proxyLayerBytes(ctx context.Context, p *testenv.Proxy, refs ...string) (layers, all int64, others string, err error) {
+	configs, err := configDigests(ctx, refs...)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
-	for d, n := range p.Blobs() {
+	blobs := p.Blobs()
+	for _, d := range slices.Sorted(maps.Keys(blobs)) {
+		n := blobs[d]
 		all += n
-		if !configs[d] {
+		if !configs[d] && n > 0 {
 			layers += n
+			others += fmt.Sprintf("; %.19s… %d B", d, n)
 		}
 	}
-	return layers, all, nil
+	return layers, all, others, nil
 }
 
 // humanBW spells a bandwidth in SI units: 50 MB, 12.5 MB.
