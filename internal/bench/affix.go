@@ -216,36 +216,13 @@ func (b *bench) s3Affix(ctx context.Context, size int64, tarPath string, rawMed 
 	var rss []int64
 	for i := 1; i <= b.cfg.Runs; i++ {
 		b.logf("%s run %d/%d: worker affix from S3", sn, i, b.cfg.Runs)
-		httpAddr, err := freeAddr()
-		if err != nil {
-			return err
-		}
-		env := append(b.svc.s3.env(), redisURL, "R8IM_HTTP_ADDR="+httpAddr, "R8IM_LOG_FORMAT=json", "R8IM_CONCURRENCY=1")
-		w, err := spawn(b.dir, fmt.Sprintf("worker-%s-%d", sn, i), b.bins.worker, env)
-		if err != nil {
-			return err
-		}
-		if err := w.waitReady(ctx, func(ctx context.Context) error { return testenv.HTTPOK(ctx, "http://"+httpAddr+"/healthz") }); err != nil {
-			w.stop()
-			return err
-		}
 		ev := fmt.Sprintf("bench-s3-%s-%d", strings.ToLower(sn), i)
-		r, err := b.exec(ctx, []string{redisURL}, nil, b.bins.enqueue, "affix", "--base", b.base, "--weights", u,
-			"--dest", fmt.Sprintf("%s/models/s3-%s-%d", b.svc.regHost, strings.ToLower(sn), i), "--event-id", ev, "--created", created, "--queue", "publish", "--wait")
-		peak := w.stop()
+		w, err := b.workerAffix(ctx, records, fmt.Sprintf("worker-%s-%d", sn, i), ev, []string{redisURL},
+			"--base", b.base, "--weights", u, "--dest", fmt.Sprintf("%s/models/s3-%s-%d", b.svc.regHost, strings.ToLower(sn), i))
 		if err != nil {
-			return fmt.Errorf("%w\nworker log:\n%s", err, w.tail())
+			return err
 		}
-		rec, err := records.Get(ctx, "affix:"+ev)
-		if err != nil {
-			return fmt.Errorf("reading the record of %s: %w", ev, err)
-		}
-		if rec.StartedAt == nil || rec.FinishedAt == nil {
-			return fmt.Errorf("record of %s has no start or finish time", ev)
-		}
-		task = append(task, rec.FinishedAt.Sub(*rec.StartedAt).Seconds())
-		wall = append(wall, r.seconds)
-		rss = append(rss, peak)
+		task, wall, rss = append(task, w.task), append(wall, w.wall), append(rss, w.rss)
 	}
 	m := median(task)
 	b.add(Result{Case: "s3-worker-" + sn, Title: "worker affix from S3 (MinIO), gzip, " + sn, Size: size, Unit: "s", Runs: task,
@@ -253,6 +230,46 @@ func (b *bench) s3Affix(ctx context.Context, size int64, tarPath string, rawMed 
 		Note: fmt.Sprintf("task time from its record; enqueue→result wall %.2fs", median(wall))})
 	b.rss.put("worker", size, medianInt(rss))
 	return nil
+}
+
+// workerRun is one affix task through a worker process.
+type workerRun struct {
+	task, wall float64 // the task's own duration from its record; enqueue → result
+	rss        int64   // the worker's peak RSS
+}
+
+// workerAffix starts a worker (concurrency 1, S3 settings, env, which must
+// hold REDIS_URL for rdb's database), enqueues one affix task with event id
+// ev and args (base, weights, dest…) with `enqueue affix --wait`, stops the
+// worker and reads the task's record.
+func (b *bench) workerAffix(ctx context.Context, records *storage.Records, logName, ev string, env []string, args ...string) (workerRun, error) {
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return workerRun{}, err
+	}
+	wenv := append(b.svc.s3.env(), "R8IM_HTTP_ADDR="+httpAddr, "R8IM_LOG_FORMAT=json", "R8IM_CONCURRENCY=1")
+	w, err := spawn(b.dir, logName, b.bins.worker, append(wenv, env...))
+	if err != nil {
+		return workerRun{}, err
+	}
+	if err := w.waitReady(ctx, func(ctx context.Context) error { return testenv.HTTPOK(ctx, "http://"+httpAddr+"/healthz") }); err != nil {
+		w.stop()
+		return workerRun{}, err
+	}
+	args = append(append([]string{"affix"}, args...), "--event-id", ev, "--created", created, "--queue", "publish", "--wait")
+	r, err := b.exec(ctx, env, nil, b.bins.enqueue, args...)
+	peak := w.stop()
+	if err != nil {
+		return workerRun{}, fmt.Errorf("%w\nworker log:\n%s", err, w.tail())
+	}
+	rec, err := records.Get(ctx, "affix:"+ev)
+	if err != nil {
+		return workerRun{}, fmt.Errorf("reading the record of %s: %w", ev, err)
+	}
+	if rec.StartedAt == nil || rec.FinishedAt == nil {
+		return workerRun{}, fmt.Errorf("record of %s has no start or finish time", ev)
+	}
+	return workerRun{task: rec.FinishedAt.Sub(*rec.StartedAt).Seconds(), wall: r.seconds, rss: peak}, nil
 }
 
 // memoryRows reports peak RSS at the largest size and its growth from the

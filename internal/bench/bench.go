@@ -3,7 +3,8 @@
 // deterministic fp16-like weights and measures, side by side in one run,
 // the raw registry upload floor, r8im affix (local file and through the
 // worker from S3), crane append, remix, zstd recompression against regctl,
-// memory and queue throughput. It prints a table and writes JSON; targets
+// memory, queue throughput, and publishing to a far registry (behind a
+// proxy capping each connection's upload) against the single-stream floor. It prints a table and writes JSON; targets
 // are checked and reported, never asserted by tests.
 package bench
 
@@ -39,22 +40,26 @@ const (
 	CaseCache  = "cache"  // a second image through the shared-layer cache
 	CaseQueue  = "queue"  // enqueue and no-op worker throughput
 	CaseChunk  = "chunk"  // affix in one request vs 96 MiB chunks; chunks through a 100 MiB body cap
+	CaseFar    = "far"    // a far registry: per-connection upload cap; r8im (tar, dir, S3 worker) vs the single-stream floor and crane
 )
 
 // AllCases is every case group, in the order they run.
-var AllCases = []string{CaseAffix, CaseChunk, CaseCrane, CaseS3, CaseRemix, CaseZstd, CaseRegctl, CaseCache, CaseQueue}
+var AllCases = []string{CaseAffix, CaseChunk, CaseCrane, CaseS3, CaseRemix, CaseZstd, CaseRegctl, CaseCache, CaseQueue, CaseFar}
 
 // Config says what to measure.
 type Config struct {
-	Sizes      []int64  // weights tarball sizes for affix (default 1 GiB and 4 GiB)
-	Runs       int      // runs per case; the median is reported (default 3)
-	Shards     int      // weights files per tarball (default 8)
-	ZstdSize   int64    // total size of the 3-layer image for zstd (default 1 GiB)
-	QueueTasks int      // tasks enqueued per queue run (default 10,000)
-	Cases      []string // case groups to run (default AllCases)
-	WorkDir    string   // where data, logs and binaries go (default a new dir in $TMPDIR); removed at the end
-	Keep       bool     // keep WorkDir
-	Log        io.Writer
+	Sizes      []int64 // weights tarball sizes for affix (default 1 GiB and 4 GiB)
+	Runs       int     // runs per case; the median is reported (default 3)
+	Shards     int     // weights files per tarball (default 8)
+	ZstdSize   int64   // total size of the 3-layer image for zstd (default 1 GiB)
+	QueueTasks int     // tasks enqueued per queue run (default 10,000)
+	// FarBandwidth is the far case's upload cap per client connection, in
+	// bytes per second (default DefaultFarBandwidth, 50 MB/s).
+	FarBandwidth int64
+	Cases        []string // case groups to run (default AllCases)
+	WorkDir      string   // where data, logs and binaries go (default a new dir in $TMPDIR); removed at the end
+	Keep         bool     // keep WorkDir
+	Log          io.Writer
 }
 
 func (c *Config) defaults() error {
@@ -72,6 +77,9 @@ func (c *Config) defaults() error {
 	}
 	if c.QueueTasks == 0 {
 		c.QueueTasks = 10000
+	}
+	if c.FarBandwidth == 0 {
+		c.FarBandwidth = DefaultFarBandwidth
 	}
 	if len(c.Cases) == 0 {
 		c.Cases = AllCases
@@ -91,6 +99,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Runs < 1 || c.Shards < 1 || c.QueueTasks < 1 || c.ZstdSize < 3<<10 {
 		return fmt.Errorf("runs, shards, queue tasks and the zstd size must be positive")
+	}
+	if c.FarBandwidth < 1000 {
+		return fmt.Errorf("far bandwidth %d bytes/s is too small: give at least 1000 (default %d)", c.FarBandwidth, DefaultFarBandwidth)
 	}
 	return nil
 }
@@ -190,8 +201,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := b.build(ctx); err != nil {
 		return nil, err
 	}
-	b.logf("starting distribution, redis-server%s on loopback", map[bool]string{true: " and MinIO", false: ""}[cfg.has(CaseS3)])
-	svc, err := startServices(ctx, dir, cfg.has(CaseS3))
+	withS3 := cfg.has(CaseS3) || cfg.has(CaseFar)
+	b.logf("starting distribution, redis-server%s on loopback", map[bool]string{true: " and MinIO", false: ""}[withS3])
+	svc, err := startServices(ctx, dir, withS3)
 	if err != nil {
 		return nil, err
 	}
@@ -233,6 +245,11 @@ func (b *bench) run(ctx context.Context) error {
 			return fmt.Errorf("queue: %w", err)
 		}
 	}
+	if b.cfg.has(CaseFar) {
+		if err := b.far(ctx); err != nil {
+			return fmt.Errorf("far: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -265,7 +282,7 @@ func (b *bench) build(ctx context.Context) error {
 		return fmt.Errorf("building the binaries: %w\n%s", err, out)
 	}
 	b.bins.r8im, b.bins.worker, b.bins.enqueue = filepath.Join(bin, "r8im"), filepath.Join(bin, "worker"), filepath.Join(bin, "enqueue")
-	if b.cfg.has(CaseCrane) {
+	if b.cfg.has(CaseCrane) || b.cfg.has(CaseFar) {
 		if b.bins.crane, err = testenv.FindBinary("crane"); err != nil {
 			return fmt.Errorf("%w (make bench installs it)", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +39,10 @@ func TestBenchSmoke(t *testing.T) {
 		"memory-r8im-8MiB", "memory-growth-r8im", "memory-worker-8MiB", "remix-4MiB", "zstd-ours-6MiB",
 		"zstd-cache-second-6MiB", "queue-enqueue-1", "queue-enqueue-8", "queue-noop-worker"}
 	want = append(want, "crane-8MiB", "zstd-regctl-6MiB")
+	for _, id := range []string{"raw", "tar", "dir", "worker", "crane", "loop-raw", "loop-tar", "loop-worker", "memory-r8im", "memory-worker"} {
+		want = append(want, "far-"+id+"-8MiB")
+	}
+	want = append(want, "far-raw-4MiB", "far-tar-4MiB", "far-republish-8MiB", "far-memory-growth-r8im", "far-memory-growth-worker")
 	for _, id := range want {
 		r := rep.Find(id)
 		if r == nil {
@@ -65,6 +70,37 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(work, "bench")); !os.IsNotExist(err) {
 		t.Errorf("the work directory was left behind: %v", err)
+	}
+}
+
+// TestConfigDefaults checks what Run is given before anything starts: the
+// defaults filled in, and settings that cannot work refused with a message
+// naming them.
+func TestConfigDefaults(t *testing.T) {
+	t.Run("defaults", func(t *testing.T) {
+		var c Config
+		if err := c.defaults(); err != nil {
+			t.Fatal(err)
+		}
+		if c.FarBandwidth != 50_000_000 || !slices.Equal(c.Sizes, []int64{1 << 30, 4 << 30}) || !slices.Equal(c.Cases, AllCases) || !slices.Contains(c.Cases, CaseFar) {
+			t.Errorf("defaults: bandwidth %d, sizes %v, cases %v", c.FarBandwidth, c.Sizes, c.Cases)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"unknown case", Config{Cases: []string{"fra"}}, `unknown case "fra"`},
+		{"negative bandwidth", Config{FarBandwidth: -1}, "far bandwidth -1"},
+		{"tiny bandwidth", Config{FarBandwidth: 999}, "far bandwidth 999"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.defaults()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v; want one containing %q", err, tc.want)
+			}
+		})
 	}
 }
 

@@ -1,7 +1,8 @@
 // Command r8im-bench runs r8im's end-to-end benchmark (make bench): it
 // starts distribution, Redis and MinIO on loopback, measures affix, remix,
-// zstd and the queue against the raw registry floor, crane and regctl,
-// prints a table and writes JSON. See docs/performance.md.
+// zstd, the queue and a far registry (an upload cap per connection) against
+// the raw registry floor, crane and regctl, prints a table and writes JSON.
+// See docs/performance.md.
 package main
 
 import (
@@ -32,6 +33,7 @@ func run() error {
 		zsize = flag.String("zstd-size", env("BENCH_ZSTD_SIZE", "1GiB"), "total size of the 3-layer image for zstd ($BENCH_ZSTD_SIZE)")
 		cases = flag.String("cases", env("BENCH_CASES", strings.Join(bench.AllCases, ",")), "case groups to run ($BENCH_CASES)")
 		out   = flag.String("o", env("BENCH_OUT", "bench/results.json"), "JSON report path ($BENCH_OUT)")
+		farBW = flag.String("far-bandwidth", env("BENCH_FAR_BANDWIDTH", "50MB"), "far case: upload cap per connection, bytes per second, e.g. 50MB or 12500000 ($BENCH_FAR_BANDWIDTH)")
 	)
 	flag.IntVar(&cfg.Runs, "runs", envInt("BENCH_RUNS", 3), "runs per case; the median is reported ($BENCH_RUNS)")
 	flag.IntVar(&cfg.Shards, "shards", 8, "files per weights tarball")
@@ -52,6 +54,11 @@ func run() error {
 		return fmt.Errorf("-zstd-size: %q is not a size such as 1GiB", *zsize)
 	}
 	cfg.ZstdSize = int64(n)
+	bw, err := humanize.ParseBytes(*farBW)
+	if err != nil || bw < 1000 || bw > 1<<40 {
+		return fmt.Errorf("-far-bandwidth / BENCH_FAR_BANDWIDTH: %q is not a bandwidth such as 50MB (bytes per second, at least 1000)", *farBW)
+	}
+	cfg.FarBandwidth = int64(bw)
 	for _, c := range strings.Split(*cases, ",") {
 		if c = strings.TrimSpace(c); c != "" {
 			cfg.Cases = append(cfg.Cases, c)
