@@ -161,7 +161,7 @@ func (fr *farRun) size(ctx context.Context, size int64, shards int, largest bool
 
 		step("r8im affix --dir " + strings.Join(farAffixArgs, " "))
 		dirCache := fr.cacheDir(in, "dir", i)
-		r, ref, err = fr.affix(ctx, far, fmt.Sprintf("far/dir-%s-%d", lsn, i), dirCache, "--dir", in.dir)
+		r, _, err = fr.affix(ctx, far, fmt.Sprintf("far/dir-%s-%d", lsn, i), dirCache, "--dir", in.dir)
 		if err != nil {
 			return err
 		}
