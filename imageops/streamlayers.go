@@ -64,10 +64,10 @@ func (op *operation) streamPass(req *AffixRequest, docker bool, progress func(in
 		if isInputError(err) {
 			err = permanent(err)
 		}
+		if len(c.layers) < len(committed) {
+			return committed, err // this pass got less far than the last
+		}
 		return c.layers, err
-	}
-	if len(c.layers) > MaxWeightsLayers {
-		return nil, permanent(invalidf("the %s layout makes %d weights layers, over the limit of %d: use the auto layout, or bundle the small files", req.Layout, len(c.layers), MaxWeightsLayers))
 	}
 	if n := len(c.layers); n > 0 {
 		c.layers[n-1].result.ReadBytes = read // what the whole stream took, counted once
@@ -125,6 +125,9 @@ func (c *layerCutter) end() error { return c.finish() }
 // its chunks stream, nothing buffered.
 func (c *layerCutter) start(own bool, out *tar.Header, parents []*tar.Header) error {
 	i := len(c.layers)
+	if i == MaxWeightsLayers {
+		return permanent(invalidf("the %s layout makes more than %d weights layers: use the auto layout, or bundle the small files", c.req.Layout, MaxWeightsLayers))
+	}
 	comp := layerCompression(c.req.Compression, own)
 	level := c.req.Level
 	if comp == Uncompressed {

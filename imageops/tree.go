@@ -71,7 +71,8 @@ func (t dirTree) Open(_ context.Context, e TreeEntry) (io.ReadCloser, error) {
 // headers are indexed once, and each file is read at its offset, so the
 // layers of one tarball are produced in parallel. It returns
 // ErrNotIndexable for a compressed tarball (gzip, zstd), which can only be
-// streamed: give it to Affix as Weights instead.
+// streamed: give it to Affix as Weights instead. The file stays open once
+// read; the tree is an io.Closer that closes it.
 func TarFileTree(path string) (WeightsTree, error) {
 	f, err := os.Open(path)
 	if err != nil {
