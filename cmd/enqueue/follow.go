@@ -259,6 +259,9 @@ func (a *app) taskCmd(verb, short, done string, do func(*jobs.Enqueuer, context.
 	}, config.SectionRedis, config.SectionRecords)
 }
 
+// maxPrintedLayers bounds the weights layers printRecord lists.
+const maxPrintedLayers = 50
+
 func printRecord(w io.Writer, r *storage.Record) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, v string) {
@@ -273,9 +276,25 @@ func printRecord(w io.Writer, r *storage.Record) {
 	row("state", string(r.State))
 	row("result", r.Result)
 	row("base", r.BaseDigest)
-	row("layer", r.LayerDigest)
-	if r.LayerSize > 0 {
-		row("layer size", humanize.IBytes(uint64(r.LayerSize)))
+	if len(r.Layers) <= 1 {
+		row("layer", r.LayerDigest)
+		if r.LayerSize > 0 {
+			row("layer size", humanize.IBytes(uint64(r.LayerSize)))
+		}
+	}
+	for i, l := range r.Layers {
+		if i == maxPrintedLayers {
+			row("layers", fmt.Sprintf("… and %d more (enqueue status --json lists them all)", len(r.Layers)-i))
+			break
+		}
+		if len(r.Layers) > 1 {
+			row(fmt.Sprintf("layer %d", i+1), fmt.Sprintf("%s  %s  %d files  %s", l.Digest, humanize.IBytes(uint64(max(l.Size, 0))), l.Files, l.Source))
+		} else if l.Source != "" {
+			row("layer source", l.Source)
+		}
+	}
+	if r.DownloadedBytes > 0 {
+		row("read", humanize.IBytes(uint64(r.DownloadedBytes)))
 	}
 	if r.State == storage.StateRunning && r.ProgressTotal > 0 {
 		row("progress", fmt.Sprintf("%s / %s", humanize.IBytes(uint64(r.ProgressDone)), humanize.IBytes(uint64(r.ProgressTotal))))
