@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/r8im/r8im/imageops"
@@ -125,6 +127,9 @@ with the same --created, the same image digest.`,
 			if err != nil {
 				return err
 			}
+			if !g.json && !g.quiet {
+				printLayers(cmd.ErrOrStderr(), res)
+			}
 			return g.printResult(cmd, res, res.Ref, res.Stages, res.Transfer.Notes...)
 		},
 	}
@@ -144,6 +149,31 @@ with the same --created, the same image digest.`,
 		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
+}
+
+// maxPrintedLayers bounds the weights layers printLayers lists.
+const maxPrintedLayers = 50
+
+// printLayers writes the weights layers of res to w, one line each (how
+// each got into the registry), and what was read and sent.
+func printLayers(w io.Writer, res *imageops.AffixResult) {
+	count := map[string]int{}
+	for i, l := range res.Layers {
+		count[l.Source]++
+		if i < maxPrintedLayers {
+			fmt.Fprintf(w, "layer %d/%d  %s  %s  %d files  %s\n", i+1, len(res.Layers), l.Digest, humanize.IBytes(uint64(max(l.Size, 0))), l.Files, l.Source)
+		} else if i == maxPrintedLayers {
+			fmt.Fprintf(w, "… %d more layers (--json lists them all)\n", len(res.Layers)-i)
+		}
+	}
+	var parts []string
+	for _, src := range []string{imageops.LayerUploaded, imageops.LayerFound, imageops.LayerMounted} {
+		if count[src] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", count[src], src))
+		}
+	}
+	fmt.Fprintf(w, "weights: %d layers (%s); read %s, sent %s\n", len(res.Layers), strings.Join(parts, ", "),
+		humanize.IBytes(uint64(max(res.ReadBytes, 0))), humanize.IBytes(uint64(max(res.Transfer.UploadedBytes, 0))))
 }
 
 // fileWeights makes the tarball at path (st its FileInfo) req's weights,

@@ -74,6 +74,9 @@ func TestAffixLayersExtractRoundTrip(t *testing.T) {
 		if !strings.Contains(stderr, "upload") || !strings.Contains(stderr, "took") {
 			t.Errorf("stderr lacks progress and timings:\n%s", stderr)
 		}
+		if !strings.Contains(stderr, "layer 1/1  sha256:") || !strings.Contains(stderr, "weights: 1 layers (1 uploaded); read ") {
+			t.Errorf("stderr lacks the weights layers' summary:\n%s", stderr)
+		}
 
 		// Same again with --json: same digest (reproducible), machine-readable;
 		// the layer is known (layer-digest cache) and in the registry, so
@@ -145,6 +148,8 @@ func TestAffixCLIErrors(t *testing.T) {
 			{[]string{"affix", "--base", base.String(), "--dest", m + "@sha256:" + strings.Repeat("a", 64), "--tar", tarPath}, "digest"},
 			{[]string{"affix", "--base", base.String(), "--dest", m, "--tar", tarPath, "--compression", "gzip", "--level", "0"}, "--compression none"},
 			{[]string{"affix", "--dest", m, "--tar", tarPath}, "base"},
+			{[]string{"affix", "--base", base.String(), "--dest", m, "--tar", tarPath, "--layers", "per-shard"}, "auto, per-file or single"},
+			{[]string{"affix", "--base", base.String(), "--dest", m, "--tar", tarPath, "--jobs", "0"}, "give 1 to 64"},
 			{[]string{"layers", reg.User.Repo("missing:v1")}, "not found"},
 		} {
 			_, _, err := r8im(t, nil, tc.args...)
