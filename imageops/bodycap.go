@@ -1,19 +1,19 @@
 package imageops
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"regexp"
 
+	"github.com/r8im/r8im/internal/retry"
 	"github.com/r8im/r8im/internal/untrusted"
 )
 
 // ErrTooLarge: a manifest, index, config or other registry answer is
 // larger than the cap (WithMaxManifestSize). It is permanent: the registry
 // holds it as it is.
-var ErrTooLarge = errors.New("too large")
+var ErrTooLarge = retry.New("too large")
 
 // TooLargeError says what was too large, and how large.
 type TooLargeError struct {

@@ -9,22 +9,22 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/r8im/r8im/internal/retry"
 	"github.com/r8im/r8im/internal/untrusted"
 )
 
-// Sentinel errors let callers (the worker) tell permanent failures from
-// transient ones with errors.Is.
+// Sentinel errors let callers tell what failed with errors.Is. Each is
+// permanent (IsPermanent): asking again cannot help.
 var (
 	// ErrNotFound: the image, manifest or blob does not exist.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = retry.New("not found")
 	// ErrUnauthorized: the registry refused the credentials.
-	ErrUnauthorized = errors.New("unauthorized")
+	ErrUnauthorized = retry.New("unauthorized")
 	// ErrInvalid: the request itself is wrong (bad reference, flag, input).
-	ErrInvalid = errors.New("invalid request")
+	ErrInvalid = retry.New("invalid request")
 )
 
 // invalidf builds an ErrInvalid error with a message saying what to fix.
@@ -149,27 +149,13 @@ func untrustedCertificate(err error) bool {
 
 // IsPermanent reports whether retrying the operation cannot help: a bad
 // request or input, a policy violation, something missing or too large,
-// refused credentials, or an error that says so with a Permanent() bool
-// method (a weights source's, so that an upload never re-reads it).
-// Network errors (stalled connections included), 5xx and 429 are not
-// permanent.
-func IsPermanent(err error) bool {
-	var marked interface{ Permanent() bool }
-	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnauthorized) ||
-		errors.Is(err, ErrNoWeights) || errors.Is(err, ErrTooLarge) || isInputError(err) ||
-		errors.As(err, &marked) && marked.Permanent()
-}
+// refused credentials, or any error that says so with a Permanent() bool
+// method (a weights source's, so that an upload never re-reads it). Network
+// errors (stalled connections included), 5xx and 429 are not permanent. It
+// is the one rule of internal/retry, which every r8im package uses.
+func IsPermanent(err error) bool { return retry.IsPermanent(err) }
 
 // RetryAfterError is a transient failure during which the server (a
 // registry, a callback receiver) asked for a pause (Retry-After on a 429 or
 // 5xx): a retry should wait After.
-type RetryAfterError struct {
-	After time.Duration
-	Err   error
-}
-
-func (e *RetryAfterError) Error() string {
-	return fmt.Sprintf("%v (asked to retry after %s)", e.Err, e.After)
-}
-
-func (e *RetryAfterError) Unwrap() error { return e.Err }
+type RetryAfterError = retry.AfterError

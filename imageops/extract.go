@@ -14,6 +14,8 @@ import (
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/r8im/r8im/internal/retry"
 )
 
 // ExtractOptions says which part of the weights layers to write and where.
@@ -37,7 +39,7 @@ type ExtractResult struct {
 
 // ErrNoWeights: the image has no layer holding weights. Errors carrying it
 // also match ErrInvalid (asking again will not help).
-var ErrNoWeights = errors.New("no weights layers")
+var ErrNoWeights = retry.New("no weights layers")
 
 // Whiteout names (OCI image spec, layer changesets).
 const (
@@ -317,6 +319,7 @@ type noWeightsError struct{ msg string }
 
 func (e *noWeightsError) Error() string        { return e.msg }
 func (e *noWeightsError) Is(target error) bool { return target == ErrNoWeights || target == ErrInvalid }
+func (e *noWeightsError) Permanent() bool      { return true }
 
 func noWeights(ref, target string, copyEmpty bool) error {
 	msg := fmt.Sprintf("%s has no weights layers: searched for layers marked by r8im (annotation %s=true or config label %s), "+

@@ -11,6 +11,8 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/r8im/r8im/internal/retry"
 )
 
 // Compression names how a tar stream or a layer is compressed.
@@ -31,16 +33,16 @@ const (
 // errors.Is. All of them are permanent: retrying with the same input fails
 // the same way.
 var (
-	ErrEmptyInput = errors.New("the weights input is empty: give a .tar, .tar.gz or .tar.zst file")
-	ErrNotTar     = errors.New("the weights input is not a tar archive")
+	ErrEmptyInput = retry.New("the weights input is empty: give a .tar, .tar.gz or .tar.zst file")
+	ErrNotTar     = retry.New("the weights input is not a tar archive")
 	// ErrTruncatedTar means the input ended early: inside a tar entry, before
 	// the end-of-archive marker, or inside a compressed stream. It does not
 	// wrap io.ErrUnexpectedEOF on purpose: that one means a transient read
 	// failure to callers that decide on retries.
-	ErrTruncatedTar = errors.New("the weights tarball is truncated")
+	ErrTruncatedTar = retry.New("the weights tarball is truncated")
 	// ErrCorruptTar means the bytes are not a valid tar (or gzip/zstd) stream
 	// past its beginning.
-	ErrCorruptTar = errors.New("the weights tarball is corrupt")
+	ErrCorruptTar = retry.New("the weights tarball is corrupt")
 )
 
 const (

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -388,5 +391,33 @@ func TestStreamRetryKeepsCommittedLayers(t *testing.T) {
 		if got := testenv.FileSHA256(t, filepath.Join(root, "src/weights", f.Name)); got != f.SHA256 {
 			t.Errorf("%s unpacked with sha256 %s, want %s", f.Name, got, f.SHA256)
 		}
+	}
+}
+
+// TestPublishVerifiesEveryBlob: after the manifest is pushed, every blob it
+// references is asked for again; a registry that does not hold one fails
+// the publish, naming the blob.
+func TestPublishVerifiesEveryBlob(t *testing.T) {
+	dir, _ := testenv.WeightsDir(t, testenv.WeightsSpec{Files: 1, Seed: 19})
+	r := regSetup{testenv.Registries(t)[0].Start(t)}
+	proxy := r.Proxy(t)
+	base := r.SeedBase(t, "verify", testenv.OCI)
+	var pushed atomic.Bool
+	proxy.SetFaultFunc(func(req *http.Request) (testenv.Fault, bool) {
+		if req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/manifests/") {
+			pushed.Store(true)
+		}
+		if pushed.Load() && req.Method == http.MethodHead && strings.Contains(req.URL.Path, "/blobs/") {
+			return testenv.Fault{Status: http.StatusNotFound}, true
+		}
+		return testenv.Fault{}, false
+	})
+	_, err := imageops.Affix(context.Background(), imageops.AffixRequest{Base: base.String(), Dest: r.repo(proxy.Host, "verify/x:v1"),
+		Tree: imageops.DirTree(dir), Created: layoutCreated}, r.opts()...)
+	if err == nil || !strings.Contains(err.Error(), "references blob sha256:") || !strings.Contains(err.Error(), "does not hold") {
+		t.Fatalf("err = %v, want the verification to name a blob the registry does not hold", err)
+	}
+	if proxy.Injected() == 0 {
+		t.Fatal("no HEAD was answered 404: the verification was not exercised")
 	}
 }

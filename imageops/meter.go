@@ -7,13 +7,14 @@ import (
 	"net/http"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/r8im/r8im/internal/retry"
 )
 
 // Transfer counts what crossed the network for an operation, as observed on
@@ -123,7 +124,7 @@ func (m *meter) wrap(t http.RoundTripper) http.RoundTripper {
 			return resp, err
 		}
 		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
-			if d := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); d > time.Duration(m.retryAfter.Load()) {
+			if d := retry.ParseAfter(resp.Header.Get("Retry-After"), time.Now()); d > time.Duration(m.retryAfter.Load()) {
 				m.retryAfter.Store(int64(d))
 			}
 		}
@@ -200,21 +201,6 @@ func (m *meter) transfer(sizes map[string]int64) Transfer {
 			"credentials that may pull %s would mount them instead", t.RefusedMounts, t.RefusedMountBytes, joinSorted(froms), joinSorted(froms)))
 	}
 	return t
-}
-
-// parseRetryAfter reads a Retry-After header: seconds, or an HTTP date.
-// Absurd values are capped at an hour.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	var d time.Duration
-	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-		d = time.Duration(secs) * time.Second
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = t.Sub(now)
-	}
-	return min(max(d, 0), time.Hour)
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

@@ -3,9 +3,7 @@ package imageops
 import (
 	"context"
 	"fmt"
-	"net/http"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -13,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
 )
 
 type pushed struct {
@@ -119,30 +118,26 @@ func verifyPushed(ctx context.Context, o *options, ref name.Digest, ropts []remo
 	return headBlobs(ctx, o, ref.Context(), blobs)
 }
 
+// headBlobs checks that repo holds every blob, o.jobs HEADs at once
+// through the retrying registry client.
 func headBlobs(ctx context.Context, o *options, repo name.Repository, blobs []v1.Hash) error {
-	auth, err := authn.Resolve(ctx, o.keys(), repo)
+	client, err := o.registryClient(ctx, repo, nil, transport.PullScope, true)
 	if err != nil {
 		return err
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, o.transport, []string{repo.Scope(transport.PullScope)})
-	if err != nil {
-		return registryErr(err, "authenticating to "+repo.RegistryStr())
-	}
-	client := &http.Client{Transport: rt}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(o.jobs)
 	for _, d := range blobs {
-		u := fmt.Sprintf("%s://%s/v2/%s/blobs/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), d)
-		req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return fmt.Errorf("verifying blob %s in %s: %w", d, repo, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("verifying %s: the pushed manifest references blob %s, which the registry answers with %s", repo, d, resp.Status)
-		}
+		g.Go(func() error {
+			size, err := blobSize(ctx, client, repo, d)
+			if err != nil {
+				return fmt.Errorf("verifying blob %s in %s: %w", d, repo, err)
+			}
+			if size < 0 {
+				return fmt.Errorf("verifying %s: the pushed manifest references blob %s, which the registry does not hold", repo, d)
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }

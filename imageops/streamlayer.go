@@ -13,6 +13,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/stream"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/r8im/r8im/internal/retry"
 )
 
 // streamLayer is a layer produced, compressed and hashed in one pass while
@@ -46,17 +48,8 @@ type streamLayer struct {
 
 var _ v1.Layer = (*streamLayer)(nil)
 
-// permanentError marks an input error that retrying cannot fix.
-type permanentError struct{ error }
-
-func (e permanentError) Unwrap() error { return e.error }
-
-func permanent(err error) error {
-	if err == nil {
-		return nil
-	}
-	return permanentError{err}
-}
+// permanent marks an error that retrying cannot fix.
+func permanent(err error) error { return retry.Permanent(err) }
 
 func (l *streamLayer) Digest() (v1.Hash, error) {
 	l.mu.Lock()
@@ -349,12 +342,10 @@ func (s *stage) Close() error {
 // failed records why a pass stopped: a permanent error stops later passes
 // too.
 func (l *streamLayer) failed(err error) error {
-	var p permanentError
-	if errors.As(err, &p) {
+	if retry.IsPermanent(err) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		l.err = p.error
-		return p.error
+		l.err = err
 	}
 	return err
 }

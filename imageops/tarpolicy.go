@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/r8im/r8im/internal/retry"
 )
 
 // DefaultWeightsTarget is where weights land in the image unless a TarPolicy
@@ -31,7 +33,7 @@ const (
 
 // ErrEmptyTar means the tarball holds no entry besides the target directory
 // and its parents.
-var ErrEmptyTar = errors.New("the weights tarball has no files")
+var ErrEmptyTar = retry.New("the weights tarball has no files")
 
 // TarPolicy says where the entries of a weights tarball go in the image and
 // what they may be.
@@ -96,6 +98,9 @@ type PolicyError struct {
 	// More counts the violations found beyond those in Violations.
 	More int
 }
+
+// Permanent: the tarball must be fixed; retrying cannot help.
+func (e *PolicyError) Permanent() bool { return true }
 
 func (e *PolicyError) Error() string {
 	total := len(e.Violations) + e.More

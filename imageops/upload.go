@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/r8im/r8im/internal/retry"
 	"github.com/r8im/r8im/internal/untrusted"
 )
 
@@ -532,7 +533,7 @@ func (u *blobUpload) sendChunk() error {
 				return registryErr(err, fmt.Sprintf("uploading %s to %s", u.spec.what, u.repo))
 			default:
 				err = transport.CheckError(resp, http.StatusAccepted)
-				wait = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+				wait = retry.ParseAfter(resp.Header.Get("Retry-After"), time.Now())
 				drain(resp)
 			}
 		}

@@ -20,6 +20,7 @@ type invalidInput struct{ msg string }
 
 func (e *invalidInput) Error() string        { return e.msg }
 func (e *invalidInput) Is(target error) bool { return target == ErrInvalid }
+func (e *invalidInput) Permanent() bool      { return true }
 
 func invalidInputf(format string, args ...any) error {
 	return &invalidInput{fmt.Sprintf(format, args...)}

@@ -19,8 +19,8 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/r8im/r8im/config"
-	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/netguard"
+	"github.com/r8im/r8im/internal/retry"
 	"github.com/r8im/r8im/internal/untrusted"
 	"github.com/r8im/r8im/storage"
 )
@@ -233,8 +233,8 @@ func (h *Handler) deliver(ctx context.Context, url, id string, body []byte) erro
 		return fmt.Errorf("delivering the callback to %s: the receiver answered 410 Gone; not retrying: %w", untrusted.URL(url), asynq.SkipRetry)
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		err := fmt.Errorf("delivering the callback to %s: the receiver answered HTTP %d", untrusted.URL(url), code)
-		if after, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && after > 0 {
-			return &imageops.RetryAfterError{Err: err, After: time.Duration(after) * time.Second}
+		if after := retry.ParseAfter(resp.Header.Get("Retry-After"), time.Now()); after > 0 {
+			return &retry.AfterError{Err: err, After: after}
 		}
 		return err
 	default:

@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/retry"
 	"github.com/r8im/r8im/internal/untrusted"
 	"github.com/r8im/r8im/storage"
 )
@@ -300,7 +301,7 @@ func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, ext
 			outcome.Status = OutcomeInterrupted
 			return err
 		}
-		permanent := isPermanent(err)
+		permanent := retry.IsPermanent(err)
 		final := permanent || retried >= maxRetry
 		// The reason is read by operators and event senders: whatever a
 		// remote party wrote into it is stripped of control characters and
@@ -398,13 +399,6 @@ func shortenQuoted(s string, max int) string {
 		b.WriteByte('"')
 		s = s[j+1:]
 	}
-}
-
-// isPermanent is true for failures a retry cannot fix.
-func isPermanent(err error) bool {
-	return errors.Is(err, ErrInvalidPayload) || imageops.IsPermanent(err) ||
-		errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrDenied) ||
-		errors.Is(err, storage.ErrInvalidURL) || errors.Is(err, storage.ErrChanged)
 }
 
 // decode reads a payload strictly: an unknown field is refused, since a

@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"path"
@@ -12,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/retry"
 )
 
 // Payloads hold references and ids only, never credentials: the worker's
@@ -55,7 +55,7 @@ type ZstdPayload struct {
 }
 
 // ErrInvalidPayload marks a payload that can never be processed.
-var ErrInvalidPayload = errors.New("invalid task payload")
+var ErrInvalidPayload = retry.New("invalid task payload")
 
 // problems collects every bad field of a payload.
 type problems []string

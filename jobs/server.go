@@ -10,9 +10,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/r8im/r8im/internal/retry"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/r8im/r8im/imageops"
 )
 
 // ServerConfig is what the worker's configuration decides for the server.
@@ -91,9 +90,8 @@ func retryDelay(base func(int, error) time.Duration) asynq.RetryDelayFunc {
 		if base != nil {
 			d = base(n, err)
 		}
-		var ra *imageops.RetryAfterError
-		if errors.As(err, &ra) && ra.After > d {
-			return ra.After
+		if after, ok := retry.After(err); ok && after > d {
+			return after
 		}
 		return d
 	}

@@ -16,29 +16,23 @@ import (
 
 	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/internal/netguard"
+	"github.com/r8im/r8im/internal/retry"
 )
 
 // Errors returned by Sources.Open and by the readers it returns. Each is
 // wrapped with the URL (query strings redacted), what failed and what to do.
 // ErrNotFound, ErrDenied, ErrInvalidURL and ErrChanged are permanent:
 // retrying the same URL cannot help (a changed object is not the one the
-// event named). They say so to any package that looks for a
-// `Permanent() bool` method (imageops.IsPermanent does, so an upload never
-// re-reads a source that failed for good), without importing storage.
-// ErrShort means this download went wrong; opening the URL again may succeed.
+// event named): retry.IsPermanent says so to every package (an upload never
+// re-reads a source that failed for good). ErrShort means this download went
+// wrong; opening the URL again may succeed.
 var (
-	ErrNotFound   error = permanentError("weights source not found")
-	ErrDenied     error = permanentError("access to weights source denied")
-	ErrInvalidURL error = permanentError("invalid weights source URL")
-	ErrChanged    error = permanentError("weights source changed during the download")
-	ErrShort            = errors.New("weights source incomplete or corrupt")
+	ErrNotFound   = retry.New("weights source not found")
+	ErrDenied     = retry.New("access to weights source denied")
+	ErrInvalidURL = retry.New("invalid weights source URL")
+	ErrChanged    = retry.New("weights source changed during the download")
+	ErrShort      = errors.New("weights source incomplete or corrupt")
 )
-
-// permanentError is a source error that retrying cannot fix.
-type permanentError string
-
-func (e permanentError) Error() string   { return string(e) }
-func (e permanentError) Permanent() bool { return true }
 
 // Sources opens weights tarballs by URL: s3://bucket/key, https://… and
 // http://… (presigned URLs welcome), file:///abs/path and plain paths.

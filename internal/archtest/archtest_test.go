@@ -77,3 +77,22 @@ func TestDirectImports(t *testing.T) {
 		})
 	}
 }
+
+// TestOneRetryRule: which failures are permanent and how long a server
+// asked to wait are internal/retry's to say (issue 16): no package keeps a
+// rule of its own, and internal/retry depends on nothing else of r8im.
+func TestOneRetryRule(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json=Deps", module+"/internal/retry").Output()
+	if err != nil {
+		t.Fatalf("go list internal/retry: %v", err)
+	}
+	if strings.Contains(string(out), module+"/") {
+		t.Errorf("internal/retry depends on another r8im package:\n%s", out)
+	}
+	grep := exec.Command("git", "grep", "-n", "-E", `func isPermanent|func parseRetryAfter|type permanentError|Header.Get\("Retry-After"\)\)`, "--", "*.go", ":!internal/retry/*", ":!*_test.go")
+	grep.Dir = "../.."
+	found, _ := grep.Output() // exit 1: nothing found
+	if len(found) > 0 {
+		t.Errorf("retry rules outside internal/retry (use retry.IsPermanent, retry.Permanent, retry.ParseAfter):\n%s", found)
+	}
+}
