@@ -175,7 +175,7 @@ func WithProgress(f func(Progress)) Option { return func(o *options) { o.progres
 // caps wrap either one.
 func WithTransport(t http.RoundTripper) Option { return func(o *options) { o.transport = t } }
 
-// WithJobs bounds concurrent blob transfers (default 4).
+// WithJobs sets how many layers are produced, uploaded or downloaded at once; default 4.
 func WithJobs(n int) Option {
 	return func(o *options) {
 		if n > 0 {
