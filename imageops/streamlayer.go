@@ -157,8 +157,8 @@ func (l *streamLayer) pass(out io.Writer) (err error) {
 		uncompSize += int64(len(p))
 		return nil
 	}
-	var sink *stage // the compressor's output, when there is a compressor
-	var to *stage   // what produce writes to
+	var sink *stage       // the compressor's output, when there is a compressor
+	var to *stage         // what produce writes to
 	var cw io.WriteCloser // the compressor, writing to sink
 	switch {
 	case uncompressed && outHashes && l.verify == nil:
