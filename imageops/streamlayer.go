@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -120,9 +121,11 @@ const (
 //	produce ─┬─ diffID hash
 //	         └─ compress ── digest hash ── out (the uploader)
 //
-// Uncompressed layers skip the compressor and the second hash (their
-// digest is their diffID). Every stage sees the same bytes in the same
-// order as a sequential pass would, so the output is identical.
+// The fork is one stage with two consumers: produce's bytes are copied once
+// into a chunk that both read. Uncompressed layers skip the compressor and
+// the second hash (their digest is their diffID). Every stage sees the same
+// bytes in the same order as a sequential pass would, so the output is
+// identical.
 //
 // When out is a digester (the blob uploader, which must hash exactly up to
 // each chunk it saves), the blob's digest is left to it; an uncompressed
@@ -135,63 +138,63 @@ func (l *streamLayer) pass(out io.Writer) (err error) {
 	outer, outHashes := out.(digester)
 	digest := sha256.New()
 	var compressed int64
-	sink := newStage(stopped, func(p []byte) error {
+	send := func(p []byte) error {
 		if !uncompressed && !outHashes {
 			digest.Write(p)
 		}
 		compressed += int64(len(p))
 		_, err := out.Write(p)
 		return err
-	})
-	cw, err := newCompressor(sink, l.compression, l.level)
-	if err != nil {
-		return err
 	}
 	diffID := sha256.New()
 	var uncompSize int64
-	hasher := newStage(stopped, func(p []byte) error {
+	hash := func(p []byte) error {
 		diffID.Write(p)
 		uncompSize += int64(len(p))
 		return nil
-	})
-	var compressor *stage
-	var to io.Writer = hasher
+	}
+	var sink *stage       // the compressor's output, when there is a compressor
+	var to *stage         // what produce writes to
+	var cw io.WriteCloser // the compressor, writing to sink
 	switch {
 	case uncompressed && outHashes && l.verify == nil:
-		to = sink // the diffID is the digest the uploader computes
+		to = newStage(stopped, send) // the diffID is the digest the uploader computes
 	case uncompressed:
 		// The sink hashes nothing; hashing and sending overlap anyway.
-		to = io.MultiWriter(hasher, sink)
+		to = newStage(stopped, hash, send)
 	default:
-		compressor = newStage(stopped, func(p []byte) error {
+		sink = newStage(stopped, send)
+		if cw, err = newCompressor(sink, l.compression, l.level); err != nil {
+			return err
+		}
+		to = newStage(stopped, hash, func(p []byte) error {
 			_, err := cw.Write(p)
 			return err
 		})
-		to = io.MultiWriter(hasher, compressor)
 	}
 	// On every early return the deferred close(stopped) ends the stages'
 	// goroutines; none is left blocked, whichever end failed.
 	if err := l.produce(to); err != nil {
 		return l.failed(err)
 	}
-	if err := hasher.Close(); err != nil {
-		return err
-	}
-	if compressor != nil {
-		if err := compressor.Close(); err != nil {
+	if err := to.Close(); err != nil {
+		if sink != nil && to.failedConsumer() == 1 {
 			return fmt.Errorf("compressing: %w", err)
 		}
+		return err
 	}
 	if l.verify != nil {
 		if err := l.verify(hashOf(diffID)); err != nil {
 			return l.failed(permanent(err))
 		}
 	}
-	if err := cw.Close(); err != nil {
-		return fmt.Errorf("compressing: %w", err)
-	}
-	if err := sink.Close(); err != nil {
-		return err
+	if sink != nil {
+		if err := cw.Close(); err != nil {
+			return fmt.Errorf("compressing: %w", err)
+		}
+		if err := sink.Close(); err != nil {
+			return err
+		}
 	}
 	// Set before the reader sees EOF: the uploader asks for the digest as
 	// soon as the body is consumed.
@@ -231,56 +234,85 @@ func (l *streamLayer) upload(ctx context.Context, o *options, repo name.Reposito
 	return err
 }
 
-// stage is a pipeline step: bytes written to it are cut into chunks that a
-// goroutine of its own hands to consume, in order. Close flushes and waits
-// for consume to have seen everything. A consume error stops the stage and
-// is returned by later writes and by Close; once the pass's stopped channel
-// is closed, the goroutine and any blocked writer return at once.
+// stage is a pipeline step: bytes written to it are cut into chunks that
+// each of its consumers — a goroutine apiece — is handed, in order. The
+// bytes are copied once, whatever the number of consumers; a chunk is
+// reused once every consumer is done with it. Close flushes and waits for
+// every consumer to have seen everything. A consumer's error stops the
+// stage and is returned by later writes and by Close; once the pass's
+// stopped channel is closed, the goroutines and any blocked writer return
+// at once.
 type stage struct {
-	consume func([]byte) error
-	full    chan []byte
-	free    chan []byte
-	done    chan struct{} // closed when the goroutine has exited
-	stopped <-chan struct{}
-	buf     []byte
-	err     error // consume's error, readable once done is closed
+	consumers []chan *chunk
+	free      chan *chunk
+	failed    chan struct{} // closed at the first consumer error
+	stopped   <-chan struct{}
+	wg        sync.WaitGroup
+	buf       *chunk
+
+	once   sync.Once
+	err    error // the first consumer error, readable once failed is closed
+	failer int   // the index of the consumer that failed first
+}
+
+// chunk is stageChunk bytes that refs consumers have still to see.
+type chunk struct {
+	p    []byte
+	refs atomic.Int32
 }
 
 // errStageStopped is what a stage returns after the pass gave up.
 var errStageStopped = errors.New("layer pass stopped")
 
-func newStage(stopped <-chan struct{}, consume func([]byte) error) *stage {
-	s := &stage{
-		consume: consume, stopped: stopped,
-		full: make(chan []byte, stageDepth), free: make(chan []byte, stageDepth+1),
-		done: make(chan struct{}),
-	}
+func newStage(stopped <-chan struct{}, consumers ...func([]byte) error) *stage {
+	s := &stage{stopped: stopped, free: make(chan *chunk, stageDepth+1), failed: make(chan struct{})}
 	for i := 0; i < stageDepth+1; i++ {
-		s.free <- make([]byte, 0, stageChunk)
+		s.free <- &chunk{p: make([]byte, 0, stageChunk)}
 	}
-	go s.run()
+	for i, consume := range consumers {
+		// stageDepth+1 chunks exist and the writer holds one while it
+		// fills it, so a consumer's queue never holds more than stageDepth.
+		full := make(chan *chunk, stageDepth)
+		s.consumers = append(s.consumers, full)
+		s.wg.Add(1)
+		go s.run(i, consume, full)
+	}
 	return s
 }
 
-func (s *stage) run() {
-	defer close(s.done)
+func (s *stage) run(i int, consume func([]byte) error, full <-chan *chunk) {
+	defer s.wg.Done()
 	for {
 		select {
-		case p, ok := <-s.full:
+		case c, ok := <-full:
 			if !ok {
 				return
 			}
-			if err := s.consume(p); err != nil {
-				s.err = err
+			if err := consume(c.p); err != nil {
+				s.fail(i, err)
 				return
 			}
-			s.free <- p[:0]
+			if c.refs.Add(-1) == 0 {
+				c.p = c.p[:0]
+				s.free <- c // never blocks: free holds every chunk
+			}
 		case <-s.stopped:
-			s.err = errStageStopped
+			s.fail(i, errStageStopped)
 			return
 		}
 	}
 }
+
+func (s *stage) fail(i int, err error) {
+	s.once.Do(func() {
+		s.err, s.failer = err, i
+		close(s.failed)
+	})
+}
+
+// failedConsumer is the index of the consumer whose error stopped the
+// stage; call it once Close or Write returned an error.
+func (s *stage) failedConsumer() int { return s.failer }
 
 func (s *stage) Write(p []byte) (int, error) {
 	n := 0
@@ -288,15 +320,15 @@ func (s *stage) Write(p []byte) (int, error) {
 		if s.buf == nil {
 			select {
 			case s.buf = <-s.free:
-			case <-s.done:
-				return n, s.failure()
+			case <-s.failed:
+				return n, s.err
 			case <-s.stopped:
 				return n, errStageStopped
 			}
 		}
-		k := copy(s.buf[len(s.buf):cap(s.buf)], p)
-		s.buf, p, n = s.buf[:len(s.buf)+k], p[k:], n+k
-		if len(s.buf) == cap(s.buf) {
+		k := copy(s.buf.p[len(s.buf.p):cap(s.buf.p)], p)
+		s.buf.p, p, n = s.buf.p[:len(s.buf.p)+k], p[k:], n+k
+		if len(s.buf.p) == cap(s.buf.p) {
 			if err := s.send(); err != nil {
 				return n, err
 			}
@@ -306,37 +338,38 @@ func (s *stage) Write(p []byte) (int, error) {
 }
 
 func (s *stage) send() error {
-	select {
-	case s.full <- s.buf:
-		s.buf = nil
-		return nil
-	case <-s.done:
-		return s.failure()
-	case <-s.stopped:
-		return errStageStopped
-	}
-}
-
-// failure is the error that stopped the goroutine; call it once done is
-// closed.
-func (s *stage) failure() error {
-	if s.err != nil {
-		return s.err
-	}
-	return errStageStopped
-}
-
-// Close sends what is buffered, then waits for the goroutine. Only the one
-// goroutine that writes to the stage may close it, once.
-func (s *stage) Close() error {
-	if len(s.buf) > 0 {
-		if err := s.send(); err != nil {
-			return err
+	c := s.buf
+	s.buf = nil
+	c.refs.Store(int32(len(s.consumers)))
+	for _, full := range s.consumers {
+		select {
+		case full <- c:
+		case <-s.failed:
+			return s.err
+		case <-s.stopped:
+			return errStageStopped
 		}
 	}
-	close(s.full)
-	<-s.done
-	return s.err
+	return nil
+}
+
+// Close sends what is buffered, then waits for the consumers. Only the one
+// goroutine that writes to the stage may close it, once.
+func (s *stage) Close() error {
+	var err error
+	if s.buf != nil && len(s.buf.p) > 0 {
+		err = s.send()
+	}
+	for _, full := range s.consumers {
+		close(full)
+	}
+	s.wg.Wait()
+	select {
+	case <-s.failed:
+		return s.err
+	default:
+	}
+	return err
 }
 
 // failed records why a pass stopped: a permanent error stops later passes

@@ -106,6 +106,8 @@ func TestStreamLayerPassStops(t *testing.T) {
 			}
 			return permanent(bad)
 		}}, true, bad, true},
+		{"uploader hangs up, uncompressed and verified", &streamLayer{compression: Uncompressed, produce: func(w io.Writer) error { return writeUneven(w, in) },
+			verify: func(v1.Hash) error { return nil }}, false, nil, false},
 		{"diffID does not verify", &streamLayer{compression: Uncompressed, produce: func(w io.Writer) error { return writeUneven(w, in) },
 			verify: func(v1.Hash) error { return bad }}, true, bad, true},
 	}
@@ -152,5 +154,79 @@ func TestStreamLayerPassStops(t *testing.T) {
 				t.Error("a failed pass computed a digest")
 			}
 		})
+	}
+}
+
+// TestStageFanOut: every consumer of a stage sees exactly the bytes written,
+// in order, although they share one copy of each chunk and run at their own
+// pace (the race detector catches a chunk reused while a consumer reads it).
+func TestStageFanOut(t *testing.T) {
+	in := layerInput()
+	for _, n := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("%d consumers", n), func(t *testing.T) {
+			stopped := make(chan struct{})
+			defer close(stopped)
+			got := make([]bytes.Buffer, n)
+			var consumers []func([]byte) error
+			for i := range got {
+				consumers = append(consumers, func(p []byte) error {
+					for range i { // later consumers are slower
+						sha256.Sum256(p)
+					}
+					got[i].Write(p)
+					return nil
+				})
+			}
+			s := newStage(stopped, consumers...)
+			if err := writeUneven(s, in); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for i := range got {
+				if !bytes.Equal(got[i].Bytes(), in) {
+					t.Errorf("consumer %d saw %d bytes that differ from the %d written", i, got[i].Len(), len(in))
+				}
+			}
+		})
+	}
+}
+
+// TestStageConsumerFails: one consumer's error stops the writer and the
+// other consumers; Write or Close returns it, and Close returns only once
+// every consumer has exited.
+func TestStageConsumerFails(t *testing.T) {
+	in := layerInput()
+	bad := errors.New("consumer failed")
+	stopped := make(chan struct{})
+	defer close(stopped)
+	var seen int
+	s := newStage(stopped,
+		func([]byte) error { return nil },
+		func(p []byte) error {
+			if seen += len(p); seen > 1<<20 {
+				return bad
+			}
+			return nil
+		})
+	done := make(chan error, 1)
+	go func() {
+		err := writeUneven(s, in)
+		if cerr := s.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, bad) {
+			t.Fatalf("error %v; want %v", err, bad)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the writer did not stop")
+	}
+	if s.failedConsumer() != 1 {
+		t.Errorf("failed consumer %d; want 1", s.failedConsumer())
 	}
 }

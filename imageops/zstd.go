@@ -288,7 +288,7 @@ func (o *options) recompress(ctx context.Context, repo name.Repository, src *sou
 		c.repo = repo.Name()
 		convert := func() error {
 			from := func() (io.ReadCloser, error) { return o.openBlob(gctx, src.ref.Context(), c.desc, m) }
-			c.out.produce = func(w io.Writer) error { return c.produce(w, from, prog) }
+			c.out.produce = func(w io.Writer) error { return c.decode(w, from, prog) }
 			what := fmt.Sprintf("the zstd form of layer %s", c.desc.Digest)
 			if err := c.out.upload(gctx, o, repo, m, fmt.Sprintf("zstd/%s/%d", c.desc.Digest, level), what, -1); err != nil {
 				if gctx.Err() != nil && ctx.Err() == nil {
@@ -317,34 +317,12 @@ func (o *options) recompress(ctx context.Context, repo name.Repository, src *sou
 	return g.Wait()
 }
 
-// produce writes the source layer's uncompressed tar to w. Download and
-// decompression run in a goroutine of their own, so that a big layer keeps
-// two cores busy: gunzip on one, zstd and the hashes on the other.
-func (c *zstdConv) produce(w io.Writer, from func() (io.ReadCloser, error), prog *zstdProgress) error {
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		bw := bufio.NewWriterSize(pw, inputBufferSize)
-		err := c.decode(bw, from, prog)
-		if err == nil {
-			err = bw.Flush()
-		}
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	ew := &zstdSinkWriter{w: w}
-	_, err := io.Copy(ew, pr)
-	pr.CloseWithError(err) // stops the decoder if the uploader hung up
-	derr := <-done
-	if ew.err != nil {
-		return ew.err
-	}
-	return derr
-}
-
 // decode writes the source layer's uncompressed tar to w (the stream
 // layer hashes it and checkDiffID compares). Read errors of the source are
-// transient; a stream that does not decompress is permanent.
+// transient; a stream that does not decompress is permanent. It runs in the
+// pass's producing goroutine, ahead of its stages (diffID hash ∥ zstd →
+// digest hash → upload): download and gunzip take a core of their own, and
+// the decoder writes from its window straight into the stage's buffer.
 func (c *zstdConv) decode(w io.Writer, from func() (io.ReadCloser, error), prog *zstdProgress) error {
 	d := c.desc.Digest
 	rc, err := from()

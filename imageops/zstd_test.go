@@ -388,6 +388,46 @@ func TestZstdRefusesCorruptSource(t *testing.T) {
 	})
 }
 
+// Converting one layer at a time or several at once gives the same image,
+// byte for byte, with the layers in the source's order: the layer cache and
+// resumed uploads rely on zstd output not depending on how the work was
+// scheduled.
+func TestZstdJobsGiveTheSameImage(t *testing.T) {
+	forEachReg(t, func(t *testing.T, reg regSetup) {
+		_, src := pushZstdSource(t, reg, reg.Host, "src/jobs:v1", testenv.Docker, false)
+		var digests []string
+		var layers [][]string
+		for _, jobs := range []int{1, 4} {
+			res, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{
+				Source: src.String(), Dest: reg.repo(reg.Host, "zstd/jobs-"+strconv.Itoa(jobs)+":v1"),
+			}, reg.opts(imageops.WithJobs(jobs))...)
+			if err != nil {
+				t.Fatalf("Recompress with %d jobs: %v", jobs, err)
+			}
+			digests = append(digests, res.Digest)
+			var ls []string
+			for _, l := range res.Layers {
+				ls = append(ls, l.Source+"→"+l.Digest)
+			}
+			layers = append(layers, ls)
+		}
+		if digests[0] != digests[1] || !slices.Equal(layers[0], layers[1]) {
+			t.Errorf("1 job: %s %v\n4 jobs: %s %v", digests[0], layers[0], digests[1], layers[1])
+		}
+		srcImg := reg.image(t, src.String(), testenv.Amd64)
+		smf, _ := srcImg.Manifest()
+		if len(smf.Layers) < 2 || len(layers[1]) != len(smf.Layers) {
+			t.Fatalf("%d layers converted from %d; want every layer of a multi-layer source", len(layers[1]), len(smf.Layers))
+		}
+		for i, l := range smf.Layers {
+			if !strings.HasPrefix(layers[1][i], l.Digest.String()+"→") {
+				t.Errorf("result layer %d is %s; want the conversion of source layer %s", i, layers[1][i], l.Digest)
+			}
+		}
+		checkZstdImage(t, srcImg, reg.image(t, reg.repo(reg.Host, "zstd/jobs-4:v1"), testenv.Amd64), nil)
+	})
+}
+
 // A dropped upload is retried: the layer is converted again from the
 // source, and the result is the same.
 func TestZstdRetriesAFailedUpload(t *testing.T) {

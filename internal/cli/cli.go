@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -111,10 +112,14 @@ func PrintJSON(w io.Writer, v any) error {
 }
 
 // Main runs root with a context cancelled by SIGINT/SIGTERM, prints an error
-// once on stderr and exits non-zero (130 when interrupted).
+// once on stderr and exits non-zero (130 when interrupted). With
+// R8IM_CPUPROFILE set it writes a CPU profile of the whole run to that file
+// (for `go tool pprof`; docs/performance.md).
 func Main(root *cobra.Command) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	endProfile := startCPUProfile(root.ErrOrStderr())
 	err := root.ExecuteContext(ctx)
+	endProfile()
 	stop()
 	if err == nil {
 		return
@@ -124,6 +129,32 @@ func Main(root *cobra.Command) {
 		os.Exit(130)
 	}
 	os.Exit(1)
+}
+
+// startCPUProfile starts the CPU profile R8IM_CPUPROFILE names, if any, and
+// returns what stops it. A profile that cannot be written is reported, not
+// fatal: it is a measuring aid.
+func startCPUProfile(stderr io.Writer) func() {
+	path := os.Getenv("R8IM_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "R8IM_CPUPROFILE: not profiling: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(stderr, "R8IM_CPUPROFILE: writing %s: %v\n", path, err)
+		}
+	}
 }
 
 // SafeText is s fit for a terminal: each line stripped of escape sequences
