@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -61,72 +60,76 @@ var ErrNoRecord = errors.New("no such record")
 
 // Record is the system of record of one publish, keyed by task id (= the
 // event id for events). Records never contain credentials: the payloads they
-// copy carry ids and references only.
+// copy carry ids and references only. Each field's `redis` tag names its
+// field in the record's hash, the same as in its JSON; records_hash.go says
+// how values are stored.
 type Record struct {
-	ID      string `json:"id"`
-	Type    string `json:"type"` // "image:affix", ...
-	Queue   string `json:"queue"`
-	EventID string `json:"event_id,omitempty"`
+	ID      string `json:"id" redis:"id"`
+	Type    string `json:"type" redis:"type"` // "image:affix", ...
+	Queue   string `json:"queue" redis:"queue"`
+	EventID string `json:"event_id,omitempty" redis:"event_id"`
 	// CallbackURL is where the final record is to be POSTed (from the
 	// event); kept from enqueue on.
-	CallbackURL string          `json:"callback_url,omitempty"`
-	State       State           `json:"state"`
-	Inputs      json.RawMessage `json:"inputs,omitempty"`   // the task payload
-	Metadata    json.RawMessage `json:"metadata,omitempty"` // free-form, from the event
+	CallbackURL string          `json:"callback_url,omitempty" redis:"callback_url"`
+	State       State           `json:"state" redis:"state"`
+	Inputs      json.RawMessage `json:"inputs,omitempty" redis:"inputs"`     // the task payload
+	Metadata    json.RawMessage `json:"metadata,omitempty" redis:"metadata"` // free-form, from the event
 
-	BaseDigest       string `json:"base_digest,omitempty"` // resolved base repo@sha256:…
-	Result           string `json:"result,omitempty"`      // repo@sha256:…
-	LayerDigest      string `json:"layer_digest,omitempty"`
-	LayerDiffID      string `json:"layer_diff_id,omitempty"`
-	LayerSize        int64  `json:"layer_size,omitempty"`
-	UncompressedSize int64  `json:"uncompressed_size,omitempty"`
-	UploadedBytes    int64  `json:"uploaded_bytes,omitempty"`
-	MountedBytes     int64  `json:"mounted_bytes,omitempty"`
-	DownloadedBytes  int64  `json:"downloaded_bytes,omitempty"`
+	BaseDigest       string `json:"base_digest,omitempty" redis:"base_digest"` // resolved base repo@sha256:…
+	Result           string `json:"result,omitempty" redis:"result"`           // repo@sha256:…
+	LayerDigest      string `json:"layer_digest,omitempty" redis:"layer_digest"`
+	LayerDiffID      string `json:"layer_diff_id,omitempty" redis:"layer_diff_id"`
+	LayerSize        int64  `json:"layer_size,omitempty" redis:"layer_size"`
+	UncompressedSize int64  `json:"uncompressed_size,omitempty" redis:"uncompressed_size"`
+	UploadedBytes    int64  `json:"uploaded_bytes,omitempty" redis:"uploaded_bytes"`
+	MountedBytes     int64  `json:"mounted_bytes,omitempty" redis:"mounted_bytes"`
+	DownloadedBytes  int64  `json:"downloaded_bytes,omitempty" redis:"downloaded_bytes"`
 	// RefusedMountBytes: base blobs the registry would not mount, copied.
-	RefusedMountBytes int64 `json:"refused_mount_bytes,omitempty"`
+	RefusedMountBytes int64 `json:"refused_mount_bytes,omitempty" redis:"refused_mount_bytes"`
 	// SavedBytes is what a recompression saved: old minus new layer sizes.
-	SavedBytes int64 `json:"saved_bytes,omitempty"`
+	SavedBytes int64 `json:"saved_bytes,omitempty" redis:"saved_bytes"`
 	// ReusedLayers counts layers whose conversion the shared-layer cache
 	// already held (mounted, not recompressed).
-	ReusedLayers int64              `json:"reused_layers,omitempty"`
-	Stages       map[string]float64 `json:"stages,omitempty"` // seconds per stage
+	ReusedLayers int64              `json:"reused_layers,omitempty" redis:"reused_layers"`
+	Stages       map[string]float64 `json:"stages,omitempty" redis:"stages"` // seconds per stage
 	// Notes say where the transfer did not go as planned: an upload
 	// resumed, started again, sent in one request after chunking was
 	// refused, with smaller chunks after a 413, a mount refused.
-	Notes []string `json:"notes,omitempty"`
+	Notes []string `json:"notes,omitempty" redis:"notes"`
 	// Layers lists the weights layers of an affix, in image order.
-	Layers []LayerRecord `json:"layers,omitempty"`
+	Layers []LayerRecord `json:"layers,omitempty" redis:"layers"`
 
-	Attempts      int    `json:"attempts"`
-	LastError     string `json:"last_error,omitempty"`
-	ProgressDone  int64  `json:"progress_done,omitempty"`
-	ProgressTotal int64  `json:"progress_total,omitempty"`
+	Attempts      int    `json:"attempts" redis:"attempts"`
+	LastError     string `json:"last_error,omitempty" redis:"last_error"`
+	ProgressDone  int64  `json:"progress_done,omitempty" redis:"progress_done"`
+	ProgressTotal int64  `json:"progress_total,omitempty" redis:"progress_total"`
 
-	CreatedAt  time.Time  `json:"created_at"`
-	UpdatedAt  time.Time  `json:"updated_at"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	CreatedAt  time.Time  `json:"created_at" redis:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at" redis:"updated_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty" redis:"started_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty" redis:"finished_at"`
 }
 
-// Success is what a finished publish reports.
+// Success is what a finished publish reports. Succeed stores every field
+// with a `redis` tag under that name, which is the name of the Record
+// field it comes back in; a field tagged "-" is not stored.
 type Success struct {
-	Result            string // repo@sha256:… (required)
-	BaseDigest        string
-	LayerDigest       string
-	LayerDiffID       string
-	LayerSize         int64
-	UncompressedSize  int64
-	UploadedBytes     int64
-	MountedBytes      int64
-	DownloadedBytes   int64
-	SkippedBytes      int64              // blobs the registry already had (not stored; metrics)
-	RefusedMountBytes int64              // base blobs the registry would not mount, copied
-	SavedBytes        int64              // recompression: old minus new layer sizes
-	ReusedLayers      int64              // recompression: conversions taken from the shared-layer cache
-	Stages            map[string]float64 // seconds per stage
-	Notes             []string           // imageops.Transfer.Notes
-	Layers            []LayerRecord      // the weights layers of an affix
+	Result            string             `redis:"result"` // repo@sha256:… (required)
+	BaseDigest        string             `redis:"base_digest"`
+	LayerDigest       string             `redis:"layer_digest"`
+	LayerDiffID       string             `redis:"layer_diff_id"`
+	LayerSize         int64              `redis:"layer_size"`
+	UncompressedSize  int64              `redis:"uncompressed_size"`
+	UploadedBytes     int64              `redis:"uploaded_bytes"`
+	MountedBytes      int64              `redis:"mounted_bytes"`
+	DownloadedBytes   int64              `redis:"downloaded_bytes"`
+	SkippedBytes      int64              `redis:"-"`                   // blobs the registry already had (not stored; metrics)
+	RefusedMountBytes int64              `redis:"refused_mount_bytes"` // base blobs the registry would not mount, copied
+	SavedBytes        int64              `redis:"saved_bytes"`         // recompression: old minus new layer sizes
+	ReusedLayers      int64              `redis:"reused_layers"`       // recompression: conversions taken from the shared-layer cache
+	Stages            map[string]float64 `redis:"stages"`              // seconds per stage
+	Notes             []string           `redis:"notes"`               // imageops.Transfer.Notes
+	Layers            []LayerRecord      `redis:"layers"`              // the weights layers of an affix
 }
 
 // LayerRecord is one weights layer of a publish: its blob, the files it
@@ -257,15 +260,12 @@ func (r *Records) Create(ctx context.Context, rec Record) (created bool, err err
 			return false, fmt.Errorf("creating record %s: %s is not valid JSON", rec.ID, name)
 		}
 	}
-	fields := []any{"id", rec.ID, "attempts", 0}
-	for _, f := range [][2]string{
-		{"type", rec.Type}, {"queue", rec.Queue}, {"event_id", rec.EventID}, {"callback_url", rec.CallbackURL},
-		{"inputs", string(rec.Inputs)}, {"metadata", string(rec.Metadata)},
-	} {
-		if f[1] != "" {
-			fields = append(fields, f[0], f[1])
-		}
+	fields, err := hashFields(Record{ID: rec.ID, Type: rec.Type, Queue: rec.Queue, EventID: rec.EventID,
+		CallbackURL: rec.CallbackURL, Inputs: rec.Inputs, Metadata: rec.Metadata})
+	if err != nil {
+		return false, fmt.Errorf("creating record %s: %w", rec.ID, err)
 	}
+	fields = append(fields, "attempts", 0)
 	res, err := createScript.Run(ctx, r.rdb, r.keys(rec.ID), r.args(rec.ID, fields...)...).Slice()
 	if err != nil {
 		return false, fmt.Errorf("creating record %s: %w", rec.ID, err)
@@ -338,41 +338,9 @@ func (r *Records) Succeed(ctx context.Context, id string, s Success) (first bool
 	if s.Result == "" {
 		return false, fmt.Errorf("succeeding record %s: empty result", id)
 	}
-	fields := []any{}
-	for _, f := range [][2]string{
-		{"result", s.Result}, {"base_digest", s.BaseDigest},
-		{"layer_digest", s.LayerDigest}, {"layer_diff_id", s.LayerDiffID},
-	} {
-		if f[1] != "" {
-			fields = append(fields, f[0], f[1])
-		}
-	}
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{
-		{"layer_size", s.LayerSize}, {"uncompressed_size", s.UncompressedSize},
-		{"uploaded_bytes", s.UploadedBytes}, {"mounted_bytes", s.MountedBytes},
-		{"downloaded_bytes", s.DownloadedBytes}, {"saved_bytes", s.SavedBytes}, {"reused_layers", s.ReusedLayers},
-		{"refused_mount_bytes", s.RefusedMountBytes},
-	} {
-		if f.v != 0 {
-			fields = append(fields, f.name, f.v)
-		}
-	}
-	for _, f := range []struct {
-		name string
-		v    any
-		set  bool
-	}{{"stages", s.Stages, len(s.Stages) > 0}, {"notes", s.Notes, len(s.Notes) > 0}, {"layers", s.Layers, len(s.Layers) > 0}} {
-		if !f.set {
-			continue
-		}
-		b, err := json.Marshal(f.v)
-		if err != nil {
-			return false, fmt.Errorf("succeeding record %s: encoding %s: %w", id, f.name, err)
-		}
-		fields = append(fields, f.name, string(b))
+	fields, err := hashFields(s)
+	if err != nil {
+		return false, fmt.Errorf("succeeding record %s: %w", id, err)
 	}
 	n, err := succeedScript.Run(ctx, r.rdb, r.keys(id), r.args(id, append([]any{r.maxLen}, fields...)...)...).Int()
 	if err != nil {
@@ -486,65 +454,11 @@ func (r *Records) listState(ctx context.Context, index string, state State, limi
 	return out, nil
 }
 
-// decodeRecord reads a record hash; fields are named as in Record's JSON.
+// decodeRecord reads a record hash (see hashFields).
 func decodeRecord(h map[string]string) (*Record, error) {
-	rec := &Record{
-		ID: h["id"], Type: h["type"], Queue: h["queue"], EventID: h["event_id"], CallbackURL: h["callback_url"],
-		State: State(h["state"]), BaseDigest: h["base_digest"], Result: h["result"],
-		LayerDigest: h["layer_digest"], LayerDiffID: h["layer_diff_id"], LastError: h["last_error"],
-	}
-	if v := h["inputs"]; v != "" {
-		rec.Inputs = json.RawMessage(v)
-	}
-	if v := h["metadata"]; v != "" {
-		rec.Metadata = json.RawMessage(v)
-	}
-	for name, dst := range map[string]any{"stages": &rec.Stages, "notes": &rec.Notes, "layers": &rec.Layers} {
-		if v := h[name]; v != "" {
-			if err := json.Unmarshal([]byte(v), dst); err != nil {
-				return nil, fmt.Errorf("field %s: %w", name, err)
-			}
-		}
-	}
-	for name, dst := range map[string]*int64{
-		"layer_size": &rec.LayerSize, "uncompressed_size": &rec.UncompressedSize,
-		"uploaded_bytes": &rec.UploadedBytes, "mounted_bytes": &rec.MountedBytes,
-		"downloaded_bytes": &rec.DownloadedBytes, "saved_bytes": &rec.SavedBytes, "reused_layers": &rec.ReusedLayers,
-		"refused_mount_bytes": &rec.RefusedMountBytes,
-		"progress_done":       &rec.ProgressDone, "progress_total": &rec.ProgressTotal,
-	} {
-		if v := h[name]; v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("field %s: %w", name, err)
-			}
-			*dst = n
-		}
-	}
-	if v := h["attempts"]; v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return nil, fmt.Errorf("field attempts: %w", err)
-		}
-		rec.Attempts = n
-	}
-	for name, dst := range map[string]*time.Time{"created_at": &rec.CreatedAt, "updated_at": &rec.UpdatedAt} {
-		if v := h[name]; v != "" {
-			t, err := time.Parse(time.RFC3339Nano, v)
-			if err != nil {
-				return nil, fmt.Errorf("field %s: %w", name, err)
-			}
-			*dst = t
-		}
-	}
-	for name, dst := range map[string]**time.Time{"started_at": &rec.StartedAt, "finished_at": &rec.FinishedAt} {
-		if v := h[name]; v != "" {
-			t, err := time.Parse(time.RFC3339Nano, v)
-			if err != nil {
-				return nil, fmt.Errorf("field %s: %w", name, err)
-			}
-			*dst = &t
-		}
+	rec := &Record{}
+	if err := scanHash(h, rec); err != nil {
+		return nil, err
 	}
 	return rec, nil
 }
