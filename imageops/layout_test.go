@@ -98,11 +98,7 @@ func TestAffixTreeLayouts(t *testing.T) {
 		}
 
 		root := r.unpack(t, fromDir.Ref, nil)
-		for _, f := range files {
-			if got := testenv.FileSHA256(t, filepath.Join(root, "src/weights", f.Name)); got != f.SHA256 {
-				t.Errorf("%s unpacked with sha256 %s, want %s", f.Name, got, f.SHA256)
-			}
-		}
+		checkFiles(t, filepath.Join(root, "src/weights"), files, "unpacked")
 		if l, err := os.Readlink(filepath.Join(root, "src/weights/cfg")); err != nil || l != "config.json" {
 			t.Errorf("cfg unpacked as %q, %v; want the symlink to config.json", l, err)
 		}
@@ -116,11 +112,7 @@ func TestAffixTreeLayouts(t *testing.T) {
 		if ex.Files != len(files)+1 || len(ex.Layers) != 5 {
 			t.Errorf("extract wrote %d files from %d layers, want %d from 5", ex.Files, len(ex.Layers), len(files)+1)
 		}
-		for _, f := range files {
-			if got := testenv.FileSHA256(t, filepath.Join(out, f.Name)); got != f.SHA256 {
-				t.Errorf("extracted %s with sha256 %s, want %s", f.Name, got, f.SHA256)
-			}
-		}
+		checkFiles(t, out, files, "extracted")
 
 		// remix carries every weights layer onto another base.
 		other := r.SeedBase(t, "layouts-other", testenv.Docker)
@@ -154,11 +146,7 @@ func TestAffixTreeLayouts(t *testing.T) {
 			}
 		}
 		root = r.unpack(t, st.Ref, nil)
-		for _, f := range files {
-			if got := testenv.FileSHA256(t, filepath.Join(root, "src/weights", f.Name)); got != f.SHA256 {
-				t.Errorf("streamed: %s unpacked with sha256 %s, want %s", f.Name, got, f.SHA256)
-			}
-		}
+		checkFiles(t, filepath.Join(root, "src/weights"), files, "streamed, unpacked")
 	})
 }
 
@@ -182,11 +170,7 @@ func TestAffixPerFileLayout(t *testing.T) {
 		}
 	}
 	root := r.unpack(t, res.Ref, nil)
-	for _, f := range files {
-		if got := testenv.FileSHA256(t, filepath.Join(root, "src/weights", f.Name)); got != f.SHA256 {
-			t.Errorf("%s unpacked with sha256 %s, want %s", f.Name, got, f.SHA256)
-		}
-	}
+	checkFiles(t, filepath.Join(root, "src/weights"), files, "unpacked")
 }
 
 // TestAffixReusesKnownLayers: with a layer-digest cache, publishing the same
@@ -387,11 +371,7 @@ func TestStreamRetryKeepsCommittedLayers(t *testing.T) {
 		}
 	}
 	root := r.unpack(t, res.Ref, nil)
-	for _, f := range files {
-		if got := testenv.FileSHA256(t, filepath.Join(root, "src/weights", f.Name)); got != f.SHA256 {
-			t.Errorf("%s unpacked with sha256 %s, want %s", f.Name, got, f.SHA256)
-		}
-	}
+	checkFiles(t, filepath.Join(root, "src/weights"), files, "unpacked")
 }
 
 // TestPublishVerifiesEveryBlob: after the manifest is pushed, every blob it
@@ -419,5 +399,16 @@ func TestPublishVerifiesEveryBlob(t *testing.T) {
 	}
 	if proxy.Injected() == 0 {
 		t.Fatal("no HEAD was answered 404: the verification was not exercised")
+	}
+}
+
+// checkFiles checks that every file is under dir with its sha256; what
+// names the check in failures.
+func checkFiles(t *testing.T, dir string, files []testenv.WeightsFile, what string) {
+	t.Helper()
+	for _, f := range files {
+		if got := testenv.FileSHA256(t, filepath.Join(dir, f.Name)); got != f.SHA256 {
+			t.Errorf("%s %s: sha256 %s, want %s", what, f.Name, got, f.SHA256)
+		}
 	}
 }
