@@ -239,11 +239,15 @@ func TestAffixRetriesAFailedUpload(t *testing.T) {
 		base := reg.SeedBase(t, "retry", testenv.OCI)
 		proxy.Inject(testenv.Fault{Method: "PATCH", PathContains: "/models/retry/blobs/uploads/", Count: 1})
 		proxy.Inject(testenv.Fault{Method: "PUT", PathContains: "/models/retry/blobs/uploads/", Status: 503, Count: 1})
+		before := proxy.Injected()
 		res, err := imageops.Affix(context.Background(), imageops.AffixRequest{
 			Base: base.String(), Dest: reg.repo(proxy.Host, "models/retry"), Weights: fileOpener(tarPath), Created: created,
 		}, reg.opts()...)
 		if err != nil {
 			t.Fatalf("Affix after injected faults: %v", err)
+		}
+		if n := proxy.Injected() - before; n != 2 {
+			t.Fatalf("%d of the 2 faults fired; the test did not make an upload fail", n)
 		}
 		checkWeightsUnpacked(t, reg, res.Ref, nil, files, "", "src/weights")
 	})

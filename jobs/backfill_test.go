@@ -201,15 +201,11 @@ func TestBackfillConvertsSharedLayersOnce(t *testing.T) {
 
 func waitBatch(t *testing.T, b *storage.Batches, id string, timeout time.Duration) *storage.BatchStatus {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		st, err := b.Status(context.Background(), id)
-		if err == nil && st.CompletedAt != nil {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("batch %s did not complete in %s: %+v, %v", id, timeout, st, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	var st *storage.BatchStatus
+	testenv.Eventually(t, timeout, "batch "+id+" to complete", func() (bool, string) {
+		var err error
+		st, err = b.Status(context.Background(), id)
+		return err == nil && st.CompletedAt != nil, fmt.Sprintf("%+v, %v", st, err)
+	})
+	return st
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -76,15 +77,12 @@ func (r *receiver) deliveries() []delivery {
 // waitDeliveries waits until the receiver has had n requests.
 func (r *receiver) waitDeliveries(t *testing.T, n int, timeout time.Duration) []delivery {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if got := r.deliveries(); len(got) >= n {
-			return got
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("the receiver got %d callbacks in %s, want %d", len(r.deliveries()), timeout, n)
-	return nil
+	var got []delivery
+	testenv.Eventually(t, timeout, fmt.Sprintf("%d callbacks", n), func() (bool, string) {
+		got = r.deliveries()
+		return len(got) >= n, fmt.Sprintf("%d callbacks", len(got))
+	})
+	return got
 }
 
 func withCallbacks(h *jobs.Handler) {
@@ -164,7 +162,19 @@ func TestCallbackDeliveredSignedAndRetried(t *testing.T) {
 		if d := got[3]; d.body.Type != jobs.EventPublishFailed || d.err != nil || !strings.Contains(string(d.raw), "no/such") {
 			t.Errorf("failure callback: type %q, signature error %v, body %s", d.body.Type, d.err, d.raw)
 		}
-		time.Sleep(time.Second)
+		// Both callback tasks are done (kept as completed for the retention)
+		// and nothing is left to run or retry in the queue: no delivery can
+		// follow, so the count is final.
+		insp := asynq.NewInspectorFromRedisClient(e.rdb)
+		waitTaskState(t, insp, jobs.QueuePublish, jobs.CallbackPayload{Record: ok.ID, State: storage.StateSucceeded}.TaskID(), asynq.TaskStateCompleted)
+		waitTaskState(t, insp, jobs.QueuePublish, jobs.CallbackPayload{Record: bad.ID, State: storage.StateFailed}.TaskID(), asynq.TaskStateCompleted)
+		testenv.Eventually(t, 5*time.Second, "the publish queue to be idle", func() (bool, string) {
+			q, err := insp.GetQueueInfo(jobs.QueuePublish)
+			if err != nil {
+				return false, err.Error()
+			}
+			return q.Pending+q.Active+q.Scheduled+q.Retry == 0, fmt.Sprintf("%+v", *q)
+		})
 		if n := len(rcv.deliveries()); n != 4 {
 			t.Errorf("%d callbacks in all, want 4 (3 attempts for the success, 1 for the failure)", n)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -131,17 +132,19 @@ func (w testWriter) Write(p []byte) (int, error) {
 // waitFor polls the record until it reaches a final state.
 func (e *env) waitFor(t *testing.T, id string, timeout time.Duration) *storage.Record {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		rec, err := e.records.Get(context.Background(), id)
-		if err == nil && (rec.State == storage.StateSucceeded || rec.State == storage.StateFailed) {
-			return rec
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	rec, err := e.records.Get(context.Background(), id)
-	t.Fatalf("task %s did not finish in %s: %+v, %v", id, timeout, rec, err)
-	return nil
+	return waitRecord(t, e.records, id, timeout, storage.StateSucceeded, storage.StateFailed)
+}
+
+// waitRecord polls record id until it is in one of the states.
+func waitRecord(t *testing.T, records *storage.Records, id string, timeout time.Duration, states ...storage.State) *storage.Record {
+	t.Helper()
+	var rec *storage.Record
+	testenv.Eventually(t, timeout, fmt.Sprintf("record %s to be %v", id, states), func() (bool, string) {
+		var err error
+		rec, err = records.Get(context.Background(), id)
+		return err == nil && slices.Contains(states, rec.State), fmt.Sprintf("%+v, %v", rec, err)
+	})
+	return rec
 }
 
 func (e *env) affix(t *testing.T, eventID, weightsURL, dest string) jobs.Enqueued {
@@ -255,14 +258,8 @@ func TestFailuresAreClassified(t *testing.T) {
 			if err := e.enq.Retry(context.Background(), res.ID); err != nil {
 				t.Fatalf("Retry: %v", err)
 			}
-			deadline := time.Now().Add(30 * time.Second)
-			for rec.State != storage.StateSucceeded && time.Now().Before(deadline) {
-				time.Sleep(100 * time.Millisecond)
-				rec, _ = e.records.Get(context.Background(), res.ID)
-			}
-			if rec.State != storage.StateSucceeded {
-				t.Fatalf("after the base was pushed and the task retried: %+v", rec)
-			}
+			// After the base was pushed and the task retried:
+			waitRecord(t, e.records, res.ID, 30*time.Second, storage.StateSucceeded)
 		})
 
 		t.Run("missing weights fail with a reason", func(t *testing.T) {
@@ -290,14 +287,19 @@ func TestFailuresAreClassified(t *testing.T) {
 
 func waitArchived(t *testing.T, insp *asynq.Inspector, queue, id string) {
 	t.Helper()
-	for i := 0; i < 50; i++ {
-		if info, err := insp.GetTaskInfo(queue, id); err == nil && info.State == asynq.TaskStateArchived {
-			return
+	waitTaskState(t, insp, queue, id, asynq.TaskStateArchived)
+}
+
+// waitTaskState waits until asynq holds task id in state.
+func waitTaskState(t *testing.T, insp *asynq.Inspector, queue, id string, state asynq.TaskState) {
+	t.Helper()
+	testenv.Eventually(t, 5*time.Second, fmt.Sprintf("task %s to be %s", id, state), func() (bool, string) {
+		info, err := insp.GetTaskInfo(queue, id)
+		if err != nil {
+			return false, err.Error()
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	info, err := insp.GetTaskInfo(queue, id)
-	t.Fatalf("task %s is %+v, %v; want archived", id, info, err)
+		return info.State == state, fmt.Sprintf("%s (last error %q)", info.State, info.LastErr)
+	})
 }
 
 func TestTwoWorkersShareFiftyTasks(t *testing.T) {
@@ -338,17 +340,10 @@ func TestCancelStopsTheUpload(t *testing.T) {
 		e.worker(t, 1)
 		res := e.affix(t, "run-cancel", "file://"+tarPath, e.repo(e.proxy.Host, "models/cancel:v1"))
 		// Wait until it runs and has made progress, then cancel.
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		testenv.Eventually(t, 30*time.Second, "the task to run with progress", func() (bool, string) {
 			rec, err := e.records.Get(context.Background(), res.ID)
-			if err == nil && rec.State == storage.StateRunning && rec.ProgressDone > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("task never ran with progress: %+v %v", rec, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return err == nil && rec.State == storage.StateRunning && rec.ProgressDone > 0, fmt.Sprintf("%+v, %v", rec, err)
+		})
 		if err := e.enq.Cancel(context.Background(), res.ID); err != nil {
 			t.Fatal(err)
 		}

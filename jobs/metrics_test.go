@@ -170,15 +170,7 @@ func TestMetricsAfterRealTasks(t *testing.T) {
 			}
 		}
 		final := func(id string) *storage.Record {
-			deadline := time.Now().Add(time.Minute)
-			for time.Now().Before(deadline) {
-				if rec, err := records.Get(ctx, id); err == nil && (rec.State == storage.StateSucceeded || rec.State == storage.StateFailed) {
-					return rec
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			t.Fatalf("task %s did not finish in a minute", id)
-			return nil
+			return waitRecord(t, records, id, time.Minute, storage.StateSucceeded, storage.StateFailed)
 		}
 		ok, failed := final("affix:m-ok"), final("affix:m-nobase")
 		if ok.State != storage.StateSucceeded || failed.State != storage.StateFailed {
@@ -216,15 +208,10 @@ func TestMetricsAfterRealTasks(t *testing.T) {
 		}
 		// The attempt is observed, and asynq marks the task done, just after
 		// the record is written: poll briefly.
-		var bad []string
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			if bad = mismatches(gather(t, reg), want); len(bad) == 0 {
-				break
-			}
-		}
-		for _, b := range bad {
-			t.Error(b)
-		}
+		testenv.Eventually(t, 10*time.Second, "the metrics of both tasks", func() (bool, string) {
+			bad := mismatches(gather(t, reg), want)
+			return len(bad) == 0, strings.Join(bad, "; ")
+		})
 
 		if active, err := jobs.ServerActive(ctx, rdb); err != nil || !active {
 			t.Errorf("ServerActive while the server runs = %v, %v; want true", active, err)

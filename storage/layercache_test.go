@@ -91,17 +91,14 @@ func TestLayerCacheLeaseIsExclusive(t *testing.T) {
 	if r, _ := c.Lease(ctx, k); r != nil {
 		t.Fatal("took a lease another holds")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if r, _ := c.Lease(ctx, k); r != nil {
-			r()
-			break
+	testenv.Eventually(t, 5*time.Second, "the dead holder's lease to expire", func() (bool, string) {
+		r, err := c.Lease(ctx, k)
+		if r == nil {
+			return false, fmt.Sprintf("not leased (%v); %s holds it for %s", err, rdb.Get(ctx, key).Val(), rdb.PTTL(ctx, key).Val())
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("a dead holder's lease never expired")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		r()
+		return true, ""
+	})
 	// Release never deletes a lease it no longer holds.
 	r, _ = c.Lease(ctx, k)
 	rdb.Set(ctx, key, "next-holder", time.Minute)

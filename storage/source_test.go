@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/r8im/r8im/config"
+	"github.com/r8im/r8im/internal/testenv"
 )
 
 // testSources returns Sources for cfg with quick retries and a client whose
@@ -109,24 +110,14 @@ func leakCheck(t *testing.T, idle ...interface{ CloseIdleConnections() }) func()
 	before := runtime.NumGoroutine()
 	return func() {
 		t.Helper()
-		var ours []string
-		n := 0
-		for deadline := time.Now().Add(5 * time.Second); ; {
+		testenv.Eventually(t, 5*time.Second, "the goroutines started by the test to end", func() (bool, string) {
 			for _, c := range idle {
 				c.CloseIdleConnections()
 			}
-			n, ours = runtime.NumGoroutine(), storageGoroutines()
-			if n <= before && len(ours) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if len(ours) > 0 {
-			t.Errorf("%d goroutines of package storage outlived the reader:\n%s", len(ours), strings.Join(ours, "\n\n"))
-		}
-		if n > before {
-			t.Errorf("%d goroutines now, %d before the test", n, before)
-		}
+			n, ours := runtime.NumGoroutine(), storageGoroutines()
+			return n <= before && len(ours) == 0, fmt.Sprintf("%d goroutines now, %d before the test; %d of package storage outlived the reader:\n%s",
+				n, before, len(ours), strings.Join(ours, "\n\n"))
+		})
 	}
 }
 

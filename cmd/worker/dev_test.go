@@ -241,17 +241,16 @@ func TestDevServesEnqueue(t *testing.T) {
 		`r8im_queue_metrics_up 1`,
 	}
 	var metrics string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	testenv.Eventually(t, 10*time.Second, "/metrics to show the task", func() (bool, string) {
 		_, metrics = get(t, base+"/metrics")
-		if containsAll(metrics, wantSeries) {
-			break
+		var lacks []string
+		for _, s := range wantSeries {
+			if !strings.Contains(metrics, s+"\n") {
+				lacks = append(lacks, s)
+			}
 		}
-	}
-	for _, s := range wantSeries {
-		if !strings.Contains(metrics, s+"\n") {
-			t.Errorf("/metrics lacks %s", s)
-		}
-	}
+		return len(lacks) == 0, "/metrics lacks " + strings.Join(lacks, ", ")
+	})
 	if up := seriesValue(metrics, `r8im_uploaded_bytes_total{type="image:affix"}`); up < 1<<20 {
 		t.Errorf("r8im_uploaded_bytes_total = %v; want at least the 1 MiB demo layer", up)
 	}
@@ -278,31 +277,31 @@ func buildEnqueue(t *testing.T) string {
 // waitForEnv waits for worker --dev to write its env file and parses it.
 func waitForEnv(t *testing.T, path string, done <-chan error, stderr *testenv.Buffer) map[string]string {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
+	testenv.Eventually(t, time.Minute, "worker --dev to write "+path, func() (bool, string) {
 		select {
 		case err := <-done:
 			t.Fatalf("worker --dev ended early: %v\n%s", err, stderr.String())
 		default:
 		}
-		if f, err := os.Open(path); err == nil {
-			vars := map[string]string{}
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				line, ok := strings.CutPrefix(sc.Text(), "export ")
-				if !ok {
-					continue
-				}
-				k, v, _ := strings.Cut(line, "=")
-				vars[k] = strings.Trim(v, "'")
-			}
-			f.Close()
-			return vars
-		}
-		time.Sleep(100 * time.Millisecond)
+		_, err := os.Stat(path)
+		return err == nil, fmt.Sprintf("%v; stderr:\n%s", err, stderr.String())
+	})
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("worker --dev wrote no %s within a minute\n%s", path, stderr.String())
-	return nil
+	defer f.Close()
+	vars := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "export ")
+		if !ok {
+			continue
+		}
+		k, v, _ := strings.Cut(line, "=")
+		vars[k] = strings.Trim(v, "'")
+	}
+	return vars
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -314,15 +313,6 @@ func get(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-func containsAll(s string, subs []string) bool {
-	for _, sub := range subs {
-		if !strings.Contains(s, sub+"\n") {
-			return false
-		}
-	}
-	return true
 }
 
 // seriesValue returns the value of one series in a text exposition, or -1.

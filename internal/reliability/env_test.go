@@ -229,28 +229,28 @@ func tail(s string, n int) string {
 	return s
 }
 
-// poll calls cond every 50ms until it is true or timeout passes, then
-// fails with what describe says.
+// poll waits with testenv.Eventually until cond is true; describe says
+// what is wrong when it is not (it runs after each false cond, so that the
+// failure shows the last state).
 func poll(t testing.TB, timeout time.Duration, cond func() bool, describe func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not after %s: %s", timeout, describe())
+	testenv.Eventually(t, timeout, "the condition", func() (bool, string) {
+		if cond() {
+			return true, ""
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false, describe()
+	})
 }
 
 // waitFinal waits for record id to succeed or fail for good.
 func (s *stack) waitFinal(t testing.TB, id string, timeout time.Duration) *storage.Record {
 	t.Helper()
 	var rec *storage.Record
-	var err error
-	poll(t, timeout, func() bool {
+	testenv.Eventually(t, timeout, "record "+id+" to succeed or fail", func() (bool, string) {
+		var err error
 		rec, err = s.records.Get(context.Background(), id)
-		return err == nil && (rec.State == storage.StateSucceeded || rec.State == storage.StateFailed)
-	}, func() string { return fmt.Sprintf("record %s: %+v, %v", id, rec, err) })
+		return err == nil && (rec.State == storage.StateSucceeded || rec.State == storage.StateFailed), fmt.Sprintf("%+v, %v", rec, err)
+	})
 	return rec
 }
 
@@ -258,11 +258,11 @@ func (s *stack) waitFinal(t testing.TB, id string, timeout time.Duration) *stora
 func (s *stack) waitRunning(t testing.TB, id string, timeout time.Duration) *storage.Record {
 	t.Helper()
 	var rec *storage.Record
-	var err error
-	poll(t, timeout, func() bool {
+	testenv.Eventually(t, timeout, "task "+id+" to run with progress", func() (bool, string) {
+		var err error
 		rec, err = s.records.Get(context.Background(), id)
-		return err == nil && rec.State == storage.StateRunning && rec.ProgressDone > 0
-	}, func() string { return fmt.Sprintf("task %s never ran with progress: %+v, %v", id, rec, err) })
+		return err == nil && rec.State == storage.StateRunning && rec.ProgressDone > 0, fmt.Sprintf("%+v, %v", rec, err)
+	})
 	return rec
 }
 

@@ -56,6 +56,13 @@
 //
 // Each has a setter of the same name to change it while a test runs.
 //
+// # Waiting
+//
+// Eventually(t, timeout, what, cond) polls cond until it holds and fails
+// with what, the timeout and cond's last state otherwise: the one way tests
+// wait for another goroutine or process (a record's state, a metric, a
+// file). Tests do not sleep to synchronise.
+//
 // # Running images
 //
 // RunImage(t, ref, cmd...) pulls ref with podman (vfs, cgroupfs, runc, no
