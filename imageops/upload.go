@@ -135,7 +135,9 @@ var (
 // get no further: a failed attempt that is not permanent (the source or the
 // registry dropped a connection, a 5xx, a 413 to a streamed chunk) is
 // followed by another, which resumes the upload where the registry has it.
-// An attempt that got more bytes acknowledged does not count.
+// An attempt that got more bytes acknowledged, or learned something for
+// the next (a smaller chunk after a 413, one request after a refused
+// chunk), does not count.
 const uploadAttempts = 3
 
 // uploadHint is what an attempt learned about the registry for the next:
@@ -164,8 +166,9 @@ func (o *options) uploadBlob(ctx context.Context, repo name.Repository, m *meter
 		if err == nil || failed == uploadAttempts || IsPermanent(err) || ctx.Err() != nil {
 			return err
 		}
-		if u.last == nil || carry == nil || u.last.Offset <= carry.Offset {
-			failed++
+		advanced := u.last != nil && (carry == nil || u.last.Offset > carry.Offset)
+		if !advanced && u.hint == hint {
+			failed++ // neither more bytes acknowledged nor a lesson learned (a 413's smaller chunk)
 		}
 		carry, hint = u.last, u.hint
 		if errors.Is(err, errRestart) {

@@ -386,3 +386,23 @@ func TestZstdAndRemixUnderABodyCap(t *testing.T) {
 		}
 	}, testenv.ProxyBodyCap(limit))
 }
+
+// A front far below the chunk size makes a streamed upload halve its chunk
+// as often as it takes: attempts that learn a smaller chunk do not count
+// against the bound.
+func TestStreamedChunksHalveRepeatedly(t *testing.T) {
+	const limit = 600 << 10 // 4 MiB → 2 → 1 → 512 KiB
+	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
+		res, err := s.affixTree(context.Background(), "halve-thrice", imageops.WithChunkSize(4*testChunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := s.proxy.Stats(); st.TooLarge != 3 || st.LargestForwarded > limit {
+			t.Errorf("%d chunks refused, largest forwarded %d; want 3 refusals and nothing over %d", st.TooLarge, st.LargestForwarded, limit)
+		}
+		if res.Transfer.ChunkSize != testChunk/2 {
+			t.Errorf("chunk size %d, want %d (notes %q)", res.Transfer.ChunkSize, testChunk/2, res.Transfer.Notes)
+		}
+		s.check(t, res, s.files)
+	}, testenv.ProxyBodyCap(limit))
+}
