@@ -11,15 +11,18 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// DefaultTarget is where weights land in the image.
+// DefaultTarget is where weights land in the image (Affix's and
+// TarPolicy's default target).
 const DefaultTarget = "/src/weights"
 
-// Opener opens the weights tarball. It is called again when an upload is
-// retried; see OnceOpener for inputs that can only be read once.
-type Opener func() (io.ReadCloser, error)
+// Opener opens the weights tarball: go-containerregistry's tarball.Opener.
+// It is called again when an upload is retried; see OnceOpener for inputs
+// that can only be read once.
+type Opener = tarball.Opener
 
 // OnceOpener serves r once (stdin): a retried upload fails instead of
 // silently sending a partial stream.

@@ -9,22 +9,26 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/r8im/r8im/internal/retry"
 )
 
-// Compression names how a tar stream or a layer is compressed.
-type Compression string
+// Compression names how a tar stream or a layer is compressed: it is
+// go-containerregistry's compression.Compression, so its values pass to
+// and from that library as they are.
+type Compression = compression.Compression
 
 // The compressions r8im reads and writes.
 const (
-	Gzip         Compression = "gzip"
-	Zstd         Compression = "zstd"
-	Uncompressed Compression = "none"
+	Gzip         = compression.GZip
+	Zstd         = compression.ZStd
+	Uncompressed = compression.None
 	// Auto is Affix's default for weights layers: a file's own layer
-	// uncompressed, a bundle gzip (see Layout).
+	// uncompressed, a bundle gzip (see Layout). go-containerregistry has no
+	// such value.
 	Auto Compression = "auto"
 )
 

@@ -15,10 +15,6 @@ import (
 	"github.com/r8im/r8im/internal/retry"
 )
 
-// DefaultWeightsTarget is where weights land in the image unless a TarPolicy
-// says otherwise.
-const DefaultWeightsTarget = "/src/weights"
-
 const (
 	defaultMaxEntries    = 1_000_000
 	defaultMaxNameLength = 4096
@@ -39,7 +35,7 @@ var ErrEmptyTar = retry.New("the weights tarball has no files")
 // what they may be.
 type TarPolicy struct {
 	// Target is the absolute directory in the image that the tarball fills,
-	// DefaultWeightsTarget when empty. It is cleaned; a relative one is taken
+	// DefaultTarget when empty. It is cleaned; a relative one is taken
 	// from the image root.
 	Target string
 	// AllowOutsideTarget keeps entries outside Target (and links pointing
@@ -496,7 +492,7 @@ type rewriter struct {
 func newRewriter(p TarPolicy) *rewriter {
 	target := p.Target
 	if target == "" {
-		target = DefaultWeightsTarget
+		target = DefaultTarget
 	}
 	target = path.Clean("/" + target)
 	rw := &rewriter{
