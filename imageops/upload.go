@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -224,7 +226,17 @@ type blobUpload struct {
 	streamCode int               // its status
 
 	err error // the first failure, returned by every later Write
+
+	// A producer may write from a goroutine of its own: writing is held for
+	// the length of a Write; stopped refuses later ones; pipe is the request
+	// body in flight, for stopWrites to unblock.
+	writing sync.Mutex
+	stopped bool
+	pipe    atomic.Pointer[io.PipeWriter]
 }
+
+// errWritesStopped: a write after the attempt ended.
+var errWritesStopped = errors.New("the upload attempt has ended")
 
 type streamResult struct {
 	loc  *url.URL
@@ -237,6 +249,7 @@ func (u *blobUpload) run() error {
 		return err
 	}
 	err := u.spec.write(u)
+	u.stopWrites(err)
 	if u.err != nil {
 		err = u.err // the upload's own failure, not its echo through the writer's pipeline
 	}
@@ -255,6 +268,19 @@ func (u *blobUpload) run() error {
 	}
 	u.forget()
 	return nil
+}
+
+// stopWrites ends the writes of a producer that returned: one that gave up
+// (err) may still have a goroutine of its own inside Write, blocked on a
+// request body. That write is unblocked, then awaited; later writes fail.
+// Only then may the attempt clean up.
+func (u *blobUpload) stopWrites(err error) {
+	if pw := u.pipe.Load(); pw != nil && err != nil {
+		pw.CloseWithError(err)
+	}
+	u.writing.Lock()
+	u.stopped = true
+	u.writing.Unlock()
 }
 
 func (u *blobUpload) sum() v1.Hash { return hashOf(u.h) }
@@ -397,6 +423,11 @@ func (u *blobUpload) locationFrom(base *url.URL, raw string) (*url.URL, error) {
 
 // Write takes the next bytes of the blob.
 func (u *blobUpload) Write(p []byte) (int, error) {
+	u.writing.Lock()
+	defer u.writing.Unlock()
+	if u.stopped {
+		return 0, errWritesStopped
+	}
 	if u.err != nil {
 		return 0, u.err
 	}
@@ -618,6 +649,7 @@ func (u *blobUpload) stream() { u.streamPatch(-1) }
 func (u *blobUpload) streamPatch(n int64) {
 	pr, pw := io.Pipe()
 	u.pw = pw
+	u.pipe.Store(pw)
 	u.sent = make(chan streamResult, 1)
 	req, err := http.NewRequestWithContext(u.ctx, http.MethodPatch, u.loc.String(), pr)
 	if err != nil {
