@@ -186,20 +186,8 @@ func TestCallbackWithoutSecretIsNotSent(t *testing.T) {
 		e := newEnv(t, reg)
 		rcv := newReceiver(t, 0)
 		e.worker(t, 1) // no R8IM_CALLBACK_SECRETS
-		weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
-		res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-nosecret", CallbackURL: rcv.URL,
-			Payload: jobs.AffixPayload{EventID: "cb-nosecret", Base: e.base, Weights: weights, Dest: e.repo(e.proxy.Host, "cb/ns"), Created: created}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rec := e.waitFor(t, res.ID, 2*time.Minute); rec.State != storage.StateSucceeded {
-			t.Fatalf("publish: %+v", rec)
-		}
 		// The callback task is archived with the reason, never sent unsigned.
-		insp := asynq.NewInspectorFromRedisClient(e.rdb)
-		id := jobs.CallbackPayload{Record: res.ID, State: storage.StateSucceeded}.TaskID()
-		waitArchived(t, insp, jobs.QueuePublish, id)
-		info, err := insp.GetTaskInfo(jobs.QueuePublish, id)
+		info, err := e.publishArchivingCallback(t, "cb-nosecret", rcv.URL, "cb/ns")
 		if err != nil || !strings.Contains(info.LastErr, "R8IM_CALLBACK_SECRETS") {
 			t.Errorf("archived callback: %v, %v; want a reason naming R8IM_CALLBACK_SECRETS", info, err)
 		}
@@ -207,6 +195,26 @@ func TestCallbackWithoutSecretIsNotSent(t *testing.T) {
 			t.Errorf("%d unsigned callbacks sent", n)
 		}
 	})
+}
+
+// publishArchivingCallback publishes a small affix with callback hook,
+// waits for it to succeed and for its callback task to be archived, and
+// returns that task.
+func (e *env) publishArchivingCallback(t *testing.T, eventID, hook, repo string) (*asynq.TaskInfo, error) {
+	t.Helper()
+	weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
+	res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: eventID, CallbackURL: hook,
+		Payload: jobs.AffixPayload{EventID: eventID, Base: e.base, Weights: weights, Dest: e.repo(e.proxy.Host, repo), Created: created}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := e.waitFor(t, res.ID, 2*time.Minute); rec.State != storage.StateSucceeded {
+		t.Fatalf("publish: %+v", rec)
+	}
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	id := jobs.CallbackPayload{Record: res.ID, State: storage.StateSucceeded}.TaskID()
+	waitArchived(t, insp, jobs.QueuePublish, id)
+	return insp.GetTaskInfo(jobs.QueuePublish, id)
 }
 
 // weightsTar is a small weights tarball.
@@ -228,20 +236,8 @@ func TestCallbackToPrivateAddressRefused(t *testing.T) {
 			withCallbacks(h)
 			h.Callbacks.Client = nil // the default: no private network allowed
 		})
-		weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
 		hook := strings.Replace(rcv.URL, "127.0.0.1", "localhost", 1) + "/hook"
-		res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-private", CallbackURL: hook,
-			Payload: jobs.AffixPayload{EventID: "cb-private", Base: e.base, Weights: weights, Dest: e.repo(e.proxy.Host, "cb/private"), Created: created}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rec := e.waitFor(t, res.ID, 2*time.Minute); rec.State != storage.StateSucceeded {
-			t.Fatalf("publish: %+v", rec)
-		}
-		insp := asynq.NewInspectorFromRedisClient(e.rdb)
-		id := jobs.CallbackPayload{Record: res.ID, State: storage.StateSucceeded}.TaskID()
-		waitArchived(t, insp, jobs.QueuePublish, id)
-		info, err := insp.GetTaskInfo(jobs.QueuePublish, id)
+		info, err := e.publishArchivingCallback(t, "cb-private", hook, "cb/private")
 		if err != nil || info.Retried != 0 || !strings.Contains(info.LastErr, "loopback") || !strings.Contains(info.LastErr, "R8IM_ALLOW_PRIVATE_NETWORKS") {
 			t.Errorf("archived callback: %+v, %v; want refused at once, naming the loopback address and R8IM_ALLOW_PRIVATE_NETWORKS", info, err)
 		}
