@@ -3,13 +3,10 @@ package imageops_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -60,45 +57,6 @@ func multiWeightsImage(t *testing.T) (v1.Image, []string) {
 		digests = slices.Insert(digests, 0, d.String())
 	}
 	return img, digests
-}
-
-// treeOf describes every path under dir: type, mode, mtime and content
-// hash, or a symlink's target.
-func treeOf(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		desc := fmt.Sprintf("%v %d", fi.Mode(), fi.ModTime().Unix())
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0: // extract sets no symlink times
-			l, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			desc = fmt.Sprintf("%v -> %s", fi.Mode(), l)
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(b)
-			desc += " " + hex.EncodeToString(sum[:])
-		}
-		out[filepath.ToSlash(rel)] = desc
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // blobGets is a transport under imageops that counts the GETs of the
@@ -243,7 +201,7 @@ func TestExtractJobs(t *testing.T) {
 			d1, d4 := filepath.Join(t.TempDir(), "one"), filepath.Join(t.TempDir(), "four")
 			run(t, 1, false, d1)
 			run(t, 4, false, d4)
-			one, four := treeOf(t, d1), treeOf(t, d4)
+			one, four := testenv.TreeOf(t, d1), testenv.TreeOf(t, d4)
 			if len(one) < 8 {
 				t.Fatalf("extracted only %v", one)
 			}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,42 +12,6 @@ import (
 
 	"github.com/r8im/r8im/internal/testenv"
 )
-
-// cliTree describes every path under dir (type, mode, content hash or
-// symlink target).
-func cliTree(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		desc := fi.Mode().String()
-		switch {
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(b)
-			desc += " " + hex.EncodeToString(sum[:])
-		case fi.Mode()&os.ModeSymlink != 0:
-			l, _ := os.Readlink(p)
-			desc += " -> " + l
-		}
-		out[filepath.ToSlash(rel)] = desc
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // TestExtractCLIJobs extracts an image with four weights layers with
 // --jobs 1 and --jobs 4: the tar (-o) and the files (--dir) are byte for
@@ -89,7 +51,7 @@ func TestExtractCLIJobs(t *testing.T) {
 		if entries, _ := os.ReadDir(tars); len(entries) != 2 {
 			t.Errorf("next to the tars: %v, want only w1.tar and w4.tar", entries)
 		}
-		t1, t4 := cliTree(t, filepath.Join(dirs, "w1")), cliTree(t, filepath.Join(dirs, "w4"))
+		t1, t4 := testenv.TreeOf(t, filepath.Join(dirs, "w1")), testenv.TreeOf(t, filepath.Join(dirs, "w4"))
 		if fmt.Sprint(t1) != fmt.Sprint(t4) {
 			t.Errorf("--dir differs:\n--jobs 1: %v\n--jobs 4: %v", t1, t4)
 		}
