@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -341,10 +342,14 @@ func (op *operation) treeLayers(req *AffixRequest, docker bool, progress func(in
 			mu.Unlock()
 		}
 	}
+	// One client asks the destination for cached layers, made on first use.
+	dest := sync.OnceValues(func() (*http.Client, error) {
+		return op.o.registryClient(op.ctx, op.repo, nil, transport.PullScope, true)
+	})
 	g, ctx := errgroup.WithContext(op.ctx)
 	g.SetLimit(op.o.jobs)
 	for _, l := range layers {
-		g.Go(func() error { return op.bringLayer(ctx, l, count) })
+		g.Go(func() error { return op.bringLayer(ctx, l, dest, count) })
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
@@ -355,11 +360,11 @@ func (op *operation) treeLayers(req *AffixRequest, docker bool, progress func(in
 
 // bringLayer reuses l from the cache when it can, else produces and
 // uploads it (and records it in the cache).
-func (op *operation) bringLayer(ctx context.Context, l *weightsLayer, read func(int64)) error {
+func (op *operation) bringLayer(ctx context.Context, l *weightsLayer, dest func() (*http.Client, error), read func(int64)) error {
 	what := fmt.Sprintf("weights layer %d", l.plan.index+1)
 	l.result = LayerResult{MediaType: string(l.mediaType), UncompressedSize: l.size, Files: l.plan.files}
 	if l.key != "" {
-		reused, err := op.reuseLayer(ctx, l)
+		reused, err := op.reuseLayer(ctx, l, dest)
 		if err != nil {
 			return err
 		}
@@ -395,7 +400,7 @@ func (op *operation) bringLayer(ctx context.Context, l *weightsLayer, read func(
 // registry (mounted by the push). Anything that does not check out (the
 // blob is gone, its size is not the recorded one, the entry is malformed)
 // is a miss.
-func (op *operation) reuseLayer(ctx context.Context, l *weightsLayer) (bool, error) {
+func (op *operation) reuseLayer(ctx context.Context, l *weightsLayer, dest func() (*http.Client, error)) (bool, error) {
 	c, ok, err := op.o.layerDigests.LookupLayer(ctx, l.key)
 	if err != nil || !ok {
 		return false, nil // a cache that cannot answer only costs the work
@@ -408,7 +413,7 @@ func (op *operation) reuseLayer(ctx context.Context, l *weightsLayer) (bool, err
 	if l.compression == Uncompressed && (c.Size != l.size || digest != diffID) {
 		return false, nil
 	}
-	client, err := op.o.registryClient(ctx, op.repo, nil, transport.PullScope, true)
+	client, err := dest()
 	if err != nil {
 		return false, err
 	}
