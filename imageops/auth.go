@@ -97,7 +97,7 @@ func (k *cogKeychain) verify(ctx context.Context) (string, error) {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusNotFound && strings.Contains(string(body), "token"):
-		return "", fmt.Errorf("%w: %s rejected the cog token (HTTP %d): get a current one at https://replicate.com/auth/token and pass it with --token or COG_TOKEN",
+		return "", fmt.Errorf("%w: %s rejected the cog token (HTTP %d): get a current one at https://replicate.com/auth/token",
 			ErrUnauthorized, k.registry, resp.StatusCode)
 	case resp.StatusCode != http.StatusOK:
 		return "", fmt.Errorf("verifying the cog token at %s: HTTP %d %s", k.registry, resp.StatusCode, http.StatusText(resp.StatusCode))

@@ -12,13 +12,12 @@ import (
 // lists them.
 func ListTags(ctx context.Context, repo string, opts ...Option) ([]string, error) {
 	o := makeOptions(opts)
-	nopts := []name.Option{name.WithDefaultRegistry(o.defaultRegistry)}
-	if o.insecure {
-		nopts = append(nopts, name.Insecure)
-	}
-	r, err := name.NewRepository(repo, nopts...)
+	r, err := name.NewRepository(repo, o.nameOptions()...)
 	if err != nil {
 		return nil, invalidf("%q is not a repository (%v); use host/repo", repo, err)
+	}
+	if err := o.checkRegistry(repo, "repository"); err != nil {
+		return nil, err
 	}
 	tags, err := remote.List(r, o.remoteOptions(ctx, nil)...)
 	if err != nil {

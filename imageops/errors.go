@@ -53,16 +53,16 @@ func registryErr(err error, doing string) error {
 		case http.StatusUnauthorized, http.StatusForbidden:
 			if refused := refusedAccess(te); refused != "" {
 				return fmt.Errorf("%s: %w: the registry refused %s: the credentials in use may not do that there "+
-					"(check the repository, or log in as a user who may: `docker login`, DOCKER_CONFIG, --token / COG_TOKEN): %w", doing, ErrUnauthorized, refused, remote)
+					"(check the repository, or use credentials of a user who may): %w", doing, ErrUnauthorized, refused, remote)
 			}
-			return fmt.Errorf("%s: %w: %w (log in with `docker login`, set DOCKER_CONFIG, or pass a cog token with --token / COG_TOKEN)", doing, ErrUnauthorized, remote)
+			return fmt.Errorf("%s: %w: %w (the registry wants other credentials)", doing, ErrUnauthorized, remote)
 		}
 	}
 	switch {
 	case untrustedCertificate(err):
-		return fmt.Errorf("%s: %w (the registry's TLS certificate is not trusted: give its CA with --ca-file / R8IM_CA_FILE, or SSL_CERT_FILE, or skip verification with --insecure / R8IM_INSECURE)", doing, remote)
+		return fmt.Errorf("%s: %w (the registry's TLS certificate is not trusted)", doing, remote)
 	case errors.Is(err, ErrTooLarge):
-		return fmt.Errorf("%s: %w (raise --max-manifest-size / R8IM_MAX_MANIFEST_SIZE only if the image is genuine)", doing, remote)
+		return fmt.Errorf("%s: %w (the limit guards against hostile registries)", doing, remote)
 	}
 	return fmt.Errorf("%s: %w", doing, remote)
 }

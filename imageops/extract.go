@@ -246,7 +246,7 @@ func extract(ctx context.Context, ref string, eo ExtractOptions, opts []Option, 
 		return nil, err
 	}
 	if len(src.images) != 1 {
-		return nil, invalidf("%s is an index of %d images and extract reads one: choose it with --platform", src.ref, len(src.images))
+		return nil, withRemedy(invalidf("%s is an index of %d images and extract reads one: choose one platform", src.ref, len(src.images)), RemedyPlatform)
 	}
 	img := src.images[0].image
 	info, err := describeImage(src, src.images[0])
@@ -451,7 +451,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		return x.sink.dir(out, hdr)
 	case tar.TypeReg:
 		if hdr.Size > x.maxBytes-x.bytes {
-			return invalidf("the weights files add up to more than %d bytes (the limit, R8IM_MAX_WEIGHTS_SIZE) at %s; raise the limit to extract them", x.maxBytes, p)
+			return withRemedy(invalidf("the weights files add up to more than %d bytes (the limit) at %s", x.maxBytes, p), RemedyMaxWeightsSize)
 		}
 		x.files++
 		x.bytes += hdr.Size

@@ -251,8 +251,8 @@ func TestExtractIndex(t *testing.T) {
 			t.Errorf("ref %s files %d, want %s and %d", res.Ref, res.Files, want, len(files))
 		}
 		_, err = imageops.Extract(ctx, dig.String(), io.Discard, imageops.ExtractOptions{}, reg.opts(imageops.WithPlatform(nil))...)
-		if !errors.Is(err, imageops.ErrInvalid) || !strings.Contains(err.Error(), "--platform") {
-			t.Errorf("Extract of every platform: %v, want ErrInvalid asking for --platform", err)
+		if !errors.Is(err, imageops.ErrInvalid) || !slices.Contains(imageops.Remedies(err), imageops.RemedyPlatform) {
+			t.Errorf("Extract of every platform: %v, want ErrInvalid remedied by choosing a platform", err)
 		}
 	})
 }

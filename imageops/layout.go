@@ -108,7 +108,7 @@ func planLayers(entries []TreeEntry, layout Layout, p TarPolicy) ([]*layerPlan, 
 		out, stop := rw.admit(e.Header)
 		if out != nil {
 			if first, dup := seen[out.Name]; dup {
-				rw.refuse(e.Header.Name, fmt.Sprintf("the path is given twice (first as %s); a layered layout needs each path once: remove one, or publish with the single layout", quoteEntry(first)))
+				rw.refuse(e.Header.Name, entryFault(fmt.Sprintf("the path is given twice (first as %s); a layered layout needs each path once: remove one, or publish with the single layout", quoteEntry(first))))
 				return stop
 			}
 			seen[out.Name] = e.Header.Name

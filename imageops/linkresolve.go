@@ -282,29 +282,29 @@ func (r resolution) where(self string) string {
 // follow links see), and res, its resolution through the set (what the
 // kernel does), must stay in the target, or in the image when outside is
 // allowed. It returns "" or the reason the link is refused.
-func (rw *rewriter) linkVerdict(p, link string, res resolution, what string) string {
+func (rw *rewriter) linkVerdict(p, link string, res resolution, what string) Violation {
 	textual := path.Clean("/" + path.Dir(p) + "/" + link)
 	if strings.HasPrefix(link, "/") {
 		textual = path.Clean(link)
 	}
-	hint := fmt.Sprintf("point it inside %s (or use --allow-outside-target)", rw.target)
+	hint := fmt.Sprintf("point it inside %s", rw.target)
 	switch {
 	case res.budget:
-		return fmt.Sprintf("%s to %s, which r8im did not resolve: resolving the links of these weights took more than %d steps (long chains of long links); simplify them", what, quoteEntry(link), maxResolveSteps)
+		return entryFault(fmt.Sprintf("%s to %s, which r8im did not resolve: resolving the links of these weights took more than %d steps (long chains of long links); simplify them", what, quoteEntry(link), maxResolveSteps))
 	case res.loop:
-		return fmt.Sprintf("%s to %s, which does not resolve: it goes through more than %d symlinks (a loop?); r8im refuses links it cannot resolve", what, quoteEntry(link), maxSymlinks)
+		return entryFault(fmt.Sprintf("%s to %s, which does not resolve: it goes through more than %d symlinks (a loop?); r8im refuses links it cannot resolve", what, quoteEntry(link), maxSymlinks))
 	case res.escapes && rw.allowOutside:
-		return fmt.Sprintf("%s to %s, which climbs above the image root through \"..\" on its way to %s; point it inside the image", what, quoteEntry(link), res.where(p))
+		return entryFault(fmt.Sprintf("%s to %s, which climbs above the image root through \"..\" on its way to %s; point it inside the image", what, quoteEntry(link), res.where(p)))
 	case res.escapes:
-		return fmt.Sprintf("%s to %s, which resolves to %s outside the target %s, climbing above the image root through \"..\" on the way; %s", what, quoteEntry(link), res.where(p), rw.target, hint)
+		return outsideTarget(fmt.Sprintf("%s to %s, which resolves to %s outside the target %s, climbing above the image root through \"..\" on the way; %s", what, quoteEntry(link), res.where(p), rw.target, hint))
 	case rw.allowOutside:
-		return ""
+		return Violation{}
 	case !rw.inTarget(rootRel(textual)):
-		return fmt.Sprintf("%s to %s, which resolves to %s outside the target %s; %s", what, quoteEntry(link), textual, rw.target, hint)
+		return outsideTarget(fmt.Sprintf("%s to %s, which resolves to %s outside the target %s; %s", what, quoteEntry(link), textual, rw.target, hint))
 	case !rw.inTarget(res.path):
-		return fmt.Sprintf("%s to %s, which resolves to %s outside the target %s; %s", what, quoteEntry(link), res.where(p), rw.target, hint)
+		return outsideTarget(fmt.Sprintf("%s to %s, which resolves to %s outside the target %s; %s", what, quoteEntry(link), res.where(p), rw.target, hint))
 	}
-	return ""
+	return Violation{}
 }
 
 // verifyLinks resolves every symlink of the set again, now that the whole
@@ -321,19 +321,19 @@ func (rw *rewriter) verifyLinks() {
 			continue
 		}
 		res := rw.links.resolve(".", l.path, true)
-		reason := rw.linkVerdict(l.path, l.link, res, "it is a symlink")
-		if reason == "" || res.refused {
+		v := rw.linkVerdict(l.path, l.link, res, "it is a symlink")
+		if v.Reason == "" || res.refused {
 			continue // fine, or through a link refused already
 		}
 		l.refused = true
 		entry := l.entry
 		if l.earlier {
 			entry = "/" + l.path
-			reason += "; it comes from an earlier weights layer, and the entries of this one change where it leads"
+			v.Reason += "; it comes from an earlier weights layer, and the entries of this one change where it leads"
 		} else {
-			reason += " once the later entries of the weights are in place"
+			v.Reason += " once the later entries of the weights are in place"
 		}
-		rw.refuse(entry, reason)
+		rw.refuse(entry, v)
 	}
 }
 

@@ -50,14 +50,13 @@ type options struct {
 
 func makeOptions(opts []Option) *options {
 	o := &options{
-		keychain:        authn.DefaultKeychain,
-		defaultRegistry: "r8.im",
-		platform:        &DefaultPlatform,
-		jobs:            4,
-		userAgent:       "r8im",
-		chunkSize:       DefaultChunkSize,
-		maxManifest:     DefaultMaxManifestSize,
-		idleTimeout:     netguard.DefaultIdleTimeout,
+		keychain:    authn.DefaultKeychain,
+		platform:    &DefaultPlatform,
+		jobs:        4,
+		userAgent:   "r8im",
+		chunkSize:   DefaultChunkSize,
+		maxManifest: DefaultMaxManifestSize,
+		idleTimeout: netguard.DefaultIdleTimeout,
 	}
 	for _, opt := range opts {
 		opt(o)
@@ -105,12 +104,14 @@ func baseTransport(idle time.Duration, insecure bool, roots *x509.CertPool) http
 // docker config, DOCKER_CONFIG and credential helpers).
 func WithKeychain(k authn.Keychain) Option { return func(o *options) { o.keychain = k } }
 
-// WithCogToken authenticates to the default registry with a Replicate cog
-// token, exchanged for a user name at /cog/v1/verify-token.
+// WithCogToken authenticates to the default registry (CogRegistry when none
+// is set) with a Replicate cog token, exchanged for a user name at
+// /cog/v1/verify-token.
 func WithCogToken(token string) Option { return func(o *options) { o.cogToken = token } }
 
-// WithDefaultRegistry is the registry of references that name none
-// (default r8.im).
+// WithDefaultRegistry is the registry of references that name none. There
+// is no default: without it, a reference must name its registry
+// (r8.im/acme/model:v1, not acme/model:v1).
 func WithDefaultRegistry(host string) Option { return func(o *options) { o.defaultRegistry = host } }
 
 // WithInsecure allows plain HTTP to registries that are not on loopback,
@@ -228,19 +229,58 @@ func (o *options) report(stage string, done, total int64) {
 	}
 }
 
+// nameOptions are the options every reference and repository is parsed
+// with.
+func (o *options) nameOptions() []name.Option {
+	nopts := []name.Option{name.WithDefaultRegistry(o.defaultRegistry)}
+	if o.insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	return nopts
+}
+
+// checkRegistry refuses a name s without a registry host when no default
+// registry was given: go-containerregistry would silently take Docker
+// Hub's.
+func (o *options) checkRegistry(s, what string) error {
+	if o.defaultRegistry == "" && !namesRegistry(s) {
+		return invalidf("%s: %q names no registry host; write it in full (r8.im/%s), or give the library a default registry (WithDefaultRegistry)", what, s, s)
+	}
+	return nil
+}
+
+// namesRegistry reports whether a reference or repository starts with a
+// registry host, by the rule go-containerregistry and docker parse it with:
+// a first path component with a dot or a colon, or "localhost".
+func namesRegistry(s string) bool {
+	host, _, ok := strings.Cut(s, "/")
+	return ok && (strings.ContainsAny(host, ".:") || host == "localhost")
+}
+
+// cogRegistry is the registry a cog token is exchanged with.
+func (o *options) cogRegistry() string {
+	if o.defaultRegistry != "" {
+		return o.defaultRegistry
+	}
+	return CogRegistry
+}
+
+// CogRegistry is Replicate's registry, where a cog token (WithCogToken)
+// is used when no default registry is set.
+const CogRegistry = "r8.im"
+
 // parseRef parses an image reference by tag or digest; a reference without
 // a registry host gets the default registry.
 func (o *options) parseRef(s, what string) (name.Reference, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, invalidf("%s: no image reference given", what)
 	}
-	nopts := []name.Option{name.WithDefaultRegistry(o.defaultRegistry)}
-	if o.insecure {
-		nopts = append(nopts, name.Insecure)
-	}
-	ref, err := name.ParseReference(s, nopts...)
+	ref, err := name.ParseReference(s, o.nameOptions()...)
 	if err != nil {
 		return nil, invalidf("%s: %q is not an image reference (%v); use host/repo:tag or host/repo@sha256:<64 hex>", what, s, err)
+	}
+	if err := o.checkRegistry(s, what); err != nil {
+		return nil, err
 	}
 	return ref, nil
 }
@@ -291,7 +331,7 @@ func (o *options) keys() authn.Keychain {
 	if o.kc == nil {
 		o.kc = o.keychain
 		if o.cogToken != "" {
-			o.kc = newCogKeychain(o.defaultRegistry, o.cogToken, o.transport, o.keychain)
+			o.kc = newCogKeychain(o.cogRegistry(), o.cogToken, o.transport, o.keychain)
 		}
 	}
 	return o.kc

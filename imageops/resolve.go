@@ -16,7 +16,7 @@ import (
 type source struct {
 	ref    name.Digest     // repo@digest of the manifest or index the reference named
 	index  v1.ImageIndex   // the index, when the reference named one
-	images []platformImage // one, or one per platform with --platform all
+	images []platformImage // one, or one per platform with WithPlatform(nil)
 	// attestations counts the index's manifests that are no runnable
 	// image (unknown/unknown attestations), left out of a new index.
 	attestations int
@@ -88,8 +88,8 @@ func (o *options) resolve(ctx context.Context, ref name.Reference, ropts []remot
 		}
 	}
 	if len(src.images) == 0 {
-		return nil, invalidf("%s %s has no %s image; it has %s (choose one with --platform, or --platform all)",
-			what, ref, o.platform, strings.Join(have, ", "))
+		return nil, withRemedy(invalidf("%s %s has no %s image; it has %s",
+			what, ref, o.platform, strings.Join(have, ", ")), RemedyPlatform)
 	}
 	if o.platform != nil {
 		src.index = nil // one platform chosen: the result is a single image

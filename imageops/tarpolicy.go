@@ -75,9 +75,40 @@ type TarStats struct {
 }
 
 // Violation is one tar entry RewriteTar refuses: Entry is its name as it
-// appears in the input, Reason says why and how to fix it.
+// appears in the input, Reason says why and how to fix the tarball, and
+// Kind says what else could get it through, if anything.
 type Violation struct {
-	Entry, Reason string
+	Entry  string
+	Kind   ViolationKind
+	Reason string
+}
+
+// ViolationKind sorts violations by what can get past them. The reasons
+// speak of the tarball only; a program that offers its users a way round
+// (a flag, a setting) says so itself, by kind (see Remedies).
+type ViolationKind string
+
+const (
+	// ViolationEntry: the entry itself is refused (its type, name, link
+	// or place among the others); only a new tarball helps.
+	ViolationEntry ViolationKind = "entry"
+	// ViolationOutsideTarget: the entry lies, or its link leads, outside
+	// the target; TarPolicy.AllowOutsideTarget (AffixRequest's) keeps it.
+	ViolationOutsideTarget ViolationKind = "outside-target"
+	// ViolationTooLarge, ViolationTooManyEntries, ViolationNameTooLong:
+	// the tarball crosses a bound of TarLimits (MaxBytes, MaxEntries,
+	// MaxNameLength); a larger bound lets it through.
+	ViolationTooLarge       ViolationKind = "too-large"
+	ViolationTooManyEntries ViolationKind = "too-many-entries"
+	ViolationNameTooLong    ViolationKind = "name-too-long"
+)
+
+// entryFault is a ViolationEntry with its reason.
+func entryFault(reason string) Violation { return Violation{Kind: ViolationEntry, Reason: reason} }
+
+// outsideTarget is a ViolationOutsideTarget with its reason.
+func outsideTarget(reason string) Violation {
+	return Violation{Kind: ViolationOutsideTarget, Reason: reason}
 }
 
 func (v Violation) String() string {
@@ -294,15 +325,15 @@ func rewriteTar(r io.Reader, p TarPolicy, sink entrySink) (TarStats, error) {
 func (rw *rewriter) admit(hdr *tar.Header) (out *tar.Header, stop bool) {
 	rw.count++
 	if rw.count > rw.maxEntries {
-		rw.refuse(hdr.Name, fmt.Sprintf("the tarball has more than %d entries; pack the weights into fewer files", rw.maxEntries))
+		rw.refuse(hdr.Name, Violation{Kind: ViolationTooManyEntries, Reason: fmt.Sprintf("the tarball has more than %d entries (the limit); pack the weights into fewer files", rw.maxEntries)})
 		return nil, true
 	}
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil, false // PAX global metadata (git archive writes one), not a file
 	}
-	out, reason := rw.check(hdr)
-	if reason != "" {
-		rw.refuse(hdr.Name, reason)
+	out, v := rw.check(hdr)
+	if v.Reason != "" {
+		rw.refuse(hdr.Name, v)
 		return nil, false
 	}
 	if out == nil {
@@ -312,7 +343,7 @@ func (rw *rewriter) admit(hdr *tar.Header) (out *tar.Header, stop bool) {
 	if out.Typeflag == tar.TypeReg {
 		rw.declared += out.Size
 		if rw.declared > rw.maxBytes {
-			rw.refuse(hdr.Name, fmt.Sprintf("the files add up to more than %d bytes (the limit, R8IM_MAX_WEIGHTS_SIZE)", rw.maxBytes))
+			rw.refuse(hdr.Name, Violation{Kind: ViolationTooLarge, Reason: fmt.Sprintf("the files add up to more than %d bytes (the limit)", rw.maxBytes)})
 			return nil, true
 		}
 	}
@@ -532,9 +563,10 @@ func newRewriter(p TarPolicy) *rewriter {
 	return rw
 }
 
-func (rw *rewriter) refuse(entry, reason string) {
+func (rw *rewriter) refuse(entry string, v Violation) {
 	if len(rw.violations) < maxKeptViolations {
-		rw.violations = append(rw.violations, Violation{Entry: entry, Reason: reason})
+		v.Entry = entry
+		rw.violations = append(rw.violations, v)
 	} else {
 		rw.more++
 	}
@@ -601,20 +633,20 @@ func hasDotDot(name string) bool {
 // check applies the policy to one input entry. It returns the header to
 // write, or nil for an entry to drop (the target or one of its parents), or
 // the reason the entry is refused.
-func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
+func (rw *rewriter) check(h *tar.Header) (*tar.Header, Violation) {
 	name := h.Name
 	if name == "" {
-		return nil, "the entry has an empty name; recreate the tarball"
+		return nil, entryFault("the entry has an empty name; recreate the tarball")
 	}
 	if len(name) > rw.maxNameLength {
-		return nil, fmt.Sprintf("its name is %d bytes long, over the limit of %d; shorten it", len(name), rw.maxNameLength)
+		return nil, Violation{Kind: ViolationNameTooLong, Reason: fmt.Sprintf("its name is %d bytes long, over the limit of %d; shorten it", len(name), rw.maxNameLength)}
 	}
 	isLink := h.Typeflag == tar.TypeSymlink || h.Typeflag == tar.TypeLink
 	if isLink && len(h.Linkname) > rw.maxNameLength {
-		return nil, fmt.Sprintf("its link target is %d bytes long, over the limit of %d; shorten it", len(h.Linkname), rw.maxNameLength)
+		return nil, Violation{Kind: ViolationNameTooLong, Reason: fmt.Sprintf("its link target is %d bytes long, over the limit of %d; shorten it", len(h.Linkname), rw.maxNameLength)}
 	}
 	if strings.IndexByte(name, 0) >= 0 || isLink && strings.IndexByte(h.Linkname, 0) >= 0 {
-		return nil, "its name or link target contains a NUL byte; recreate the tarball"
+		return nil, entryFault("its name or link target contains a NUL byte; recreate the tarball")
 	}
 	typ := h.Typeflag
 	if typ == '\x00' { // the deprecated TypeRegA: tar.Reader converts these already; be safe
@@ -624,30 +656,30 @@ func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
 		}
 	}
 	if reason := typeReason(typ); reason != "" {
-		return nil, reason
+		return nil, entryFault(reason)
 	}
 	for k := range h.PAXRecords {
 		// tar.Reader expands PAX sparse files, so a few bytes could make a
 		// terabyte of zeros: refuse them like the old GNU sparse type.
 		if strings.HasPrefix(k, "GNU.sparse.") {
-			return nil, "it is a sparse file (GNU.sparse PAX records); " + onlyFiles + ": recreate the tarball without --sparse"
+			return nil, entryFault("it is a sparse file (GNU.sparse PAX records); " + onlyFiles + ": recreate the tarball without tar's --sparse")
 		}
 	}
 	for _, c := range strings.Split(name, "/") {
 		if strings.HasPrefix(c, ".wh.") {
-			return nil, "it is a whiteout (an overlay deletion marker, named .wh.*); a weights layer must not delete files of the base image: rename or remove it"
+			return nil, entryFault("it is a whiteout (an overlay deletion marker, named .wh.*); a weights layer must not delete files of the base image: rename or remove it")
 		}
 	}
 
 	if climbsOut(name) {
-		return nil, "its path " + climbReason
+		return nil, entryFault("its path " + climbReason)
 	}
 
 	abs := strings.HasPrefix(name, "/")
 	clean := path.Clean(strings.TrimLeft(name, "/"))
 	isDir := typ == tar.TypeDir
 	if isDir && !escapes(clean) && rw.isTargetDir(clean) {
-		return nil, "" // the target or a parent: RewriteTar writes those itself
+		return nil, Violation{} // the target or a parent: RewriteTar writes those itself
 	}
 	if rw.layout == undecided {
 		// The first entry decides, with or without AllowOutsideTarget: taking
@@ -659,15 +691,15 @@ func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
 		}
 	}
 
-	final, reason := rw.place(name, abs, clean)
-	if reason != "" {
-		return nil, reason
+	final, v := rw.place(name, abs, clean)
+	if v.Reason != "" {
+		return nil, v
 	}
 	if rw.isTargetDir(final) {
 		if isDir {
-			return nil, "" // e.g. "src/" of a relative tarball, with AllowOutsideTarget
+			return nil, Violation{} // e.g. "src/" of a relative tarball, with AllowOutsideTarget
 		}
-		return nil, fmt.Sprintf("it would replace the directory /%s with a %s; the target %s and its parents must stay directories", strings.TrimPrefix(final, "."), typeName(typ), rw.target)
+		return nil, entryFault(fmt.Sprintf("it would replace the directory /%s with a %s; the target %s and its parents must stay directories", strings.TrimPrefix(final, "."), typeName(typ), rw.target))
 	}
 	// The name as given, not cleaned: "s/../x" goes through s.
 	if via := rw.links.firstLink(rw.raw(name, abs)); via != "" {
@@ -675,16 +707,16 @@ func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
 		if len(rw.violations) < maxListedViolations { // where it lands, for the messages shown only
 			where = ", " + landing(rw.links.resolve(".", rw.raw(name, abs), false))
 		}
-		return nil, fmt.Sprintf("its path goes through /%s, a symlink earlier in the weights%s; r8im does not write through symlinks: store the files at their real path",
-			via, where)
+		return nil, entryFault(fmt.Sprintf("its path goes through /%s, a symlink earlier in the weights%s; r8im does not write through symlinks: store the files at their real path",
+			via, where))
 	}
 	if l := rw.links.symlink(final); l != nil {
-		return nil, fmt.Sprintf("an earlier entry (%s) made /%s a symlink, and r8im does not write over symlinks (unpackers differ: some write through them); keep one of the two entries",
-			displayName(l.entry), final)
+		return nil, entryFault(fmt.Sprintf("an earlier entry (%s) made /%s a symlink, and r8im does not write over symlinks (unpackers differ: some write through them); keep one of the two entries",
+			displayName(l.entry), final))
 	}
 
 	if reason := rw.replaces(final, typ); reason != "" {
-		return nil, reason
+		return nil, entryFault(reason)
 	}
 
 	out := &tar.Header{
@@ -700,29 +732,29 @@ func (rw *rewriter) check(h *tar.Header) (*tar.Header, string) {
 		out.Size = h.Size
 	case tar.TypeSymlink:
 		out.Linkname = h.Linkname
-		if reason := rw.addSymlink(final, name, h.Linkname, "it is a symlink"); reason != "" {
-			return nil, reason
+		if v := rw.addSymlink(final, name, h.Linkname, "it is a symlink"); v.Reason != "" {
+			return nil, v
 		}
-		return out, ""
+		return out, Violation{}
 	case tar.TypeLink:
-		linkFinal, symlink, reason := rw.checkHardlink(final, h.Linkname)
-		if reason != "" {
+		linkFinal, symlink, v := rw.checkHardlink(final, h.Linkname)
+		if v.Reason != "" {
 			rw.links.add(final, typ, "", "")
-			return nil, reason
+			return nil, v
 		}
 		out.Linkname = linkFinal
 		if symlink != nil {
 			// A hard link to a symlink is a second symlink with the same
 			// target (link(2) does not follow it), resolved from here.
 			what := fmt.Sprintf("it is a hard link to the symlink /%s, so a symlink", linkFinal)
-			if reason := rw.addSymlink(final, name, symlink.link, what); reason != "" {
-				return nil, reason
+			if v := rw.addSymlink(final, name, symlink.link, what); v.Reason != "" {
+				return nil, v
 			}
-			return out, ""
+			return out, Violation{}
 		}
 	}
 	rw.links.add(final, typ, "", "")
-	return out, ""
+	return out, Violation{}
 }
 
 // landing says where a path through a symlink would land.
@@ -750,40 +782,40 @@ func (rw *rewriter) raw(name string, abs bool) string {
 
 // addSymlink records a symlink at final and checks where it leads; what
 // starts the reason ("it is a symlink").
-func (rw *rewriter) addSymlink(final, entry, link, what string) string {
+func (rw *rewriter) addSymlink(final, entry, link, what string) Violation {
 	if !rw.links.add(final, tar.TypeSymlink, entry, link) {
-		return fmt.Sprintf("the weights hold more than %d MiB of symlinks (paths and targets), which r8im keeps to resolve links; use fewer symlinks", maxLinkBytes>>20)
+		return entryFault(fmt.Sprintf("the weights hold more than %d MiB of symlinks (paths and targets), which r8im keeps to resolve links; use fewer symlinks", maxLinkBytes>>20))
 	}
 	l := rw.links.symlink(final)
 	if link == "" {
 		l.refused = true
-		return "it is a symlink with an empty target; remove it or point it at a file"
+		return entryFault("it is a symlink with an empty target; remove it or point it at a file")
 	}
 	res := rw.links.resolve(".", final, true) // the link itself counts, as in the kernel
-	if reason := rw.linkVerdict(final, link, res, what); reason != "" {
+	if v := rw.linkVerdict(final, link, res, what); v.Reason != "" {
 		l.refused = true
-		return reason
+		return v
 	}
-	return ""
+	return Violation{}
 }
 
 // place maps an entry name to its path in the image, following the layout.
-func (rw *rewriter) place(name string, abs bool, clean string) (string, string) {
-	outside := fmt.Sprintf("it is outside the target %s (use --allow-outside-target to keep it)", rw.target)
+func (rw *rewriter) place(name string, abs bool, clean string) (string, Violation) {
+	outside := outsideTarget(fmt.Sprintf("it is outside the target %s", rw.target))
 	if abs {
 		if escapes(clean) {
-			return "", "its path leaves the image root through \"..\"; remove the \"..\" components"
+			return "", entryFault("its path leaves the image root through \"..\"; remove the \"..\" components")
 		}
 		if !rw.inTarget(clean) && !rw.isTargetDir(clean) && !rw.allowOutside {
-			return "", fmt.Sprintf("it is an absolute path outside the target %s (use --allow-outside-target to keep it)", rw.target)
+			return "", outsideTarget(fmt.Sprintf("it is an absolute path outside the target %s", rw.target))
 		}
-		return clean, ""
+		return clean, Violation{}
 	}
 	final := clean
 	if rw.layout == relative {
 		if rw.rel != "" && (clean == rw.rel || strings.HasPrefix(clean, rw.rel+"/")) {
-			return "", fmt.Sprintf("it is under %s but the tarball's first entry %q is not, so the tarball mixes layouts: make every entry relative to %s, or start every entry with %s/; to keep %q outside the target, use --allow-outside-target with an entry under %s/ first in the tarball (tar the %s directory first)",
-				rw.target, rw.first, rw.target, rw.rel, rw.first, rw.rel, rw.rel)
+			return "", outsideTarget(fmt.Sprintf("it is under %s but the tarball's first entry %q is not, so the tarball mixes layouts: make every entry relative to %s, or start every entry with %s/; to keep %q outside the target, allow entries outside it and put an entry under %s/ first in the tarball (tar the %s directory first)",
+				rw.target, rw.first, rw.target, rw.rel, rw.first, rw.rel, rw.rel))
 		}
 		final = path.Clean(rw.rel + "/" + clean)
 		if rw.rel == "" {
@@ -791,15 +823,15 @@ func (rw *rewriter) place(name string, abs bool, clean string) (string, string) 
 		}
 	}
 	if escapes(final) {
-		return "", "its path leaves the image root through \"..\"; remove the \"..\" components"
+		return "", entryFault("its path leaves the image root through \"..\"; remove the \"..\" components")
 	}
 	if !rw.inTarget(final) && !rw.isTargetDir(final) && !rw.allowOutside {
 		if hasDotDot(name) {
-			return "", fmt.Sprintf("its path leaves the target %s through \"..\"; remove the \"..\" components", rw.target)
+			return "", entryFault(fmt.Sprintf("its path leaves the target %s through \"..\"; remove the \"..\" components", rw.target))
 		}
 		return "", outside
 	}
-	return final, ""
+	return final, Violation{}
 }
 
 // checkHardlink maps a hard link's target with the same layout rules as
@@ -807,12 +839,12 @@ func (rw *rewriter) place(name string, abs bool, clean string) (string, string) 
 // follows those, not the last component) and requires an earlier entry
 // that is not a directory. It returns the path to write as the link's
 // target, and the symlink there when the target is one.
-func (rw *rewriter) checkHardlink(final, link string) (string, *linkEntry, string) {
+func (rw *rewriter) checkHardlink(final, link string) (string, *linkEntry, Violation) {
 	if link == "" {
-		return "", nil, "it is a hard link with an empty target; remove it or recreate the tarball"
+		return "", nil, entryFault("it is a hard link with an empty target; remove it or recreate the tarball")
 	}
 	if climbsOut(link) {
-		return "", nil, fmt.Sprintf("it is a hard link to %s, whose path %s", quoteEntry(link), climbReason)
+		return "", nil, entryFault(fmt.Sprintf("it is a hard link to %s, whose path %s", quoteEntry(link), climbReason))
 	}
 	clean := path.Clean(strings.TrimLeft(link, "/"))
 	to := clean
@@ -820,32 +852,32 @@ func (rw *rewriter) checkHardlink(final, link string) (string, *linkEntry, strin
 		to = path.Clean(rw.rel + "/" + clean)
 	}
 	if escapes(clean) || escapes(to) {
-		return "", nil, fmt.Sprintf("it is a hard link to %s, which leaves the image root through \"..\"", quoteEntry(link))
+		return "", nil, entryFault(fmt.Sprintf("it is a hard link to %s, which leaves the image root through \"..\"", quoteEntry(link)))
 	}
 	if !rw.inTarget(to) && !rw.allowOutside {
-		return "", nil, fmt.Sprintf("it is a hard link to %s, outside the target %s; link only to files inside %s", quoteEntry(link), rw.target, rw.target)
+		return "", nil, outsideTarget(fmt.Sprintf("it is a hard link to %s, outside the target %s; link only to files inside %s", quoteEntry(link), rw.target, rw.target))
 	}
 	res := rw.links.resolve(".", rw.raw(link, strings.HasPrefix(link, "/")), false)
 	switch {
 	case res.escapes || res.loop || res.budget:
-		return "", nil, fmt.Sprintf("it is a hard link to %s, whose path goes through the symlink /%s %s", quoteEntry(link), res.via, landing(res))
+		return "", nil, entryFault(fmt.Sprintf("it is a hard link to %s, whose path goes through the symlink /%s %s", quoteEntry(link), res.via, landing(res)))
 	case !rw.inTarget(res.path) && !rw.allowOutside:
-		return "", nil, fmt.Sprintf("it is a hard link to %s, which resolves to %s outside the target %s; link only to files inside %s", quoteEntry(link), res.where(""), rw.target, rw.target)
+		return "", nil, outsideTarget(fmt.Sprintf("it is a hard link to %s, which resolves to %s outside the target %s; link only to files inside %s", quoteEntry(link), res.where(""), rw.target, rw.target))
 	}
 	if res.path == final || strings.HasPrefix(res.path, final+"/") || strings.HasPrefix(final, res.path+"/") {
-		return "", nil, fmt.Sprintf("it is a hard link to %s, which is the link itself, beneath it or one of its directories; link to another file", quoteEntry(link))
+		return "", nil, entryFault(fmt.Sprintf("it is a hard link to %s, which is the link itself, beneath it or one of its directories; link to another file", quoteEntry(link)))
 	}
 	if l := rw.links.symlink(res.path); l != nil {
-		return res.path, l, ""
+		return res.path, l, Violation{}
 	}
 	kind, ok := rw.links.kind(res.path)
 	switch {
 	case !ok:
-		return "", nil, fmt.Sprintf("it is a hard link to %s (/%s), which is not an earlier entry of the tarball or of an earlier weights layer; put the file before its links", quoteEntry(link), res.path)
+		return "", nil, entryFault(fmt.Sprintf("it is a hard link to %s (/%s), which is not an earlier entry of the tarball or of an earlier weights layer; put the file before its links", quoteEntry(link), res.path))
 	case kind == tar.TypeDir:
-		return "", nil, fmt.Sprintf("it is a hard link to the directory %s; hard links must point at files", quoteEntry(link))
+		return "", nil, entryFault(fmt.Sprintf("it is a hard link to the directory %s; hard links must point at files", quoteEntry(link)))
 	}
-	return res.path, nil, ""
+	return res.path, nil, Violation{}
 }
 
 // typeReason refuses every entry type but directories, regular files,
@@ -860,7 +892,7 @@ func typeReason(typ byte) string {
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		return "it is a " + typeName(typ) + "; " + only + ": remove it"
 	case tar.TypeGNUSparse:
-		return "it is a GNU sparse file; " + only + ": recreate the tarball without --sparse"
+		return "it is a GNU sparse file; " + only + ": recreate the tarball without tar's --sparse"
 	}
 	return fmt.Sprintf("it has the unsupported entry type %q (%s); %s: recreate the tarball with plain files", string(rune(typ)), typeName(typ), only)
 }

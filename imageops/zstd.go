@@ -31,7 +31,7 @@ type ZstdRequest struct {
 // Why a layer is kept as it is (ZstdLayer.Reason).
 const (
 	ReasonZstd     = "already zstd"
-	ReasonSmall    = "below --min-size"
+	ReasonSmall    = "below the minimum size"
 	ReasonEmpty    = "empty layer"
 	ReasonForeign  = "non-distributable layer"
 	ReasonNotLayer = "not a layer tar"

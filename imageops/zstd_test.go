@@ -321,7 +321,7 @@ func TestZstdMinSizeKeepsSmallLayers(t *testing.T) {
 				continue
 			}
 			if l.Recompressed || l.Reason != imageops.ReasonSmall || l.Digest != l.Source || l.NewSize != l.OldSize {
-				t.Errorf("small layer %+v; want kept below --min-size", l)
+				t.Errorf("small layer %+v; want kept below the minimum size", l)
 			}
 			kept[l.Source] = l.Reason
 			if n := proxy.Downloaded(l.Source); n != 0 {

@@ -48,6 +48,7 @@ a task id (affix:run-42, as enqueue prints it) or an affix's event id (run-42).`
 		a.affixCmd(), a.remixCmd(), a.zstdCmd(),
 		a.statusCmd(), a.waitCmd(), a.listCmd(), a.retryCmd(), a.cancelCmd(), a.serveCmd(),
 		a.backfillCmd(), a.batchCmd())
+	cli.AddHints(root)
 	return root
 }
 

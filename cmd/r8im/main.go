@@ -37,5 +37,6 @@ helpers) or from a Replicate cog token (--token / COG_TOKEN).`,
 	g := &globals{cfg: cfg}
 	g.register(root)
 	root.AddCommand(newAffixCmd(g), newLayersCmd(g), newExtractCmd(g), newRemixCmd(g), newZstdCmd(g), newAddLayerCmd(g), newCloneCmd(g))
+	cli.AddHints(root)
 	return root
 }

@@ -24,7 +24,7 @@ func TestZstdCLI(t *testing.T) {
 	if !strings.HasPrefix(ref, reg.Host+"/zstd/cli@sha256:") || strings.Count(stdout, "\n") != 1 {
 		t.Fatalf("stdout = %q; want exactly the repo@sha256 line", stdout)
 	}
-	for _, want := range []string{"kept: below --min-size", "1 of 4 layers recompressed", "→", "recompress", "took"} {
+	for _, want := range []string{"kept: below the minimum size", "1 of 4 layers recompressed", "→", "recompress", "took"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
