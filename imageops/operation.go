@@ -20,6 +20,8 @@ type operation struct {
 	st    *stages
 	repo  name.Repository
 	tag   string
+	// uploadAll: the images' layers are the caller's (Push), not up yet.
+	uploadAll bool
 }
 
 // begin parses the destination and prepares the operation.
@@ -29,13 +31,18 @@ func begin(ctx context.Context, opts []Option, dest string) (*operation, error) 
 	if err != nil {
 		return nil, err
 	}
+	return o.begin(ctx, repo, tag), nil
+}
+
+// begin prepares an operation that pushes to repo, tagged tag if not "".
+func (o *options) begin(ctx context.Context, repo name.Repository, tag string) *operation {
 	m := newMeter()
 	m.requireMount = o.requireMount
 	if tag == "" {
 		m.addNote(fmt.Sprintf("%s gets no tag: the image is pushed by digest only, and `registry garbage-collect --delete-untagged` may delete it; "+
 			"give the destination a tag (%s:TAG) to keep it", repo, repo))
 	}
-	return &operation{ctx: ctx, o: o, m: m, ropts: o.remoteOptions(ctx, m), st: newStages(o), repo: repo, tag: tag}, nil
+	return &operation{ctx: ctx, o: o, m: m, ropts: o.remoteOptions(ctx, m), st: newStages(o), repo: repo, tag: tag}
 }
 
 // resolve parses an input reference and fetches its manifest(s), timed as
@@ -69,7 +76,7 @@ func (op *operation) publish(src *source, images []platformImage, toOCI bool) (*
 		op.m.addSizes(pi.image)
 	}
 	op.st.start("push")
-	if err := op.copyForeign(images); err != nil {
+	if err := op.uploadLayers(images, op.uploadAll); err != nil {
 		return nil, err
 	}
 	p, err := push(op.repo, op.tag, src, images, toOCI, op.ropts)

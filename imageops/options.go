@@ -45,6 +45,8 @@ type options struct {
 	maxManifest     int64
 	idleTimeout     time.Duration
 
+	remote []remote.Option // the caller's, after r8im's own
+
 	kc authn.Keychain // keychain with the cog token exchange, built once
 }
 
@@ -322,7 +324,18 @@ func (o *options) remoteOptions(ctx context.Context, m *meter) []remote.Option {
 	if o.platform != nil {
 		opts = append(opts, remote.WithPlatform(*o.platform))
 	}
-	return opts
+	return append(opts, o.remote...)
+}
+
+// WithRemoteOptions passes go-containerregistry options through to every
+// remote call (remote.Get, remote.Write, …), after r8im's own, so they win:
+// remote.WithProgress, remote.WithRetryBackoff, remote.WithRetryStatusCodes.
+// Blobs r8im uploads itself (chunked, resumable: weights layers,
+// recompressed layers, Push's missing layers) and the HEADs that check
+// them go through r8im's own client, which honours the transport and
+// keychain options (WithTransport, WithKeychain) but not these.
+func WithRemoteOptions(opts ...remote.Option) Option {
+	return func(o *options) { o.remote = append(o.remote, opts...) }
 }
 
 // keys returns the keychain: the cog token exchange for the default registry

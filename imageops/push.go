@@ -14,6 +14,45 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
+// Push writes img to ref the way r8im's own operations publish: every
+// layer the registry lacks goes up in chunks that a front capping request
+// bodies accepts, resumable across attempts (WithChunkSize,
+// WithUploadSessions); a layer read from the same registry
+// (remote.MountableLayer) is mounted; the manifest is written by
+// go-containerregistry with WithRemoteOptions passed through; then the
+// image is read back by digest and every blob it references checked. ref
+// is a tag, or img's own digest. It returns the digest pushed.
+//
+// With WeightsLayers and AppendWeights it is Affix taken apart:
+//
+//	layers, err := imageops.WeightsLayers(ctx, imageops.DirTree(dir), imageops.WeightsOptions{})
+//	img, err := imageops.AppendWeights(base, imageops.DefaultTarget, time.Now(), layers...)
+//	d, err := imageops.Push(ctx, img, name.MustParseReference("r8.im/acme/model:v2"))
+func Push(ctx context.Context, img v1.Image, ref name.Reference, opts ...Option) (_ name.Digest, err error) {
+	o := makeOptions(opts)
+	tag := ""
+	switch r := ref.(type) {
+	case name.Tag:
+		tag = r.TagStr()
+	case name.Digest:
+		d, err := img.Digest()
+		if err != nil {
+			return name.Digest{}, fmt.Errorf("computing the image digest: %w", err)
+		}
+		if d.String() != r.DigestStr() {
+			return name.Digest{}, invalidf("%s names a digest, and the image's is %s: push it by tag, or by its own digest", ref, d)
+		}
+	}
+	op := o.begin(ctx, ref.Context(), tag)
+	op.uploadAll = true
+	defer func() { err = op.finish(err) }()
+	p, err := op.publish(&source{}, []platformImage{{image: img}}, false)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	return p.ref, nil
+}
+
 type pushed struct {
 	ref       name.Digest
 	mediaType types.MediaType

@@ -929,11 +929,14 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// copyForeign uploads, through uploadBlob (chunked, resumable), every layer
-// of images that lives on another registry and that the destination lacks.
-// go-containerregistry would stream each in one request, which a front
-// capping request bodies refuses; after this, remote.Write finds them all.
-func (op *operation) copyForeign(images []platformImage) error {
+// uploadLayers uploads, through uploadBlob (chunked, resumable), the layers
+// of images that the destination lacks: with all, every one but those
+// mountable within the registry (Push: the caller's layers); without, only
+// those that live on another registry (the operations' own layers are up
+// already). go-containerregistry would stream each in one request, which a
+// front capping request bodies refuses; after this, remote.Write finds
+// them all.
+func (op *operation) uploadLayers(images []platformImage, all bool) error {
 	client, err := op.o.registryClient(op.ctx, op.repo, nil, transport.PushScope, false) // unmetered: remote.Write's own existence check is the one counted
 	if err != nil {
 		return err
@@ -947,9 +950,16 @@ func (op *operation) copyForeign(images []platformImage) error {
 			return fmt.Errorf("listing the layers to push: %w", err)
 		}
 		for _, l := range layers {
-			ml, ok := l.(*remote.MountableLayer)
-			if !ok || ml.Reference.Context().RegistryStr() == op.repo.RegistryStr() {
-				continue // ours, or mountable within the registry
+			ml, mountable := l.(*remote.MountableLayer)
+			switch {
+			case mountable && ml.Reference.Context().RegistryStr() == op.repo.RegistryStr():
+				continue // remote.Write mounts it
+			case !mountable && !all:
+				continue // ours, up already
+			}
+			what := "layer %s"
+			if mountable {
+				what += " (copied from " + ml.Reference.Context().RegistryStr() + ")"
 			}
 			d, err := l.Digest()
 			if err != nil || seen[d] {
@@ -965,7 +975,7 @@ func (op *operation) copyForeign(images []platformImage) error {
 					return err
 				}
 				return op.o.uploadBlob(ctx, op.repo, op.m, blobSpec{
-					id: "copy/" + d.String(), what: fmt.Sprintf("layer %s (copied from %s)", d, ml.Reference.Context().RegistryStr()),
+					id: "copy/" + d.String(), what: fmt.Sprintf(what, d),
 					size: size, digest: d,
 					write: func(w io.Writer) error {
 						rc, err := l.Compressed()
