@@ -8,6 +8,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -61,12 +62,12 @@ type AffixRequest struct {
 
 // AffixResult describes a pushed image.
 type AffixResult struct {
-	Ref           string `json:"ref"` // repo@sha256:…
-	Digest        string `json:"digest"`
-	Tag           string `json:"tag,omitempty"`
-	MediaType     string `json:"media_type"`
-	Base          string `json:"base"` // resolved base repo@sha256:…
-	CrossRegistry bool   `json:"cross_registry"`
+	Ref           name.Digest `json:"ref"` // repo@sha256:…
+	Digest        v1.Hash     `json:"digest"`
+	Tag           string      `json:"tag,omitempty"`
+	MediaType     string      `json:"media_type"`
+	Base          name.Digest `json:"base"` // resolved base repo@sha256:…
+	CrossRegistry bool        `json:"cross_registry"`
 	// Layer sums up the weights layers: with one layer, that layer; with
 	// several, the first one's digests and the totals of sizes and files.
 	Layer LayerResult `json:"layer"`
@@ -80,12 +81,12 @@ type AffixResult struct {
 
 // LayerResult describes a weights layer.
 type LayerResult struct {
-	Digest           string `json:"digest"`
-	DiffID           string `json:"diff_id"`
-	MediaType        string `json:"media_type"`
-	Size             int64  `json:"size"`
-	UncompressedSize int64  `json:"uncompressed_size"`
-	Files            int    `json:"files"`
+	Digest           v1.Hash `json:"digest"`
+	DiffID           v1.Hash `json:"diff_id"`
+	MediaType        string  `json:"media_type"`
+	Size             int64   `json:"size"`
+	UncompressedSize int64   `json:"uncompressed_size"`
+	Files            int     `json:"files"`
 	// Source says how the layer got into the destination: LayerUploaded,
 	// LayerFound or LayerMounted; Cached that its digest came from the
 	// layer-digest cache (nothing of it was read).
@@ -96,8 +97,8 @@ type LayerResult struct {
 
 // PlatformResult is one platform's image in a pushed index.
 type PlatformResult struct {
-	Platform string `json:"platform"`
-	Digest   string `json:"digest"`
+	Platform string  `json:"platform"`
+	Digest   v1.Hash `json:"digest"`
 }
 
 // weightsModTime is the time of every entry of a weights layer: a fixed
@@ -151,8 +152,8 @@ func Affix(ctx context.Context, req AffixRequest, opts ...Option) (_ *AffixResul
 	}
 
 	res := &AffixResult{
-		Ref: pushed.ref.String(), Digest: pushed.ref.DigestStr(), Tag: tag, MediaType: string(pushed.mediaType),
-		Base: src.ref.String(), CrossRegistry: baseRef.Context().RegistryStr() != repo.RegistryStr(),
+		Ref: pushed.ref, Digest: pushed.digest, Tag: tag, MediaType: string(pushed.mediaType),
+		Base: src.ref, CrossRegistry: baseRef.Context().RegistryStr() != repo.RegistryStr(),
 		Platforms: pushed.platforms,
 		Transfer:  op.m.transfer(src.blobSizes()),
 		Stages:    st.list,
@@ -206,7 +207,7 @@ func (op *operation) weightsLayers(req *AffixRequest, docker bool, progress func
 	digest, _ := sl.Digest()
 	diffID, _ := sl.DiffID()
 	return []*weightsLayer{{layer: sl, mediaType: sl.mediaType, result: LayerResult{
-		Digest: digest.String(), DiffID: diffID.String(), MediaType: string(sl.mediaType),
+		Digest: digest, DiffID: diffID, MediaType: string(sl.mediaType),
 		Size: sl.size, UncompressedSize: sl.uncompSize, Files: stats.Files, Source: LayerUploaded, ReadBytes: read,
 	}}}, nil
 }
@@ -305,7 +306,7 @@ func appendWeights(base v1.Image, layers []v1.Layer, target string, created time
 	}
 	cfg := cf.DeepCopy()
 	cfg.Created = v1.Time{Time: created}
-	var marked []string
+	var marked []v1.Hash
 	adds := make([]mutate.Addendum, 0, len(layers))
 	for _, l := range layers {
 		digest, err := l.Digest()
@@ -324,7 +325,7 @@ func appendWeights(base v1.Image, layers []v1.Layer, target string, created time
 		cfg.History = append(cfg.History, v1.History{
 			Created: v1.Time{Time: created}, CreatedBy: fmt.Sprintf(WeightsCreatedByFmt, target), Comment: WeightsComment,
 		})
-		marked = append(marked, digest.String())
+		marked = append(marked, digest)
 		add := mutate.Addendum{Layer: l, MediaType: mt}
 		if toOCI {
 			add.MediaType = ociEquivalent(mt)
@@ -334,7 +335,7 @@ func appendWeights(base v1.Image, layers []v1.Layer, target string, created time
 	}
 	for _, li := range describe(mf, cf) {
 		if li.Weights == MarkedR8im {
-			marked = append(marked, li.Digest.String())
+			marked = append(marked, li.Digest)
 		}
 	}
 	cfg.Config.Labels = withWeightsLabel(cfg.Config.Labels, marked)

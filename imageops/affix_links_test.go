@@ -106,7 +106,7 @@ func TestAffixTrickyLinksStayInTarget(t *testing.T) {
 		t.Fatalf("Affix: %v", err)
 	}
 	baseRoot := testenv.Unpack(t, base.String(), nil)
-	root := testenv.Unpack(t, res.Ref, nil)
+	root := testenv.Unpack(t, res.Ref.String(), nil)
 
 	baseFiles := map[string]string{}
 	walkTree(t, baseRoot, func(p string, fi fs.FileInfo) {

@@ -80,7 +80,7 @@ func TestAffix(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Affix: %v", err)
 				}
-				ref, err := name.NewDigest(res.Ref)
+				ref, err := name.NewDigest(res.Ref.String())
 				if err != nil {
 					t.Fatalf("result ref %q: %v", res.Ref, err)
 				}
@@ -94,7 +94,7 @@ func TestAffix(t *testing.T) {
 					t.Errorf("manifest media type %s, want %s", mf.MediaType, tc.manifest)
 				}
 				last := mf.Layers[len(mf.Layers)-1]
-				if last.MediaType != tc.layer || last.Digest.String() != res.Layer.Digest {
+				if last.MediaType != tc.layer || last.Digest.String() != res.Layer.Digest.String() {
 					t.Errorf("weights layer %s %s, want %s %s", last.MediaType, last.Digest, tc.layer, res.Layer.Digest)
 				}
 				for _, l := range mf.Layers {
@@ -110,7 +110,7 @@ func TestAffix(t *testing.T) {
 				if !strings.HasSuffix(h.CreatedBy, " # weights") || h.Comment != "weights" || !h.Created.Time.Equal(created) {
 					t.Errorf("last history entry %+v does not mark weights", h)
 				}
-				if cf.Config.Labels[imageops.LabelWeightsLayers] != res.Layer.Digest || cf.Config.Labels["run.cog.version"] != "0.9.0" {
+				if cf.Config.Labels[imageops.LabelWeightsLayers] != res.Layer.Digest.String() || cf.Config.Labels["run.cog.version"] != "0.9.0" {
 					t.Errorf("labels %v: want the weights layer label and the base's labels", cf.Config.Labels)
 				}
 				if tc.manifest == types.OCIManifestSchema1 && last.Annotations[imageops.AnnotationWeights] != "true" {
@@ -120,7 +120,7 @@ func TestAffix(t *testing.T) {
 				if tc.compression == imageops.Zstd && res.Layer.Size > res.Layer.UncompressedSize*95/100 {
 					t.Errorf("zstd layer is %d bytes for %d uncompressed: weights should shrink ~10%%", res.Layer.Size, res.Layer.UncompressedSize)
 				}
-				if cf.RootFS.DiffIDs[len(cf.RootFS.DiffIDs)-1].String() != res.Layer.DiffID {
+				if cf.RootFS.DiffIDs[len(cf.RootFS.DiffIDs)-1] != res.Layer.DiffID {
 					t.Errorf("config diffID %s, result %s", cf.RootFS.DiffIDs[len(cf.RootFS.DiffIDs)-1], res.Layer.DiffID)
 				}
 				// No base layer byte moved: the base is in another repository of
@@ -138,7 +138,7 @@ func TestAffix(t *testing.T) {
 				if up := proxy.Uploaded(); up < res.Layer.Size || up > res.Layer.Size+64<<10 {
 					t.Errorf("%d bytes uploaded; want the weights layer (%d) plus config and no base layer", up, res.Layer.Size)
 				}
-				checkWeightsUnpacked(t, reg, res.Ref, nil, files, strip, "src/weights")
+				checkWeightsUnpacked(t, reg, res.Ref.String(), nil, files, strip, "src/weights")
 			})
 		}
 	})
@@ -156,7 +156,7 @@ func TestAffixIsReproducible(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			refs = append(refs, res.Digest+" "+res.Layer.Digest)
+			refs = append(refs, res.Digest.String()+" "+res.Layer.Digest.String())
 		}
 		if refs[0] != refs[1] || refs[0] != refs[2] {
 			t.Fatalf("same input and --created gave different digests: %v", refs)
@@ -181,7 +181,7 @@ func TestAffixIndex(t *testing.T) {
 					t.Fatalf("--platform all gave %s with platforms %v; want an index of 2", res.MediaType, res.Platforms)
 				}
 				for _, p := range []v1.Platform{testenv.Amd64, testenv.Arm64} {
-					checkWeightsUnpacked(t, reg, res.Ref, &p, files, "", "src/weights")
+					checkWeightsUnpacked(t, reg, res.Ref.String(), &p, files, "", "src/weights")
 				}
 
 				one, err := imageops.Affix(context.Background(), imageops.AffixRequest{
@@ -193,7 +193,7 @@ func TestAffixIndex(t *testing.T) {
 				if types.MediaType(one.MediaType).IsIndex() {
 					t.Fatalf("--platform linux/arm64 gave an index")
 				}
-				oneRef, err := name.NewDigest(one.Ref)
+				oneRef, err := name.NewDigest(one.Ref.String())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -226,7 +226,7 @@ func TestAffixFromAnotherRegistry(t *testing.T) {
 		if !res.CrossRegistry || res.Transfer.MountedBlobs != 0 || res.Transfer.DownloadedBytes == 0 {
 			t.Fatalf("cross-registry affix reported %+v (cross=%v); want a reported copy", res.Transfer, res.CrossRegistry)
 		}
-		checkWeightsUnpacked(t, dst, res.Ref, nil, files, "", "src/weights")
+		checkWeightsUnpacked(t, dst, res.Ref.String(), nil, files, "", "src/weights")
 	})
 }
 
@@ -249,7 +249,7 @@ func TestAffixRetriesAFailedUpload(t *testing.T) {
 		if n := proxy.Injected() - before; n != 2 {
 			t.Fatalf("%d of the 2 faults fired; the test did not make an upload fail", n)
 		}
-		checkWeightsUnpacked(t, reg, res.Ref, nil, files, "", "src/weights")
+		checkWeightsUnpacked(t, reg, res.Ref.String(), nil, files, "", "src/weights")
 	})
 }
 
@@ -267,7 +267,7 @@ func TestAffixFromStdinReader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkWeightsUnpacked(t, reg, res.Ref, nil, files, "", "src/weights")
+		checkWeightsUnpacked(t, reg, res.Ref.String(), nil, files, "", "src/weights")
 	})
 }
 
@@ -325,7 +325,7 @@ func TestAffixAllowOutsideTargetReplacesCode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		root := reg.unpack(t, res.Ref, nil)
+		root := reg.unpack(t, res.Ref.String(), nil)
 		for file, want := range map[string]string{"src/zz-predict.py": "new code", "src/weights/a.bin": "weights", "src/predict.py": testenv.Predict} {
 			if got, err := os.ReadFile(filepath.Join(root, file)); err != nil || string(got) != want {
 				t.Errorf("/%s = %q, %v; want %q", file, got, err, want)

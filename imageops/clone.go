@@ -1,6 +1,11 @@
 package imageops
 
-import "context"
+import (
+	"context"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
 
 // CloneRequest copies an image to another repository, unchanged.
 type CloneRequest struct {
@@ -10,11 +15,11 @@ type CloneRequest struct {
 
 // CloneResult describes a pushed copy.
 type CloneResult struct {
-	Ref       string           `json:"ref"` // repo@sha256:…
-	Digest    string           `json:"digest"`
+	Ref       name.Digest      `json:"ref"` // repo@sha256:…
+	Digest    v1.Hash          `json:"digest"`
 	Tag       string           `json:"tag,omitempty"`
 	MediaType string           `json:"media_type"`
-	Source    string           `json:"source"` // resolved repo@sha256:…
+	Source    name.Digest      `json:"source"` // resolved repo@sha256:…
 	Platforms []PlatformResult `json:"platforms,omitempty"`
 	Transfer  Transfer         `json:"transfer"`
 	Stages    []Stage          `json:"stages"`
@@ -40,7 +45,7 @@ func Clone(ctx context.Context, req CloneRequest, opts ...Option) (_ *CloneResul
 		return nil, err
 	}
 	return &CloneResult{
-		Ref: pushed.ref.String(), Digest: pushed.ref.DigestStr(), Tag: op.tag, MediaType: string(pushed.mediaType),
-		Source: src.ref.String(), Platforms: pushed.platforms, Transfer: op.m.transfer(src.blobSizes()), Stages: op.st.list,
+		Ref: pushed.ref, Digest: pushed.digest, Tag: op.tag, MediaType: string(pushed.mediaType),
+		Source: src.ref, Platforms: pushed.platforms, Transfer: op.m.transfer(src.blobSizes()), Stages: op.st.list,
 	}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/r8im/r8im/internal/retry"
@@ -30,11 +31,11 @@ type ExtractOptions struct {
 
 // ExtractResult describes an extraction.
 type ExtractResult struct {
-	Ref      string   `json:"ref"`    // repo@sha256 of the image read
-	Layers   []string `json:"layers"` // digests read, newest first
-	Files    int      `json:"files"`  // regular files written
-	Bytes    int64    `json:"bytes"`  // their total size
-	Transfer Transfer `json:"transfer"`
+	Ref      name.Digest `json:"ref"`    // repo@sha256 of the image read
+	Layers   []v1.Hash   `json:"layers"` // digests read, newest first
+	Files    int         `json:"files"`  // regular files written
+	Bytes    int64       `json:"bytes"`  // their total size
+	Transfer Transfer    `json:"transfer"`
 }
 
 // ErrNoWeights: the image has no layer holding weights. Errors carrying it
@@ -255,7 +256,7 @@ func extract(ctx context.Context, ref string, eo ExtractOptions, opts []Option, 
 	}
 	picked, fallback := pickWeights(info.Layers)
 	if len(picked) == 0 {
-		return nil, noWeights(info.Ref, target, false)
+		return nil, noWeights(info.Ref.String(), target, false)
 	}
 	var total int64
 	for _, li := range picked {
@@ -280,7 +281,7 @@ func extract(ctx context.Context, ref string, eo ExtractOptions, opts []Option, 
 	res := &ExtractResult{Ref: info.Ref}
 	var newestFirst []v1.Hash
 	for i := len(picked) - 1; i >= 0; i-- {
-		res.Layers = append(res.Layers, picked[i].Digest.String())
+		res.Layers = append(res.Layers, picked[i].Digest)
 		newestFirst = append(newestFirst, picked[i].Digest)
 	}
 	err = readLayers(ctx, img, newestFirst, o.jobs, tempDir, tick, func(ctx context.Context, d v1.Hash, l v1.Layer) error {
@@ -291,7 +292,7 @@ func extract(ctx context.Context, ref string, eo ExtractOptions, opts []Option, 
 	}
 	tick(true)
 	if fallback && x.found == 0 {
-		return nil, noWeights(info.Ref, target, true)
+		return nil, noWeights(info.Ref.String(), target, true)
 	}
 	res.Files, res.Bytes = x.files, x.bytes
 	res.Transfer = m.transfer(nil)

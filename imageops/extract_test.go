@@ -104,12 +104,12 @@ func TestExtractConventions(t *testing.T) {
 						check := func(t *testing.T, res *imageops.ExtractResult, counter *blobGetCounter, progress []imageops.Progress) {
 							t.Helper()
 							imgDigest, _ := img.Digest()
-							if want := dig.Context().Digest(imgDigest.String()).String(); res.Ref != want {
+							if want := dig.Context().Digest(imgDigest.String()).String(); res.Ref.String() != want {
 								t.Errorf("ref %s, want %s", res.Ref, want)
 							}
-							var wantLayers []string
+							var wantLayers []v1.Hash
 							for _, l := range read {
-								wantLayers = append(wantLayers, l.String())
+								wantLayers = append(wantLayers, l)
 							}
 							if !slices.Equal(res.Layers, wantLayers) {
 								t.Errorf("layers read %v, want %v", res.Layers, wantLayers)
@@ -247,7 +247,7 @@ func TestExtractIndex(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Extract arm64: %v", err)
 		}
-		if want := dig.Context().Digest(arm.String()).String(); res.Ref != want || res.Files != len(files) {
+		if want := dig.Context().Digest(arm.String()).String(); res.Ref.String() != want || res.Files != len(files) {
 			t.Errorf("ref %s files %d, want %s and %d", res.Ref, res.Files, want, len(files))
 		}
 		_, err = imageops.Extract(ctx, dig.String(), io.Discard, imageops.ExtractOptions{}, reg.opts(imageops.WithPlatform(nil))...)
@@ -292,7 +292,7 @@ func TestExtractNewestLayerWins(t *testing.T) {
 	forEachReg(t, func(t *testing.T, reg regSetup) {
 		dig := reg.push(t, reg.Host, "extract/stacked:latest", img)
 		layers := layerDigests(t, img)
-		wantLayers := []string{layers[4].String(), layers[3].String()}
+		wantLayers := []v1.Hash{layers[4], layers[3]}
 
 		type want struct {
 			typ  byte

@@ -3,12 +3,14 @@ package imageops
 import (
 	"context"
 	"fmt"
+
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // LayersResult summarizes one image: its layers with their weights markers
 // and sizes as the manifest states them (compressed).
 type LayersResult struct {
-	Ref         string      `json:"ref"` // repo@sha256 of the image (the platform's image when the ref is an index)
+	Ref         name.Digest `json:"ref"` // repo@sha256 of the image (the platform's image when the ref is an index)
 	MediaType   string      `json:"media_type"`
 	Platform    string      `json:"platform,omitempty"`
 	Layers      []LayerInfo `json:"layers"`
@@ -55,7 +57,7 @@ func describeImage(src *source, pi platformImage) (*LayersResult, error) {
 	if err != nil {
 		return nil, registryErr(err, "reading the config of "+ref.String())
 	}
-	res := &LayersResult{Ref: ref.String(), MediaType: string(mf.MediaType), Layers: describe(mf, cf)}
+	res := &LayersResult{Ref: ref, MediaType: string(mf.MediaType), Layers: describe(mf, cf)}
 	switch {
 	case pi.platform != nil:
 		res.Platform = pi.platform.String()

@@ -170,7 +170,7 @@ func TestLayers(t *testing.T) {
 						t.Fatalf("result %d: no image for platform %q", j, res.Platform)
 					}
 					want, _ := img.Digest()
-					if wantRef := dig.Context().Digest(want.String()).String(); res.Ref != wantRef {
+					if wantRef := dig.Context().Digest(want.String()).String(); res.Ref.String() != wantRef {
 						t.Errorf("result %d: ref %s, want %s", j, res.Ref, wantRef)
 					}
 					if res.MediaType != string(tc.mediaType) {

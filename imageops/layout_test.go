@@ -83,7 +83,7 @@ func TestAffixTreeLayouts(t *testing.T) {
 		}
 
 		// The layers are what `layers` lists as weights, in order.
-		infos, err := imageops.Layers(context.Background(), fromDir.Ref, r.opts()...)
+		infos, err := imageops.Layers(context.Background(), fromDir.Ref.String(), r.opts()...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,11 +93,11 @@ func TestAffixTreeLayouts(t *testing.T) {
 				weights = append(weights, li.Digest.String())
 			}
 		}
-		if len(weights) != 5 || weights[0] != bundle.Digest || weights[4] != fromDir.Layers[4].Digest {
+		if len(weights) != 5 || weights[0] != bundle.Digest.String() || weights[4] != fromDir.Layers[4].Digest.String() {
 			t.Errorf("layers lists weights layers %v, want the 5 affixed ones in order", weights)
 		}
 
-		root := r.unpack(t, fromDir.Ref, nil)
+		root := r.unpack(t, fromDir.Ref.String(), nil)
 		checkFiles(t, filepath.Join(root, "src/weights"), files, "unpacked")
 		if l, err := os.Readlink(filepath.Join(root, "src/weights/cfg")); err != nil || l != "config.json" {
 			t.Errorf("cfg unpacked as %q, %v; want the symlink to config.json", l, err)
@@ -105,7 +105,7 @@ func TestAffixTreeLayouts(t *testing.T) {
 
 		// extract returns every file of every weights layer.
 		out := filepath.Join(t.TempDir(), "out")
-		ex, err := imageops.ExtractToDir(context.Background(), fromDir.Ref, out, imageops.ExtractOptions{StripTarget: true}, r.opts()...)
+		ex, err := imageops.ExtractToDir(context.Background(), fromDir.Ref.String(), out, imageops.ExtractOptions{StripTarget: true}, r.opts()...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,11 +116,11 @@ func TestAffixTreeLayouts(t *testing.T) {
 
 		// remix carries every weights layer onto another base.
 		other := r.SeedBase(t, "layouts-other", testenv.Docker)
-		rx, err := imageops.Remix(context.Background(), imageops.RemixRequest{Base: other.String(), Weights: fromDir.Ref, Dest: r.User.Repo("layouts/remix")}, r.opts()...)
+		rx, err := imageops.Remix(context.Background(), imageops.RemixRequest{Base: other.String(), Weights: fromDir.Ref.String(), Dest: r.User.Repo("layouts/remix")}, r.opts()...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		infos, err = imageops.Layers(context.Background(), rx.Ref, r.opts()...)
+		infos, err = imageops.Layers(context.Background(), rx.Ref.String(), r.opts()...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +145,7 @@ func TestAffixTreeLayouts(t *testing.T) {
 				t.Errorf("shard %d streamed is layer %s, from the tree %s", i, st.Layers[i].Digest, fromDir.Layers[i].Digest)
 			}
 		}
-		root = r.unpack(t, st.Ref, nil)
+		root = r.unpack(t, st.Ref.String(), nil)
 		checkFiles(t, filepath.Join(root, "src/weights"), files, "streamed, unpacked")
 	})
 }
@@ -169,7 +169,7 @@ func TestAffixPerFileLayout(t *testing.T) {
 			t.Errorf("layer %d %+v: want one uncompressed file", i, l)
 		}
 	}
-	root := r.unpack(t, res.Ref, nil)
+	root := r.unpack(t, res.Ref.String(), nil)
 	checkFiles(t, filepath.Join(root, "src/weights"), files, "unpacked")
 }
 
@@ -202,7 +202,7 @@ func TestAffixReusesKnownLayers(t *testing.T) {
 			t.Fatalf("first publish read %d, sent %d: want everything", first.ReadBytes, first.Transfer.UploadedBytes)
 		}
 
-		img := r.image(t, first.Ref, testenv.Amd64)
+		img := r.image(t, first.Ref.String(), testenv.Amd64)
 		mf, err := img.Manifest()
 		if err != nil {
 			t.Fatal(err)
@@ -314,7 +314,7 @@ func TestWeightsLayersCompose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.String() != want.Digest || len(layers) != len(want.Layers) {
+	if got.String() != want.Digest.String() || len(layers) != len(want.Layers) {
 		t.Errorf("composed image %s with %d weights layers; Affix made %s with %d", got, len(layers), want.Digest, len(want.Layers))
 	}
 }
@@ -366,11 +366,11 @@ func TestStreamRetryKeepsCommittedLayers(t *testing.T) {
 		t.Fatalf("%d opens, layers %+v; want 2 passes and config + 2 shards", opens, res.Layers)
 	}
 	for _, l := range res.Layers {
-		if got := proxy.Blobs()[l.Digest]; got != l.Size {
+		if got := proxy.Blobs()[l.Digest.String()]; got != l.Size {
 			t.Errorf("layer %s (%d bytes): %d bytes sent; want each byte once", l.Digest, l.Size, got)
 		}
 	}
-	root := r.unpack(t, res.Ref, nil)
+	root := r.unpack(t, res.Ref.String(), nil)
 	checkFiles(t, filepath.Join(root, "src/weights"), files, "unpacked")
 }
 

@@ -113,12 +113,16 @@ func weightsLayers(infos []LayerInfo) []int {
 }
 
 // withWeightsLabel returns labels with the weights layer list set to digests.
-func withWeightsLabel(labels map[string]string, digests []string) map[string]string {
+func withWeightsLabel(labels map[string]string, digests []v1.Hash) map[string]string {
 	out := make(map[string]string, len(labels)+1)
 	for k, v := range labels {
 		out[k] = v
 	}
-	slices.Sort(digests)
-	out[LabelWeightsLayers] = strings.Join(slices.Compact(digests), ",")
+	list := make([]string, len(digests))
+	for i, d := range digests {
+		list[i] = d.String()
+	}
+	slices.Sort(list)
+	out[LabelWeightsLayers] = strings.Join(slices.Compact(list), ",")
 	return out
 }

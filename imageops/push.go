@@ -55,6 +55,7 @@ func Push(ctx context.Context, img v1.Image, ref name.Reference, opts ...Option)
 
 type pushed struct {
 	ref       name.Digest
+	digest    v1.Hash
 	mediaType types.MediaType
 	platforms []PlatformResult
 }
@@ -77,7 +78,7 @@ func push(repo name.Repository, tag string, src *source, images []platformImage,
 		if err := remote.Write(ref, img, ropts...); err != nil {
 			return nil, registryErr(err, "pushing "+ref.String())
 		}
-		return &pushed{ref: repo.Digest(d.String()), mediaType: mt}, nil
+		return &pushed{ref: repo.Digest(d.String()), digest: d, mediaType: mt}, nil
 	}
 	mt, err := src.index.MediaType()
 	if err != nil {
@@ -94,7 +95,7 @@ func push(repo name.Repository, tag string, src *source, images []platformImage,
 			return nil, fmt.Errorf("computing the %s image digest: %w", pi.platform, err)
 		}
 		adds = append(adds, mutate.IndexAddendum{Add: pi.image, Descriptor: v1.Descriptor{Platform: pi.platform}})
-		out.platforms = append(out.platforms, PlatformResult{Platform: pi.platform.String(), Digest: d.String()})
+		out.platforms = append(out.platforms, PlatformResult{Platform: pi.platform.String(), Digest: d})
 	}
 	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, mt), adds...)
 	d, err := idx.Digest()
@@ -108,7 +109,7 @@ func push(repo name.Repository, tag string, src *source, images []platformImage,
 	if err := remote.WriteIndex(ref, idx, ropts...); err != nil {
 		return nil, registryErr(err, "pushing "+ref.String())
 	}
-	out.ref = repo.Digest(d.String())
+	out.ref, out.digest = repo.Digest(d.String()), d
 	return out, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -22,14 +23,14 @@ type RemixRequest struct {
 
 // RemixResult describes a pushed remix.
 type RemixResult struct {
-	Ref       string           `json:"ref"`
-	Digest    string           `json:"digest"`
+	Ref       name.Digest      `json:"ref"`
+	Digest    v1.Hash          `json:"digest"`
 	Tag       string           `json:"tag,omitempty"`
 	MediaType string           `json:"media_type"`
-	Base      string           `json:"base"`    // resolved A
-	Weights   string           `json:"weights"` // resolved B
-	Removed   []string         `json:"removed_layers"`
-	Added     []string         `json:"added_layers"`
+	Base      name.Digest      `json:"base"`    // resolved A
+	Weights   name.Digest      `json:"weights"` // resolved B
+	Removed   []v1.Hash        `json:"removed_layers"`
+	Added     []v1.Hash        `json:"added_layers"`
 	Platforms []PlatformResult `json:"platforms,omitempty"`
 	Transfer  Transfer         `json:"transfer"`
 	Stages    []Stage          `json:"stages"`
@@ -59,7 +60,7 @@ func Remix(ctx context.Context, req RemixRequest, opts ...Option) (_ *RemixResul
 	st, tag := op.st, op.tag
 
 	st.start("remix")
-	res := &RemixResult{Base: a.ref.String(), Weights: b.ref.String(), Tag: tag}
+	res := &RemixResult{Base: a.ref, Weights: b.ref, Tag: tag}
 	var images []platformImage
 	toOCI := false
 	for _, pa := range a.images {
@@ -84,7 +85,7 @@ func Remix(ctx context.Context, req RemixRequest, opts ...Option) (_ *RemixResul
 	for d, n := range b.blobSizes() {
 		sizes[d] = n
 	}
-	res.Ref, res.Digest, res.MediaType = pushed.ref.String(), pushed.ref.DigestStr(), string(pushed.mediaType)
+	res.Ref, res.Digest, res.MediaType = pushed.ref, pushed.digest, string(pushed.mediaType)
 	res.Platforms, res.Transfer, res.Stages = pushed.platforms, op.m.transfer(sizes), st.list
 	return res, nil
 }
@@ -105,7 +106,7 @@ func (s *source) match(p *v1.Platform, ref string) (v1.Image, error) {
 
 // remix assembles one platform's image. It reports the digests removed from
 // A and added from B, and whether the result had to become OCI.
-func remix(a, b v1.Image, created time.Time) (v1.Image, []string, []string, bool, error) {
+func remix(a, b v1.Image, created time.Time) (v1.Image, []v1.Hash, []v1.Hash, bool, error) {
 	amf, acf, err := manifestAndConfig(a, "base")
 	if err != nil {
 		return nil, nil, nil, false, err
@@ -146,7 +147,7 @@ func remix(a, b v1.Image, created time.Time) (v1.Image, []string, []string, bool
 	cfg.RootFS.DiffIDs = nil
 	cfg.History = nil
 	var adds []mutate.Addendum
-	var removed, added []string
+	var removed, added []v1.Hash
 	// A's history, walked in order: empty-layer entries stay where they are,
 	// entries of dropped layers go with their layer.
 	hi := 0
@@ -161,7 +162,7 @@ func remix(a, b v1.Image, created time.Time) (v1.Image, []string, []string, bool
 			hi++
 		}
 		if li.Weights.IsWholeLayer() {
-			removed = append(removed, li.Digest.String())
+			removed = append(removed, li.Digest)
 			continue
 		}
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, li.DiffID)
@@ -187,7 +188,7 @@ func remix(a, b v1.Image, created time.Time) (v1.Image, []string, []string, bool
 			ann[AnnotationWeights] = "true"
 		}
 		adds = append(adds, mutate.Addendum{Layer: bLayers[i], MediaType: layerType(bmf.Layers[i].MediaType), Annotations: ann})
-		added = append(added, li.Digest.String())
+		added = append(added, li.Digest)
 	}
 	if created.IsZero() {
 		created = bcf.Created.Time
@@ -220,7 +221,7 @@ func manifestAndConfig(img v1.Image, what string) (*v1.Manifest, *v1.ConfigFile,
 
 // union appends to l the members of add it does not have yet: the layers
 // removed or added on any platform of an index.
-func union(l, add []string) []string {
+func union(l, add []v1.Hash) []v1.Hash {
 	for _, s := range add {
 		if !slices.Contains(l, s) {
 			l = append(l, s)

@@ -61,7 +61,7 @@ func TestRemix(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			return res.Ref, files
+			return res.Ref.String(), files
 		}, types.OCIManifestSchema1},
 	}
 	forEachReg(t, func(t *testing.T, reg regSetup) {
@@ -75,7 +75,7 @@ func TestRemix(t *testing.T) {
 					t.Fatal(err)
 				}
 				bRef, bFiles := tc.bWeights(t, reg)
-				aRef := reg.via(proxy.Host, a.Ref)
+				aRef := reg.via(proxy.Host, a.Ref.String())
 				bRef = reg.via(proxy.Host, bRef)
 
 				proxy.Reset()
@@ -86,14 +86,14 @@ func TestRemix(t *testing.T) {
 				if len(res.Removed) != 1 || res.Removed[0] != a.Layer.Digest || len(res.Added) != 1 {
 					t.Fatalf("removed %v added %v; want A's weights layer out and B's in", res.Removed, res.Added)
 				}
-				mf, cf := remoteImage(t, reg, reg.via(reg.Host, res.Ref))
+				mf, cf := remoteImage(t, reg, reg.via(reg.Host, res.Ref.String()))
 				bmf, bcf := remoteImage(t, reg, reg.via(reg.Host, bRef))
-				amf, acf := remoteImage(t, reg, a.Ref)
+				amf, acf := remoteImage(t, reg, a.Ref.String())
 				if mf.MediaType != tc.wantMT {
 					t.Errorf("manifest %s, want %s", mf.MediaType, tc.wantMT)
 				}
 				// Layers: A's three code layers, then B's weights layer.
-				if len(mf.Layers) != 4 || mf.Layers[3].Digest.String() != res.Added[0] {
+				if len(mf.Layers) != 4 || mf.Layers[3].Digest.String() != res.Added[0].String() {
 					t.Fatalf("layers %v", mf.Layers)
 				}
 				for i := 0; i < 3; i++ {
@@ -133,7 +133,7 @@ func TestRemix(t *testing.T) {
 				if res.Transfer.MountedBlobs == 0 {
 					t.Errorf("nothing mounted: %+v", res.Transfer)
 				}
-				checkWeightsUnpacked(t, reg, reg.via(reg.Host, res.Ref), nil, bFiles, "src/weights/", "src/weights")
+				checkWeightsUnpacked(t, reg, reg.via(reg.Host, res.Ref.String()), nil, bFiles, "src/weights/", "src/weights")
 			})
 		}
 	})
@@ -155,7 +155,7 @@ func TestRemixIndexAndErrors(t *testing.T) {
 			t.Fatalf("platforms %v, want 2", res.Platforms)
 		}
 		for _, p := range []v1.Platform{testenv.Amd64, testenv.Arm64} {
-			checkWeightsUnpacked(t, reg, res.Ref, &p, bFiles, "src/weights/", "src/weights")
+			checkWeightsUnpacked(t, reg, res.Ref.String(), &p, bFiles, "src/weights/", "src/weights")
 		}
 		// Reproducible: the same inputs give the same digest.
 		again, err := imageops.Remix(ctx, imageops.RemixRequest{Base: a.String(), Weights: b.String(), Dest: reg.repo(reg.Host, "models/remix-index")}, reg.opts(imageops.WithPlatform(nil))...)

@@ -18,7 +18,7 @@ import (
 func TestRemixReportsEveryPlatform(t *testing.T) {
 	aIdx, _ := testenv.WeightsIndex(t, testenv.OCI, testenv.SeedsWeights, testenv.WeightsSpec{Seed: 35}, testenv.Amd64, testenv.Arm64)
 	var adds []mutate.IndexAddendum
-	var want []string
+	var want []v1.Hash
 	for i, p := range []v1.Platform{testenv.Amd64, testenv.Arm64} {
 		img, _ := testenv.WeightsImage(t, testenv.OCI, p, testenv.R8imWeights, testenv.WeightsSpec{Seed: uint64(36 + i)})
 		layers, err := img.Layers()
@@ -29,7 +29,7 @@ func TestRemixReportsEveryPlatform(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want = append(want, d.String())
+		want = append(want, d)
 		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
 	}
 	bIdx := mutate.AppendManifests(empty.Index, adds...)

@@ -144,7 +144,7 @@ func (c *layerCutter) start(own bool, out *tar.Header, parents []*tar.Header) er
 		go func() {
 			h := sha256.New()
 			_, err := io.Copy(h, pr)
-			if err == nil && hashOf(h).String() != prev.result.DiffID {
+			if err == nil && hashOf(h) != prev.result.DiffID {
 				err = permanent(fmt.Errorf("weights layer %d: the input changed since the interrupted pass (its content hashes to %s, not %s)", i+1, hashOf(h), prev.result.DiffID))
 			}
 			pr.CloseWithError(err)
@@ -169,7 +169,7 @@ func (c *layerCutter) start(own bool, out *tar.Header, parents []*tar.Header) er
 				digest, _ := sl.Digest()
 				diffID, _ := sl.DiffID()
 				l.layer = sl
-				l.result = LayerResult{Digest: digest.String(), DiffID: diffID.String(), MediaType: string(l.mediaType),
+				l.result = LayerResult{Digest: digest, DiffID: diffID, MediaType: string(l.mediaType),
 					Size: sl.size, UncompressedSize: sl.uncompSize, Source: LayerUploaded}
 			}
 			pr.CloseWithError(err)

@@ -80,7 +80,9 @@ func (s chunkedSetup) inputs(t *testing.T, dest string, f func(t *testing.T, s c
 
 // sent is what the proxy saw of the layer: bytes of PATCH bodies sent for
 // it, refused or dropped ones included (the config blob is apart).
-func (s chunkedSetup) sent(res *imageops.AffixResult) int64 { return s.proxy.Blobs()[res.Layer.Digest] }
+func (s chunkedSetup) sent(res *imageops.AffixResult) int64 {
+	return s.proxy.Blobs()[res.Layer.Digest.String()]
+}
 
 // sentAll is sent plus the bytes of sessions never committed: a streamed
 // first chunk that failed leaves its session for a new one.
@@ -91,7 +93,7 @@ func (s chunkedSetup) sentAll(res *imageops.AffixResult) int64 {
 // check unpacks the image with skopeo and umoci as the test user.
 func (s chunkedSetup) check(t *testing.T, res *imageops.AffixResult, files []testenv.WeightsFile) {
 	t.Helper()
-	root := testenv.UnpackWith(t, res.Ref, testenv.UnpackOptions{DockerConfig: s.reg.User.DockerConfig(t)})
+	root := testenv.UnpackWith(t, res.Ref.String(), testenv.UnpackOptions{DockerConfig: s.reg.User.DockerConfig(t)})
 	for _, f := range files {
 		if got := testenv.FileSHA256(t, filepath.Join(root, "src/weights", f.Name)); got != f.SHA256 {
 			t.Fatalf("%s: sha256 %s, want %s", f.Name, got, f.SHA256)
@@ -367,13 +369,13 @@ func TestZstdAndRemixUnderABodyCap(t *testing.T) {
 			t.Fatal(err)
 		}
 		remixed, err := imageops.Remix(context.Background(), imageops.RemixRequest{
-			Base: big.String(), Weights: weights.Ref, Dest: s.proxy.Host + "/" + testenv.TestUser + "/remixed",
+			Base: big.String(), Weights: weights.Ref.String(), Dest: s.proxy.Host + "/" + testenv.TestUser + "/remixed",
 		}, opts...)
 		if err != nil {
 			t.Fatalf("remix: %v", err)
 		}
 		zres, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{
-			Source: remixed.Ref, Dest: s.proxy.Host + "/" + testenv.TestUser + "/zstd",
+			Source: remixed.Ref.String(), Dest: s.proxy.Host + "/" + testenv.TestUser + "/zstd",
 		}, opts...)
 		if err != nil {
 			t.Fatalf("zstd: %v", err)

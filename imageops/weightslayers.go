@@ -384,13 +384,13 @@ func (op *operation) bringLayer(ctx context.Context, l *weightsLayer, dest func(
 	digest, _ := sl.Digest()
 	diffID, _ := sl.DiffID()
 	l.layer = sl
-	l.result.Digest, l.result.DiffID, l.result.Size, l.result.Source = digest.String(), diffID.String(), sl.size, LayerUploaded
+	l.result.Digest, l.result.DiffID, l.result.Size, l.result.Source = digest, diffID, sl.size, LayerUploaded
 	l.result.ReadBytes = l.plan.content
 	if l.key != "" {
 		// The cache only saves work: failing to record must not fail the
 		// publish.
 		_ = op.o.layerDigests.StoreLayer(ctx, l.key, CachedLayer{
-			Digest: l.result.Digest, DiffID: l.result.DiffID, Size: l.result.Size, MediaType: l.result.MediaType, Repository: op.repo.Name()})
+			Digest: l.result.Digest.String(), DiffID: l.result.DiffID.String(), Size: l.result.Size, MediaType: l.result.MediaType, Repository: op.repo.Name()})
 	}
 	return nil
 }
@@ -443,7 +443,7 @@ func (op *operation) reuseLayer(ctx context.Context, l *weightsLayer, dest func(
 		known.Layer = src
 		l.layer, l.result.Source = &remote.MountableLayer{Layer: known, Reference: ref}, LayerMounted
 	}
-	l.result.Digest, l.result.DiffID, l.result.Size, l.result.Cached = c.Digest, c.DiffID, c.Size, true
+	l.result.Digest, l.result.DiffID, l.result.Size, l.result.Cached = digest, diffID, c.Size, true
 	return true, nil
 }
 

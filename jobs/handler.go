@@ -137,10 +137,10 @@ func (h *Handler) affix(ctx context.Context, t *asynq.Task) error {
 		}
 		layers := make([]storage.LayerRecord, len(res.Layers))
 		for i, l := range res.Layers {
-			layers[i] = storage.LayerRecord{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType, Files: l.Files, Source: l.Source, Cached: l.Cached, ReadBytes: l.ReadBytes}
+			layers[i] = storage.LayerRecord{Digest: l.Digest.String(), Size: l.Size, MediaType: l.MediaType, Files: l.Files, Source: l.Source, Cached: l.Cached, ReadBytes: l.ReadBytes}
 		}
 		return storage.Success{
-			Result: res.Ref, BaseDigest: res.Base, LayerDigest: res.Layer.Digest, LayerDiffID: res.Layer.DiffID,
+			Result: res.Ref.String(), BaseDigest: res.Base.String(), LayerDigest: res.Layer.Digest.String(), LayerDiffID: res.Layer.DiffID.String(),
 			LayerSize: res.Layer.Size, UncompressedSize: res.Layer.UncompressedSize,
 			UploadedBytes: res.Transfer.UploadedBytes, MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes,
 			DownloadedBytes: res.ReadBytes, Stages: stageMap(res.Stages), Layers: layers,
@@ -192,10 +192,10 @@ func (h *Handler) remix(ctx context.Context, t *asynq.Task) error {
 		if err != nil {
 			return storage.Success{}, err
 		}
-		s := storage.Success{Result: res.Ref, BaseDigest: res.Base, UploadedBytes: res.Transfer.UploadedBytes,
+		s := storage.Success{Result: res.Ref.String(), BaseDigest: res.Base.String(), UploadedBytes: res.Transfer.UploadedBytes,
 			MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes, Stages: stageMap(res.Stages)}
 		if len(res.Added) > 0 {
-			s.LayerDigest = res.Added[len(res.Added)-1]
+			s.LayerDigest = res.Added[len(res.Added)-1].String()
 		}
 		return s, nil
 	}, nil, platformOpt(p.Platform))

@@ -66,7 +66,7 @@ func TestAffixLayersFromS3Prefix(t *testing.T) {
 		if first.State != storage.StateSucceeded {
 			t.Fatalf("record %+v", first)
 		}
-		if _, digest, _ := strings.Cut(first.Result, "@"); digest != want.Digest {
+		if _, digest, _ := strings.Cut(first.Result, "@"); digest != want.Digest.String() {
 			t.Fatalf("the worker published %s from the S3 prefix; the same files as a directory give %s", first.Result, want.Digest)
 		}
 		if len(first.Layers) != 3 || first.Layers[0].Files != 1 || first.Layers[1].MediaType != "application/vnd.oci.image.layer.v1.tar" {

@@ -130,7 +130,7 @@ with the same --created, the same image digest.`,
 			if !g.json && !g.quiet {
 				printLayers(cmd.ErrOrStderr(), res)
 			}
-			return g.printResult(cmd, res, res.Ref, res.Stages, res.Transfer.Notes...)
+			return g.printResult(cmd, res, res.Ref.String(), res.Stages, res.Transfer.Notes...)
 		},
 	}
 	f := cmd.Flags()

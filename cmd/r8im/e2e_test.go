@@ -89,7 +89,7 @@ func TestAffixLayersExtractRoundTrip(t *testing.T) {
 		if err := json.Unmarshal([]byte(stdout), &res); err != nil {
 			t.Fatalf("--json output: %v\n%s", err, stdout)
 		}
-		if res.Ref != ref || res.Layer.Files != len(files) || len(res.Layers) != 1 || len(res.Stages) != 4 {
+		if res.Ref.String() != ref || res.Layer.Files != len(files) || len(res.Layers) != 1 || len(res.Stages) != 4 {
 			t.Fatalf("--json result %+v; want ref %s, %d files in 1 layer, 4 stages timed", res, ref, len(files))
 		}
 		if l := res.Layers[0]; l.Source != imageops.LayerFound || !l.Cached || res.ReadBytes != 0 || res.Transfer.UploadedBytes != 0 {
@@ -105,7 +105,7 @@ func TestAffixLayersExtractRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		ls := layers[0].Layers
-		if len(ls) != 4 || ls[3].Weights != imageops.MarkedR8im || ls[3].Digest.String() != res.Layer.Digest {
+		if len(ls) != 4 || ls[3].Weights != imageops.MarkedR8im || ls[3].Digest != res.Layer.Digest {
 			t.Fatalf("layers = %+v; want 3 base layers and our weights layer last", ls)
 		}
 		stdout, _, err = r8im(t, nil, "layers", ref)

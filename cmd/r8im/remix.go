@@ -44,7 +44,7 @@ B's, so the same A and B always give the same digest.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "removed %d weights layer(s) of the base, added %d; moved %d bytes (mounted %d blobs)\n",
 					len(res.Removed), len(res.Added), res.Transfer.UploadedBytes+res.Transfer.DownloadedBytes, res.Transfer.MountedBlobs)
 			}
-			return g.printResult(cmd, res, res.Ref, res.Stages, res.Transfer.Notes...)
+			return g.printResult(cmd, res, res.Ref.String(), res.Stages, res.Transfer.Notes...)
 		},
 	}
 	f := cmd.Flags()

@@ -63,7 +63,7 @@ use affix for its other flags and layouts.`,
 			if err != nil {
 				return err
 			}
-			return g.printResult(cmd, res, res.Ref, res.Stages, res.Transfer.Notes...)
+			return g.printResult(cmd, res, res.Ref.String(), res.Stages, res.Transfer.Notes...)
 		},
 	}
 	cmd.Flags().StringVar(&dest, "dest", "", "destination repository and optional tag (default: IMAGE's repository, by digest)")
@@ -92,7 +92,7 @@ the layers are copied (and a note says so). A single image keeps its digest;
 			if err != nil {
 				return err
 			}
-			return g.printResult(cmd, res, res.Ref, res.Stages, res.Transfer.Notes...)
+			return g.printResult(cmd, res, res.Ref.String(), res.Stages, res.Transfer.Notes...)
 		},
 	}
 }

@@ -26,7 +26,7 @@ func TestSeedVerbs(t *testing.T) {
 		if err := json.Unmarshal([]byte(stdout), &cl); err != nil {
 			t.Fatal(err)
 		}
-		if cl.Digest != base.DigestStr() || cl.Transfer.DownloadedBytes != 0 || cl.Transfer.UploadedBytes > 4096 || cl.Transfer.MountedBlobs == 0 {
+		if cl.Digest.String() != base.DigestStr() || cl.Transfer.DownloadedBytes != 0 || cl.Transfer.UploadedBytes > 4096 || cl.Transfer.MountedBlobs == 0 {
 			t.Fatalf("clone gave %s (source %s), transfer %+v; want the same digest, every layer mounted, nothing downloaded", cl.Digest, base.DigestStr(), cl.Transfer)
 		}
 		image := reg.User.Repo("seed:v1")

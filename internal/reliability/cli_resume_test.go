@@ -71,7 +71,7 @@ func TestR8imKilledAndRunAgainResumes(t *testing.T) {
 	if st := proxy.Stats(); st.LargestBody > limit {
 		t.Errorf("the front saw a %d-byte body; its cap is %d", st.LargestBody, limit)
 	}
-	root := testenv.UnpackWith(t, res.Ref, testenv.UnpackOptions{DockerConfig: alice.DockerConfig(t)})
+	root := testenv.UnpackWith(t, res.Ref.String(), testenv.UnpackOptions{DockerConfig: alice.DockerConfig(t)})
 	for _, f := range files {
 		if got := testenv.FileSHA256(t, root+"/src/weights/"+f.Name); got != f.SHA256 {
 			t.Fatalf("%s: sha256 %s, want %s", f.Name, got, f.SHA256)
