@@ -38,7 +38,7 @@ func sharedImages(t *testing.T, e *env, n, repos, shared int) ([]string, []map[s
 		return b
 	}
 	layer := func(name string, body []byte) v1.Layer {
-		tb := testenv.LayerTar(t, testenv.File(name, string(body)))
+		tb := testenv.Tar(t, testenv.File(name, string(body)))
 		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(tb)), nil })
 		if err != nil {
 			t.Fatal(err)

@@ -167,24 +167,15 @@ func TestWeightsTarball(t *testing.T) {
 	if len(files) != 4 { // config.json + 3 shards
 		t.Fatalf("got %d files, want 4", len(files))
 	}
-	tr := tar.NewReader(&a)
 	seen := map[string]string{}
 	var zeros, total int
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
+	for _, m := range testenv.TarMembers(t, &a) {
+		if m.Typeflag == tar.TypeReg && !strings.HasPrefix(m.Name, "src/weights/") {
+			t.Fatalf("file %q is outside src/weights", m.Name)
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag == tar.TypeReg && !strings.HasPrefix(h.Name, "src/weights/") {
-			t.Fatalf("file %q is outside src/weights", h.Name)
-		}
-		body, _ := io.ReadAll(tr)
-		sum := sha256.Sum256(body)
-		seen[h.Name] = hex.EncodeToString(sum[:])
-		for _, c := range body {
+		sum := sha256.Sum256([]byte(m.Body))
+		seen[m.Name] = hex.EncodeToString(sum[:])
+		for _, c := range []byte(m.Body) {
 			total++
 			if c == 0 {
 				zeros++
