@@ -247,7 +247,9 @@ func TestPushReturnsDigestReference(t *testing.T) {
 func TestRedisPasswordAndRestart(t *testing.T) {
 	r := testenv.Redis(t, testenv.RedisOptions{FsyncAlways: true, Password: "pw-0123456789"})
 	ctx := context.Background()
-	anon := redis.NewClient(&redis.Options{Addr: r.Addr})
+	o := r.Options()
+	o.Password = ""
+	anon := redis.NewClient(o)
 	defer anon.Close()
 	if err := anon.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
 		t.Fatalf("PING without the password = %v; want NOAUTH", err)
