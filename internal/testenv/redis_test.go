@@ -18,6 +18,7 @@ import (
 // their own: neither sees the other's keys, URL, Client and Options all
 // carry it, and it is empty and free again when the test ends.
 func TestRedisSharedServerGivesEachTestItsDB(t *testing.T) {
+	t.Setenv("R8IM_TEST_REDIS_ADDR", "")
 	shared := testenv.Redis(t) // a server of this test's own, then shared
 	t.Setenv("R8IM_TEST_REDIS_ADDR", shared.Addr)
 	ctx := context.Background()
@@ -68,7 +69,8 @@ func TestRedisSharedServerGivesEachTestItsDB(t *testing.T) {
 // A lease of a process that has ended (killed before its cleanup) is taken
 // over, with what it left flushed; one of a live process is not.
 func TestRedisSharedServerTakesOverEndedLeases(t *testing.T) {
-	shared := testenv.Redis(t)
+	t.Setenv("R8IM_TEST_REDIS_ADDR", "")
+	shared := testenv.Redis(t) // of its own: the test writes leases
 	t.Setenv("R8IM_TEST_REDIS_ADDR", shared.Addr)
 	ctx := context.Background()
 	leases := redis.NewClient(&redis.Options{Addr: shared.Addr})

@@ -194,6 +194,9 @@ func TestWeightsTarball(t *testing.T) {
 
 // TestStoppedServersLeaveNoProcess proves cleanup really stops each server.
 func TestStoppedServersLeaveNoProcess(t *testing.T) {
+	for _, v := range []string{"R8IM_TEST_REDIS_ADDR", "R8IM_TEST_REGISTRY", "R8IM_TEST_S3_ENDPOINT"} {
+		t.Setenv(v, "") // servers of this test's own
+	}
 	var pids []int
 	t.Run("start", func(t *testing.T) {
 		for _, pid := range []int{testenv.Redis(t).PID(), testenv.Registry(t).PID(), testenv.S3(t).PID()} {
