@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/events"
@@ -33,8 +32,7 @@ func eventBody(id string) []byte {
 
 func TestReceiver(t *testing.T) {
 	rds := testenv.Redis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: rds.Addr})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := rds.Client(t)
 	records := storage.NewRecords(rdb, time.Hour)
 	enq := jobs.NewEnqueuer(rdb, records, config.NewEnqueue().Tasks)
 	t.Cleanup(func() { enq.Close() })

@@ -261,7 +261,7 @@ func TestExtractJobsSubstitutedBlob(t *testing.T) {
 	ref := testenv.Push(t, reg.Host+"/extract/jobs-substituted:latest", img).String()
 	oldest := weights[len(weights)-1]
 	proxy := testenv.SubstituteBlobs(t, reg.Host)
-	planted := testenv.LayerTar(t, testenv.Dir("src/"), testenv.Dir("src/weights/"), testenv.File("src/weights/planted.bin", "planted by the registry"))
+	planted := testenv.Tar(t, testenv.Dir("src/"), testenv.Dir("src/weights/"), testenv.File("src/weights/planted.bin", "planted by the registry"))
 	proxy.Substitute(oldest, testenv.GzipOfSize(t, planted, testenv.BlobSize(t, ref, oldest)))
 	viaProxy := strings.Replace(ref, reg.Host, proxy.Host, 1)
 

@@ -53,7 +53,7 @@ func TestExtractToDirSubstitutedBlob(t *testing.T) {
 	ref, layer, _ := weightsImage(t, reg.Host, "extract/substituted")
 	proxy := testenv.SubstituteBlobs(t, reg.Host)
 	size := testenv.BlobSize(t, ref, layer)
-	planted := testenv.LayerTar(t, testenv.Dir("src/"), testenv.Dir("src/weights/"),
+	planted := testenv.Tar(t, testenv.Dir("src/"), testenv.Dir("src/weights/"),
 		testenv.File("src/weights/planted.bin", "planted by the registry"), testenv.File("src/weights/config.json", `{"evil": true}`))
 	proxy.Substitute(layer, testenv.GzipOfSize(t, planted, size))
 	viaProxy := strings.Replace(ref, reg.Host, proxy.Host, 1)

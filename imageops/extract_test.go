@@ -34,24 +34,13 @@ type outEntry struct {
 func readExtractTar(t *testing.T, b []byte) map[string]outEntry {
 	t.Helper()
 	out := map[string]outEntry{}
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
+	for _, m := range testenv.TarMembers(t, bytes.NewReader(b)) {
+		if _, dup := out[m.Name]; dup {
+			t.Errorf("entry %s written twice", m.Name)
 		}
-		if err != nil {
-			t.Fatalf("reading the extracted tar: %v", err)
-		}
-		body, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, dup := out[h.Name]; dup {
-			t.Errorf("entry %s written twice", h.Name)
-		}
-		out[h.Name] = outEntry{typ: h.Typeflag, link: h.Linkname, body: string(body), mode: h.Mode, uid: h.Uid, gid: h.Gid}
+		out[m.Name] = outEntry{typ: m.Typeflag, link: m.Linkname, body: m.Body, mode: m.Mode, uid: m.Uid, gid: m.Gid}
 	}
+	return out
 }
 
 func sha(s string) string {

@@ -1,9 +1,9 @@
 package imageops_test
 
 import (
-	"archive/tar"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,26 +18,11 @@ import (
 // writeTar writes a tar of regular files (sorted by name) to path.
 func writeTar(t *testing.T, path string, files map[string]string) {
 	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
+	var entries []testenv.Entry
+	for _, n := range slices.Sorted(maps.Keys(files)) {
+		entries = append(entries, testenv.File(n, files[n]))
 	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: n, Mode: 0o644, Size: int64(len(files[n]))}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(files[n])); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
+	if err := os.WriteFile(path, testenv.Tar(t, entries...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

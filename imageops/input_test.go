@@ -15,6 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/testenv"
 )
 
 func gzipBytes(tb testing.TB, b []byte) []byte {
@@ -54,18 +55,7 @@ func randomBytes(n int) []byte {
 // header checksum.
 func v7Tar(tb testing.TB) []byte {
 	tb.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	if err := tw.WriteHeader(&tar.Header{Name: "model.bin", Mode: 0o644, Size: 5, Format: tar.FormatUSTAR}); err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := tw.Write([]byte("hello")); err != nil {
-		tb.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	out := b.Bytes()
+	out := testenv.Tar(tb, testenv.Entry{Name: "model.bin", Body: "hello", Format: tar.FormatUSTAR})
 	clear(out[257:512]) // magic, version, owner names, device numbers, prefix
 	var sum int64
 	for i, c := range out[:512] {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/testenv"
 )
 
 // fuzzOps decodes a fuzz input into tar entries: one per line, "name\x00target"
@@ -42,23 +43,7 @@ func fuzzOps(data string) []tarEntry {
 // fuzzTar writes entries as a tar; false when archive/tar cannot encode one.
 func fuzzTar(entries []tarEntry) ([]byte, bool) {
 	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: 0o644, Size: int64(len(e.body))}
-		if h.Typeflag == 0 {
-			h.Typeflag = tar.TypeReg
-		}
-		if h.Typeflag != tar.TypeReg {
-			h.Size = 0
-		}
-		if tw.WriteHeader(h) != nil {
-			return nil, false
-		}
-		if _, err := tw.Write([]byte(e.body)[:h.Size]); err != nil {
-			return nil, false
-		}
-	}
-	if tw.Close() != nil {
+	if testenv.WriteTar(&b, entries...) != nil {
 		return nil, false
 	}
 	return b.Bytes(), true
@@ -132,7 +117,7 @@ func unpackAndCheck(t *testing.T, layers [][]byte) {
 	symlinks := map[string]string{} // path → target as in the tar
 	for _, layer := range layers {
 		for _, e := range listTarball(t, layer) {
-			unpackEntry(t, root, realDir, e.hdr, symlinks)
+			unpackEntry(t, root, realDir, e.Header, symlinks)
 		}
 	}
 	// Two looks: with the directories dangling links point into created,

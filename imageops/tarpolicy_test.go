@@ -12,177 +12,58 @@ import (
 	"time"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/testenv"
 )
 
 var policyTime = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
-// tarEntry describes one entry of a test tarball.
-type tarEntry struct {
-	name   string
-	typ    byte // tar.TypeReg when zero
-	body   string
-	link   string
-	mode   int64 // 0644 (files) or 0755 (dirs) when zero
-	uid    int
-	xattrs map[string]string
-	format tar.Format
-}
+// The test tarballs are testenv's (testenv.Tar), under short names.
+type tarEntry = testenv.Entry
 
-func tarReg(name, body string) tarEntry { return tarEntry{name: name, body: body} }
-func tarDir(name string) tarEntry       { return tarEntry{name: name, typ: tar.TypeDir} }
-func tarSymlink(name, to string) tarEntry {
-	return tarEntry{name: name, typ: tar.TypeSymlink, link: to}
-}
-func tarHardlink(name, to string) tarEntry {
-	return tarEntry{name: name, typ: tar.TypeLink, link: to}
-}
+var (
+	tarReg      = testenv.File
+	tarDir      = testenv.Dir
+	tarSymlink  = testenv.Symlink
+	tarHardlink = testenv.Hardlink
+)
 
-// buildTarball writes entries as a tar; without the end-of-archive marker
-// when open.
-func buildTarball(tb testing.TB, open bool, entries ...tarEntry) []byte {
-	tb.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, e := range entries {
-		if e.typ == tar.TypeXGlobalHeader {
-			h := &tar.Header{Typeflag: e.typ, Name: e.name, PAXRecords: map[string]string{"comment": "git archive"}}
-			if err := tw.WriteHeader(h); err != nil {
-				tb.Fatalf("writing header %q: %v", e.name, err)
-			}
-			continue
-		}
-		h := &tar.Header{
-			Name:     e.name,
-			Typeflag: e.typ,
-			Linkname: e.link,
-			Mode:     e.mode,
-			Uid:      e.uid,
-			Gid:      e.uid,
-			Uname:    "trainer",
-			Gname:    "trainer",
-			ModTime:  time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC),
-			Format:   e.format,
-		}
-		if h.Typeflag == 0 {
-			h.Typeflag = tar.TypeReg
-		}
-		if h.Mode == 0 {
-			h.Mode = 0o644
-			if h.Typeflag == tar.TypeDir {
-				h.Mode = 0o755
-			}
-		}
-		if h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeCont {
-			h.Size = int64(len(e.body))
-		}
-		if e.xattrs != nil {
-			h.PAXRecords = map[string]string{}
-			for k, v := range e.xattrs {
-				h.PAXRecords["SCHILY.xattr."+k] = v
-			}
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			tb.Fatalf("writing header %q: %v", e.name, err)
-		}
-		if h.Size > 0 {
-			if _, err := io.WriteString(tw, e.body); err != nil {
-				tb.Fatalf("writing %q: %v", e.name, err)
-			}
-		}
-	}
-	if open {
-		if err := tw.Flush(); err != nil {
-			tb.Fatal(err)
-		}
-	} else if err := tw.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	return b.Bytes()
-}
-
+// makeTar is testenv.Tar with an owner name on every entry ("trainer",
+// unless one is set): RewriteTar must drop it.
 func makeTar(tb testing.TB, entries ...tarEntry) []byte {
 	tb.Helper()
-	return buildTarball(tb, false, entries...)
-}
-
-// rawTarHeader is a ustar header block that archive/tar's Writer would not
-// write (PAX extended headers, GNU sparse records).
-func rawTarHeader(name string, typ byte, size int) []byte {
-	b := make([]byte, 512)
-	copy(b, name)
-	copy(b[100:], "0000644\x00")
-	copy(b[108:], "0000000\x00")
-	copy(b[116:], "0000000\x00")
-	copy(b[124:], fmt.Sprintf("%011o\x00", size))
-	copy(b[136:], fmt.Sprintf("%011o\x00", 0))
-	b[156] = typ
-	copy(b[257:], "ustar\x0000")
-	copy(b[148:], "        ")
-	sum := 0
-	for _, c := range b {
-		sum += int(c)
-	}
-	copy(b[148:], fmt.Sprintf("%06o\x00 ", sum))
-	return b
-}
-
-func padBlock(b []byte) []byte { return append(b, make([]byte, (512-len(b)%512)%512)...) }
-
-func paxRecord(k, v string) string {
-	n := len(k) + len(v) + 3
-	for {
-		s := fmt.Sprintf("%d %s=%s\n", n, k, v)
-		if len(s) == n {
-			return s
+	owned := make([]tarEntry, len(entries))
+	for i, e := range entries {
+		if e.Uname == "" {
+			e.Uname, e.Gname = "trainer", "trainer"
 		}
-		n = len(s)
+		owned[i] = e
 	}
+	return testenv.Tar(tb, owned...)
 }
+
+// unterminated is tarball b cut off after its last entry: without the two
+// zero blocks that end an archive (archive/tar's Writer adds just those).
+func unterminated(b []byte) []byte { return b[:len(b)-1024] }
 
 // paxSparseTar holds src/weights/model.bin, then a PAX (1.0) sparse file of
-// one TiB made of a single hole: archive/tar reads it as a terabyte of zeros.
+// one TiB: archive/tar reads it as a terabyte of zeros.
 func paxSparseTar(tb testing.TB) []byte {
 	tb.Helper()
-	b := buildTarball(tb, true, tarReg("src/weights/model.bin", "w"))
-	recs := paxRecord("GNU.sparse.major", "1") + paxRecord("GNU.sparse.minor", "0") +
-		paxRecord("GNU.sparse.name", "src/weights/huge.bin") + paxRecord("GNU.sparse.realsize", "1099511627776")
-	b = append(b, rawTarHeader("PaxHeaders/huge.bin", 'x', len(recs))...)
-	b = append(b, padBlock([]byte(recs))...)
-	b = append(b, rawTarHeader("src/weights/GNUSparseFile.0/huge.bin", '0', 512)...)
-	b = append(b, padBlock([]byte("0\n"))...)
-	return append(b, make([]byte, 1024)...)
+	return makeTar(tb, tarReg("src/weights/model.bin", "w"), testenv.PAXSparse("src/weights/huge.bin"))
 }
 
 // readEntry is one entry of a rewritten tarball.
-type readEntry struct {
-	hdr  *tar.Header
-	body string
-}
+type readEntry = testenv.TarMember
 
 func listTarball(tb testing.TB, b []byte) []readEntry {
 	tb.Helper()
-	var out []readEntry
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			tb.Fatalf("reading the rewritten tar: %v", err)
-		}
-		body, err := io.ReadAll(tr)
-		if err != nil {
-			tb.Fatalf("reading %q: %v", h.Name, err)
-		}
-		out = append(out, readEntry{h, string(body)})
-	}
+	return testenv.TarMembers(tb, bytes.NewReader(b))
 }
 
 func names(entries []readEntry) []string {
 	var out []string
 	for _, e := range entries {
-		out = append(out, e.hdr.Name)
+		out = append(out, e.Name)
 	}
 	return out
 }
@@ -238,17 +119,17 @@ func TestRewriteTarRefuses(t *testing.T) {
 		{"hard link to a directory", imageops.TarPolicy{},
 			[]tarEntry{model, tarDir("src/weights/sub/"), tarHardlink("src/weights/copy", "src/weights/sub")}, "src/weights/copy", "directory"},
 		{"character device", imageops.TarPolicy{},
-			[]tarEntry{model, {name: "src/weights/null", typ: tar.TypeChar}}, "src/weights/null", "character device"},
+			[]tarEntry{model, {Name: "src/weights/null", Type: tar.TypeChar}}, "src/weights/null", "character device"},
 		{"block device", imageops.TarPolicy{},
-			[]tarEntry{model, {name: "src/weights/sda", typ: tar.TypeBlock}}, "src/weights/sda", "block device"},
+			[]tarEntry{model, {Name: "src/weights/sda", Type: tar.TypeBlock}}, "src/weights/sda", "block device"},
 		{"fifo", imageops.TarPolicy{},
-			[]tarEntry{model, {name: "src/weights/pipe", typ: tar.TypeFifo}}, "src/weights/pipe", "fifo"},
+			[]tarEntry{model, {Name: "src/weights/pipe", Type: tar.TypeFifo}}, "src/weights/pipe", "fifo"},
 		{"GNU sparse file", imageops.TarPolicy{},
-			[]tarEntry{model, {name: "src/weights/sparse.bin", typ: tar.TypeGNUSparse, format: tar.FormatGNU}}, "src/weights/sparse.bin", "GNU sparse"},
+			[]tarEntry{model, {Name: "src/weights/sparse.bin", Type: tar.TypeGNUSparse, Format: tar.FormatGNU}}, "src/weights/sparse.bin", "GNU sparse"},
 		{"PAX sparse file", imageops.TarPolicy{}, nil, // paxSparseTar
 			"src/weights/huge.bin", "sparse file"},
 		{"contiguous file", imageops.TarPolicy{},
-			[]tarEntry{model, {name: "src/weights/cont.bin", typ: tar.TypeCont, body: "abc"}}, "src/weights/cont.bin", "unsupported entry type"},
+			[]tarEntry{model, {Name: "src/weights/cont.bin", Type: tar.TypeCont, Body: "abc"}}, "src/weights/cont.bin", "unsupported entry type"},
 		{"whiteout", imageops.TarPolicy{},
 			[]tarEntry{model, tarReg("src/weights/.wh.old.bin", "")}, "src/weights/.wh.old.bin", "whiteout"},
 		{"opaque whiteout", imageops.TarPolicy{},
@@ -348,7 +229,7 @@ func TestRewriteTarListsEveryViolation(t *testing.T) {
 		tarReg("src/weights/model.bin", "w"),
 		tarReg("src/predict.py", "code"), // after this one nothing more is written
 		tarReg("src/weights/ok.bin", "ok"),
-		tarEntry{name: "src/weights/null", typ: tar.TypeChar},
+		tarEntry{Name: "src/weights/null", Type: tar.TypeChar},
 		tarReg("src/weights/.wh.config.json", ""),
 		tarSymlink("src/weights/etc", "/etc"),
 	)
@@ -447,7 +328,7 @@ func TestRewriteTarAccepts(t *testing.T) {
 			[]tarEntry{tarDir("./"), tarReg("src/predict.py", "code"), tarReg("/etc/motd", "hi")},
 			[]string{"src/predict.py", "etc/motd"}},
 		{"git archive global header", imageops.TarPolicy{},
-			[]tarEntry{{name: "pax_global_header", typ: tar.TypeXGlobalHeader}, tarReg("model.bin", "weights")},
+			[]tarEntry{{Name: "pax_global_header", Type: tar.TypeXGlobalHeader, PAXRecords: map[string]string{"comment": "git archive"}}, tarReg("model.bin", "weights")},
 			[]string{"src/weights/model.bin"}},
 	}
 	for _, tc := range tests {
@@ -476,10 +357,10 @@ func TestRewriteTarAccepts(t *testing.T) {
 			}
 			inBodies := map[string]string{}
 			for _, e := range tc.entries {
-				inBodies[path.Base(e.name)] = e.body
+				inBodies[path.Base(e.Name)] = e.Body
 			}
 			for _, e := range got {
-				h := e.hdr
+				h := e.Header
 				if h.Uid != 0 || h.Gid != 0 || h.Uname != "" || h.Gname != "" {
 					t.Errorf("%s: owner %d:%d %q:%q, want root", h.Name, h.Uid, h.Gid, h.Uname, h.Gname)
 				}
@@ -493,8 +374,8 @@ func TestRewriteTarAccepts(t *testing.T) {
 				if len(h.PAXRecords) != 0 || len(h.Xattrs) != 0 {
 					t.Errorf("%s: PAX records %v", h.Name, h.PAXRecords)
 				}
-				if h.Typeflag == tar.TypeReg && e.body != inBodies[path.Base(h.Name)] {
-					t.Errorf("%s: body %q, want %q", h.Name, e.body, inBodies[path.Base(h.Name)])
+				if h.Typeflag == tar.TypeReg && e.Body != inBodies[path.Base(h.Name)] {
+					t.Errorf("%s: body %q, want %q", h.Name, e.Body, inBodies[path.Base(h.Name)])
 				}
 			}
 		})
@@ -503,11 +384,11 @@ func TestRewriteTarAccepts(t *testing.T) {
 
 func TestRewriteTarNormalizesHeaders(t *testing.T) {
 	in := makeTar(t,
-		tarEntry{name: "src/weights/", typ: tar.TypeDir, mode: 0o700},
-		tarEntry{name: "src/weights/run.sh", body: "#!/bin/sh\n", mode: 0o6755, uid: 1000,
-			xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02", "user.x": "y"}},
-		tarEntry{name: "src/weights/tmp/", typ: tar.TypeDir, mode: 0o1777},
-		tarEntry{name: "src/weights/" + strings.Repeat("long", 40) + ".bin", body: "long name"},
+		tarEntry{Name: "src/weights/", Type: tar.TypeDir, Mode: 0o700},
+		tarEntry{Name: "src/weights/run.sh", Body: "#!/bin/sh\n", Mode: 0o6755, Uid: 1000, Gid: 1000,
+			PAXRecords: map[string]string{"SCHILY.xattr.security.capability": "\x01\x00\x00\x02", "SCHILY.xattr.user.x": "y"}},
+		tarEntry{Name: "src/weights/tmp/", Type: tar.TypeDir, Mode: 0o1777},
+		tarEntry{Name: "src/weights/" + strings.Repeat("long", 40) + ".bin", Body: "long name"},
 	)
 	var out bytes.Buffer
 	stats, err := imageops.RewriteTar(&out, bytes.NewReader(in), imageops.TarPolicy{ModTime: policyTime})
@@ -519,9 +400,9 @@ func TestRewriteTarNormalizesHeaders(t *testing.T) {
 	}
 	modes := map[string]int64{}
 	for _, e := range listTarball(t, out.Bytes()) {
-		modes[e.hdr.Name] = e.hdr.Mode
-		if len(e.hdr.PAXRecords) > 0 && e.hdr.PAXRecords["path"] == "" {
-			t.Errorf("%s: PAX records %v kept", e.hdr.Name, e.hdr.PAXRecords)
+		modes[e.Name] = e.Mode
+		if len(e.PAXRecords) > 0 && e.PAXRecords["path"] == "" {
+			t.Errorf("%s: PAX records %v kept", e.Name, e.PAXRecords)
 		}
 	}
 	want := map[string]int64{
@@ -540,15 +421,15 @@ func TestRewriteTarNormalizesHeaders(t *testing.T) {
 func TestRewriteTarIsReproducible(t *testing.T) {
 	entries := []tarEntry{
 		tarReg("model.bin", strings.Repeat("w", 3000)),
-		tarEntry{name: "sub/", typ: tar.TypeDir, uid: 7},
+		tarEntry{Name: "sub/", Type: tar.TypeDir, Uid: 7, Gid: 7},
 		tarSymlink("sub/latest", "../model.bin"),
 		tarReg(strings.Repeat("n", 150), "long name"),
 	}
 	in := makeTar(t, entries...)
 	// The same files with other owners and times.
 	for i := range entries {
-		entries[i].uid = 4242
-		entries[i].xattrs = map[string]string{"user.origin": "laptop"}
+		entries[i].Uid, entries[i].Gid = 4242, 4242
+		entries[i].PAXRecords = map[string]string{"SCHILY.xattr.user.origin": "laptop"}
 	}
 	other := makeTar(t, entries...)
 	if bytes.Equal(in, other) {
@@ -601,7 +482,7 @@ func TestRewriteTarBadStreams(t *testing.T) {
 		{"only the target directories", bytes.NewReader(makeTar(t, tarDir("./"), tarDir("src/"), tarDir("/src/weights/"))), imageops.ErrEmptyTar, nil, "no files"},
 		{"truncated in a body", bytes.NewReader(good[:1000]), imageops.ErrTruncatedTar, io.ErrUnexpectedEOF, `inside entry "src/weights/model.bin"`},
 		{"truncated in a header", bytes.NewReader(good[:512*5+100]), imageops.ErrTruncatedTar, io.ErrUnexpectedEOF, `after entry "src/weights/model.bin"`},
-		{"truncated at a block boundary", bytes.NewReader(buildTarball(t, true, tarReg("src/weights/model.bin", "w"))), imageops.ErrTruncatedTar, io.ErrUnexpectedEOF, "end-of-archive"},
+		{"truncated at a block boundary", bytes.NewReader(unterminated(makeTar(t, tarReg("src/weights/model.bin", "w")))), imageops.ErrTruncatedTar, io.ErrUnexpectedEOF, "end-of-archive"},
 		{"garbage after an entry", bytes.NewReader(garbage), imageops.ErrCorruptTar, nil, `after entry "src/weights/model.bin"`},
 		{"two tarballs concatenated", bytes.NewReader(append(append([]byte{}, good...), makeTar(t, tarReg("src/weights/c.bin", "c"))...)), imageops.ErrCorruptTar, nil, "two tarballs concatenated"},
 		{"not a tar", strings.NewReader(strings.Repeat("not a tar ", 100)), imageops.ErrCorruptTar, nil, "at its first entry"},
@@ -672,14 +553,14 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 		makeTar(tb, tarReg("/src/weights/model.bin", "w"), tarSymlink("src/weights/abs", "/src/weights/model.bin"), tarHardlink("src/weights/copy", "/src/weights/model.bin")),
 		makeTar(tb, tarReg("src/weights/model.bin", "w"), tarReg("src/predict.py", "code"), tarReg("../x", "x"), tarReg("/etc/passwd", "x")),
 		makeTar(tb, tarReg("model.bin", "w"), tarReg("src/weights/other.bin", "x"), tarSymlink("up", "../../.."), tarSymlink("e", "")),
-		makeTar(tb, tarReg("src/weights/m", "w"), tarEntry{name: "src/weights/null", typ: tar.TypeChar}, tarEntry{name: "src/weights/p", typ: tar.TypeFifo},
-			tarEntry{name: "src/weights/c", typ: tar.TypeCont, body: "abc"}, tarReg("src/weights/.wh..wh..opq", "")),
-		makeTar(tb, tarReg("src/weights/m", "w"), tarEntry{name: "src/weights/s", typ: tar.TypeGNUSparse, format: tar.FormatGNU}),
+		makeTar(tb, tarReg("src/weights/m", "w"), tarEntry{Name: "src/weights/null", Type: tar.TypeChar}, tarEntry{Name: "src/weights/p", Type: tar.TypeFifo},
+			tarEntry{Name: "src/weights/c", Type: tar.TypeCont, Body: "abc"}, tarReg("src/weights/.wh..wh..opq", "")),
+		makeTar(tb, tarReg("src/weights/m", "w"), tarEntry{Name: "src/weights/s", Type: tar.TypeGNUSparse, Format: tar.FormatGNU}),
 		makeTar(tb, tarReg("src/weights/m", "w"), tarSymlink("src/weights/here", "."), tarReg("src/weights/here/x", "x"), tarSymlink("src", "/tmp"), tarHardlink("src/weights/h", "src/weights/nope")),
-		makeTar(tb, tarEntry{name: "src/weights/run", body: "#!", mode: 0o6755, uid: 1000, xattrs: map[string]string{"security.capability": "x"}},
+		makeTar(tb, tarEntry{Name: "src/weights/run", Body: "#!", Mode: 0o6755, Uid: 1000, Gid: 1000, PAXRecords: map[string]string{"SCHILY.xattr.security.capability": "x"}},
 			tarReg("src/weights/"+strings.Repeat("long", 40), "l")),
-		makeTar(tb, tarEntry{name: "pax_global_header", typ: tar.TypeXGlobalHeader}, tarReg("a", "a"), tarReg("b/../../c", "c")),
-		buildTarball(tb, true, tarReg("src/weights/model.bin", "w")),
+		makeTar(tb, tarEntry{Name: "pax_global_header", Type: tar.TypeXGlobalHeader, PAXRecords: map[string]string{"comment": "git archive"}}, tarReg("a", "a"), tarReg("b/../../c", "c")),
+		unterminated(makeTar(tb, tarReg("src/weights/model.bin", "w"))),
 		paxSparseTar(tb),
 	}
 }
@@ -716,15 +597,12 @@ func FuzzRewriteTar(f *testing.F) {
 		}
 
 		seen := map[string]bool{}
-		tr := tar.NewReader(bytes.NewReader(out.Bytes()))
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("the output is not a valid tar: %v", err)
-			}
+		members, err := testenv.ReadTar(bytes.NewReader(out.Bytes()))
+		if err != nil {
+			t.Fatalf("the output is not a valid tar: %v", err)
+		}
+		for _, m := range members {
+			h := m.Header
 			name := strings.TrimSuffix(h.Name, "/")
 			if name == "" || strings.HasPrefix(name, "/") || path.Clean(name) != name || name == ".." || strings.HasPrefix(name, "../") {
 				t.Fatalf("output name %q is not a clean relative path", h.Name)
@@ -874,7 +752,7 @@ func TestRewriteTarLinksAcrossLayers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h := out[len(out)-1].hdr; h.Linkname != "src/weights/v1/c.json" {
+		if h := out[len(out)-1].Header; h.Linkname != "src/weights/v1/c.json" {
 			t.Errorf("hard link to %q, want the resolved src/weights/v1/c.json", h.Linkname)
 		}
 	})

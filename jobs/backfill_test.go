@@ -38,7 +38,7 @@ func sharedImages(t *testing.T, e *env, n, repos, shared int) ([]string, []map[s
 		return b
 	}
 	layer := func(name string, body []byte) v1.Layer {
-		tb := testenv.LayerTar(t, testenv.File(name, string(body)))
+		tb := testenv.Tar(t, testenv.File(name, string(body)))
 		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(tb)), nil })
 		if err != nil {
 			t.Fatal(err)
@@ -110,6 +110,7 @@ func TestBackfillConvertsSharedLayersOnce(t *testing.T) {
 		if dry.Enqueued != images || dry.ConvertBytes <= 0 {
 			t.Fatalf("dry run: would queue %d (%d bytes), want %d images", dry.Enqueued, dry.ConvertBytes, images)
 		}
+		// The DB is the test's own (testenv.Redis): KEYS sees only its queues.
 		if n, _ := e.rdb.Keys(ctx, "asynq:*:pending").Result(); len(n) != 0 {
 			t.Fatalf("the dry run queued tasks: %v", n)
 		}
@@ -123,7 +124,8 @@ func TestBackfillConvertsSharedLayersOnce(t *testing.T) {
 			t.Fatalf("batch: %+v", st)
 		}
 
-		// Each distinct layer was converted once: 3 shared + 20 own.
+		// Each distinct layer was converted once: 3 shared + 20 own (the
+		// DB is the test's own, so no other test's conversions count).
 		keys, err := e.rdb.Keys(ctx, "r8im:zstd:*").Result()
 		if err != nil {
 			t.Fatal(err)

@@ -61,8 +61,7 @@ func newEnv(t *testing.T, reg testenv.RegistryEnv) *env {
 	t.Helper()
 	e := &env{redis: testenv.Redis(t), reg: reg.RegistryServer, user: reg.User, s3: testenv.S3(t)}
 	e.proxy = e.reg.Proxy(t) // fronts TLS and token-auth registries too; the user's keychain covers it
-	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr})
-	t.Cleanup(func() { e.rdb.Close() })
+	e.rdb = e.redis.Client(t)
 	e.records = storage.NewRecords(e.rdb, time.Hour)
 	e.enq = jobs.NewEnqueuer(e.rdb, e.records, config.NewEnqueue().Tasks)
 	t.Cleanup(func() { e.enq.Close() })

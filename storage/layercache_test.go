@@ -245,7 +245,7 @@ func TestLayerDigests(t *testing.T) {
 	if err := c.Store(ctx, "weights-layer:a", []byte(`{"digest":"sha256:x"}`)); err != nil {
 		t.Fatal(err)
 	}
-	keys := rdb.Keys(ctx, "r8im:weights-layer:*").Val()
+	keys := rdb.Keys(ctx, "r8im:weights-layer:*").Val() // the test's own DB (testenv.Redis)
 	if len(keys) != 1 {
 		t.Fatalf("keys %v, want one entry", keys)
 	}

@@ -4,13 +4,13 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/r8im/r8im/config"
+	"github.com/r8im/r8im/internal/testenv"
 )
 
 // TestDirSource: file:///dir/ (a trailing slash) serves the directory as a
@@ -36,22 +36,11 @@ func TestDirSource(t *testing.T) {
 	if size != -1 {
 		t.Errorf("size %d; a directory's tar size is unknown until read", size)
 	}
-	tr := tar.NewReader(rc)
 	var names []string
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, hdr.Name)
-		if hdr.Typeflag == tar.TypeReg {
-			body, _ := io.ReadAll(tr)
-			if string(body) != files[hdr.Name] {
-				t.Errorf("%s: %d bytes, want %d", hdr.Name, len(body), len(files[hdr.Name]))
-			}
+	for _, m := range testenv.TarMembers(t, rc) {
+		names = append(names, m.Name)
+		if m.Typeflag == tar.TypeReg && m.Body != files[m.Name] {
+			t.Errorf("%s: %d bytes, want %d", m.Name, len(m.Body), len(files[m.Name]))
 		}
 	}
 	if got := strings.Join(names, " "); got != "a/ a/config.json b.safetensors c.txt" {

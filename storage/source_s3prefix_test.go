@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,22 +52,13 @@ func TestS3Prefix(t *testing.T) {
 		}
 		defer rc.Close()
 		var names []string
-		tr := tar.NewReader(rc)
-		for {
-			hdr, err := tr.Next()
-			if errors.Is(err, io.EOF) {
-				return names
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			names = append(names, hdr.Name)
-			if hdr.Typeflag == tar.TypeReg {
-				if body, _ := io.ReadAll(tr); string(body) != files[hdr.Name] {
-					t.Errorf("%s: %d bytes, want %d", hdr.Name, len(body), len(files[hdr.Name]))
-				}
+		for _, m := range testenv.TarMembers(t, rc) {
+			names = append(names, m.Name)
+			if m.Typeflag == tar.TypeReg && m.Body != files[m.Name] {
+				t.Errorf("%s: %d bytes, want %d", m.Name, len(m.Body), len(files[m.Name]))
 			}
 		}
+		return names
 	}
 	fromS3, fromDir := read(prefix), read("file://"+dir+"/")
 	if strings.Join(fromS3, " ") != strings.Join(fromDir, " ") || len(fromS3) != 6 {

@@ -34,7 +34,7 @@ func TestAffixCLIRefusesLinkAttacks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "w.tar")
-			if err := os.WriteFile(p, testenv.LayerTar(t, tc.entries...), 0o644); err != nil {
+			if err := os.WriteFile(p, testenv.Tar(t, tc.entries...), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			dest := reg.Host + "/models/cli-" + tc.name + ":v1"
@@ -68,7 +68,7 @@ func TestExtractCLISubstitutedBlobLeavesNothing(t *testing.T) {
 	}
 	layer := mf.Layers[len(mf.Layers)-1]
 	proxy := testenv.SubstituteBlobs(t, reg.Host)
-	planted := testenv.LayerTar(t, testenv.File("src/weights/planted.bin", "planted by the registry"))
+	planted := testenv.Tar(t, testenv.File("src/weights/planted.bin", "planted by the registry"))
 	proxy.Substitute(layer.Digest.String(), testenv.GzipOfSize(t, planted, int(layer.Size)))
 
 	dir := filepath.Join(t.TempDir(), "weights")

@@ -129,22 +129,14 @@ func checkPublished(ctx context.Context, st *devstack.Stack, rec *storage.Record
 		return err
 	}
 	defer urc.Close()
+	members, err := testenv.ReadTar(urc)
+	if err != nil {
+		return fmt.Errorf("reading the weights layer: %w", err)
+	}
 	got := map[string][]byte{}
-	tr := tar.NewReader(urc)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("reading the weights layer: %w", err)
-		}
-		if hdr.Typeflag == tar.TypeReg {
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				return err
-			}
-			got[hdr.Name] = b
+	for _, m := range members {
+		if m.Typeflag == tar.TypeReg {
+			got[m.Name] = []byte(m.Body)
 		}
 	}
 	want := devstack.DemoWeights()

@@ -4,11 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/r8im/r8im/internal/testenv"
 )
 
 func TestWriteOrderLinksAndChanges(t *testing.T) {
@@ -29,23 +30,11 @@ func TestWriteOrderLinksAndChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(bytes.NewReader(body))
 	var got []string
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range testenv.TarMembers(t, rc) {
 		got = append(got, h.Name)
 		if h.Name == "l" && (h.Typeflag != tar.TypeSymlink || h.Linkname != "../../etc/passwd") {
-			t.Errorf("the symlink was followed or changed: %+v", h)
+			t.Errorf("the symlink was followed or changed: %+v", h.Header)
 		}
 		if h.Uname != "" || h.Gname != "" {
 			t.Errorf("%s carries owner names %q/%q", h.Name, h.Uname, h.Gname)

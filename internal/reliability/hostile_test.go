@@ -105,15 +105,11 @@ func (c tarCase) build(t *testing.T) []byte {
 			t.Fatal(err)
 		}
 	default:
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
+		var entries []testenv.Entry
 		for _, e := range c.Entries {
-			writeTarEntries(t, tw, &buf, e)
+			entries = append(entries, tarEntries(t, e)...)
 		}
-		if err := tw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		data = buf.Bytes()
+		data = testenv.Tar(t, entries...)
 	}
 	data = append(data, make([]byte, c.Pad)...)
 	if c.AppendCopy {
@@ -134,23 +130,25 @@ func (c tarCase) build(t *testing.T) []byte {
 	return data
 }
 
-func writeTarEntries(t *testing.T, tw *tar.Writer, buf *bytes.Buffer, e tarEntry) {
+// tarEntries are the testenv entries of one case entry (MANY:n is n).
+func tarEntries(t *testing.T, e tarEntry) []testenv.Entry {
 	t.Helper()
 	for _, many := range []string{"MANY:", "MANY-ABS:"} {
 		if n, ok := strings.CutPrefix(e.Name, many); ok {
 			count, _ := strconv.Atoi(n)
+			var out []testenv.Entry
 			for i := range count {
 				f := e
 				f.Name = fmt.Sprintf("f%d.bin", i)
 				if many == "MANY-ABS:" {
 					f.Name = fmt.Sprintf("/etc/cron.d/f%d", i)
 				}
-				writeTarEntries(t, tw, buf, f)
+				out = append(out, tarEntries(t, f)...)
 			}
-			return
+			return out
 		}
 	}
-	h := &tar.Header{Name: expand(e.Name), Linkname: expand(e.Link), Mode: 0o644, ModTime: testenv.BaseCreated, Format: tar.FormatPAX}
+	te := testenv.Entry{Name: expand(e.Name), Linkname: expand(e.Link), Mode: 0o644}
 	body := []byte(e.Body)
 	if e.Size > 0 { // incompressible, like weights
 		body = make([]byte, e.Size)
@@ -163,47 +161,25 @@ func writeTarEntries(t *testing.T, tw *tar.Writer, buf *bytes.Buffer, e tarEntry
 	}
 	switch e.Type {
 	case "", "file":
-		h.Typeflag, h.Size = tar.TypeReg, int64(len(body))
+		te.Type, te.Body = tar.TypeReg, string(body)
 	case "dir":
-		h.Typeflag, h.Mode = tar.TypeDir, 0o755
+		te.Type, te.Mode = tar.TypeDir, 0o755
 	case "symlink":
-		h.Typeflag = tar.TypeSymlink
+		te.Type = tar.TypeSymlink
 	case "hardlink":
-		h.Typeflag = tar.TypeLink
+		te.Type = tar.TypeLink
 	case "char":
-		h.Typeflag, h.Devmajor, h.Devminor, h.Format = tar.TypeChar, 1, 3, tar.FormatGNU
+		te.Type, te.Devmajor, te.Devminor, te.Format = tar.TypeChar, 1, 3, tar.FormatGNU
 	case "block":
-		h.Typeflag, h.Devmajor, h.Devminor, h.Format = tar.TypeBlock, 8, 0, tar.FormatGNU
+		te.Type, te.Devmajor, te.Devminor, te.Format = tar.TypeBlock, 8, 0, tar.FormatGNU
 	case "fifo":
-		h.Typeflag = tar.TypeFifo
+		te.Type = tar.TypeFifo
 	case "sparse":
-		// A PAX 1.0 sparse file (GNU.sparse.* records; archive/tar's Writer
-		// drops those, so the blocks are written by hand): tar.Reader would
-		// expand one byte into a file of 1 TiB of zeros.
-		if err := tw.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		var recs []byte
-		for _, kv := range [][2]string{{"GNU.sparse.major", "1"}, {"GNU.sparse.minor", "0"}, {"GNU.sparse.name", h.Name}, {"GNU.sparse.realsize", "1099511627776"}} {
-			recs = append(recs, paxRecord(kv[0], kv[1])...)
-		}
-		buf.Write(rawHeader("PaxHeaders/"+h.Name, tar.TypeXHeader, int64(len(recs))))
-		buf.Write(padBlock(recs))
-		sparseMap := padBlock([]byte("1\n1099511627775\n1\n"))
-		buf.Write(rawHeader(h.Name, tar.TypeReg, int64(len(sparseMap))+1))
-		buf.Write(padBlock(append(sparseMap, 'x')))
-		return
+		te = testenv.PAXSparse(te.Name)
 	default:
 		t.Fatalf("unknown entry type %q", e.Type)
 	}
-	if err := tw.WriteHeader(h); err != nil {
-		t.Fatalf("writing %q: %v", e.Name, err)
-	}
-	if h.Typeflag == tar.TypeReg && h.Size > 0 {
-		if _, err := tw.Write(body); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return []testenv.Entry{te}
 }
 
 func compress(t *testing.T, alg string, data []byte) []byte {
@@ -448,38 +424,4 @@ func TestHostileEvents(t *testing.T) {
 			}
 		})
 	}
-}
-
-// rawHeader is a ustar header block, for entries archive/tar will not write.
-func rawHeader(name string, typ byte, size int64) []byte {
-	b := make([]byte, 512)
-	copy(b[0:100], name)
-	copy(b[100:], "0000644\x00")
-	copy(b[108:], "0000000\x00")
-	copy(b[116:], "0000000\x00")
-	copy(b[124:], fmt.Sprintf("%011o\x00", size))
-	copy(b[136:], fmt.Sprintf("%011o\x00", 0))
-	b[156] = typ
-	copy(b[257:], "ustar\x0000")
-	copy(b[148:156], "        ")
-	sum := 0
-	for _, c := range b {
-		sum += int(c)
-	}
-	copy(b[148:], fmt.Sprintf("%06o\x00 ", sum))
-	return b
-}
-
-// paxRecord is "<len> key=value\n", len counting itself.
-func paxRecord(k, v string) []byte {
-	rest := " " + k + "=" + v + "\n"
-	n := len(rest) + 1
-	for len(strconv.Itoa(n))+len(rest) != n {
-		n++
-	}
-	return []byte(strconv.Itoa(n) + rest)
-}
-
-func padBlock(b []byte) []byte {
-	return append(b, make([]byte, (512-len(b)%512)%512)...)
 }

@@ -256,7 +256,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 }
 
-// dumpRedis reads every key of every type, with its values.
+// dumpRedis reads every key of every type, with its values, of rdb's DB:
+// the test's own (testenv.Redis).
 func dumpRedis(t testing.TB, rdb *redis.Client) []byte {
 	t.Helper()
 	ctx := context.Background()

@@ -142,7 +142,7 @@ func TestSoak(t *testing.T) {
 	if failed, _ := s.records.List(ctx, storage.StateFailed, 10); len(failed) != 0 {
 		t.Fatalf("failed records: %+v", failed)
 	}
-	keys, err := s.rdb.Keys(ctx, "r8im:record:*").Result()
+	keys, err := s.rdb.Keys(ctx, "r8im:record:*").Result() // the test's own DB (testenv.Redis)
 	if err != nil || len(keys) != n {
 		t.Fatalf("%d record keys (%v), want %d", len(keys), err, n)
 	}

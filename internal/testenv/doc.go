@@ -11,6 +11,22 @@
 // A missing binary fails the test with the command that installs it; nothing
 // is ever skipped. `make deps` installs everything.
 //
+// Each Redis(t) is a database of the test's own, so tests may count keys:
+// DB 1 of a server of its own, or, on the shared R8IM_TEST_REDIS_ADDR, a
+// database from 1 up leased to the test alone (a SETNX key in DB 0 naming
+// host, pid and test; a dead process's lease is taken over), flushed when
+// leased and at test end. URL, Client and Options carry the DB.
+//
+// # Tarballs
+//
+// Tar(t, entries...) builds every test tarball (WriteTar streams one, and
+// returns archive/tar's refusal instead of failing): File, Dir, Symlink,
+// Hardlink, Whiteout, Opaque, or an Entry spelled out — owners, devices,
+// PAX records, format, hostile names — and PAXSparse for what archive/tar
+// will not write. TarMembers(t, r) (ReadTar: the error instead) reads one
+// back as headers and bodies. WriteWeights streams weight-like shards of
+// any size; TarDir tars a directory with GNU tar.
+//
 // # Registries as in production
 //
 // Registry starts Debian's distribution 2.8 (plain HTTP, open). RegistryV3

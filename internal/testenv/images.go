@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"archive/tar"
 	"bytes"
 	"fmt"
 	"io"
@@ -131,20 +130,19 @@ func appendEmptyHistory(t testing.TB, img v1.Image, createdBy string) v1.Image {
 // tarOpener serves an uncompressed tar of files, with parent directories and
 // fixed metadata so that layers are reproducible.
 func tarOpener(files []file) tarball.Opener {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+	var entries []Entry
 	dirs := map[string]bool{}
 	for _, f := range files {
 		for _, d := range parents(f.name) {
 			if !dirs[d] {
 				dirs[d] = true
-				_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: BaseCreated, Format: tar.FormatPAX})
+				entries = append(entries, Dir(d+"/"))
 			}
 		}
-		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: 0o644, Size: int64(len(f.body)), ModTime: BaseCreated, Format: tar.FormatPAX})
-		_, _ = io.WriteString(tw, f.body)
+		entries = append(entries, File(f.name, f.body))
 	}
-	_ = tw.Close()
+	var buf bytes.Buffer
+	_ = WriteTar(&buf, entries...) // plain names and bodies: nothing to refuse
 	b := buf.Bytes()
 	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 }

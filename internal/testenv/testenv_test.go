@@ -167,24 +167,15 @@ func TestWeightsTarball(t *testing.T) {
 	if len(files) != 4 { // config.json + 3 shards
 		t.Fatalf("got %d files, want 4", len(files))
 	}
-	tr := tar.NewReader(&a)
 	seen := map[string]string{}
 	var zeros, total int
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
+	for _, m := range testenv.TarMembers(t, &a) {
+		if m.Typeflag == tar.TypeReg && !strings.HasPrefix(m.Name, "src/weights/") {
+			t.Fatalf("file %q is outside src/weights", m.Name)
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag == tar.TypeReg && !strings.HasPrefix(h.Name, "src/weights/") {
-			t.Fatalf("file %q is outside src/weights", h.Name)
-		}
-		body, _ := io.ReadAll(tr)
-		sum := sha256.Sum256(body)
-		seen[h.Name] = hex.EncodeToString(sum[:])
-		for _, c := range body {
+		sum := sha256.Sum256([]byte(m.Body))
+		seen[m.Name] = hex.EncodeToString(sum[:])
+		for _, c := range []byte(m.Body) {
 			total++
 			if c == 0 {
 				zeros++
@@ -203,6 +194,9 @@ func TestWeightsTarball(t *testing.T) {
 
 // TestStoppedServersLeaveNoProcess proves cleanup really stops each server.
 func TestStoppedServersLeaveNoProcess(t *testing.T) {
+	for _, v := range []string{"R8IM_TEST_REDIS_ADDR", "R8IM_TEST_REGISTRY", "R8IM_TEST_S3_ENDPOINT"} {
+		t.Setenv(v, "") // servers of this test's own
+	}
 	var pids []int
 	t.Run("start", func(t *testing.T) {
 		for _, pid := range []int{testenv.Redis(t).PID(), testenv.Registry(t).PID(), testenv.S3(t).PID()} {
@@ -256,7 +250,9 @@ func TestPushReturnsDigestReference(t *testing.T) {
 func TestRedisPasswordAndRestart(t *testing.T) {
 	r := testenv.Redis(t, testenv.RedisOptions{FsyncAlways: true, Password: "pw-0123456789"})
 	ctx := context.Background()
-	anon := redis.NewClient(&redis.Options{Addr: r.Addr})
+	o := r.Options()
+	o.Password = ""
+	anon := redis.NewClient(o)
 	defer anon.Close()
 	if err := anon.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
 		t.Fatalf("PING without the password = %v; want NOAUTH", err)

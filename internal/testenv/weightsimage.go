@@ -1,10 +1,8 @@
 package testenv
 
 import (
-	"archive/tar"
 	"bytes"
 	"io"
-	"path"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -44,79 +42,6 @@ const (
 	R8imLabel        = "im.r8.weights.layers"
 )
 
-// Entry is one entry of a synthetic layer tar; a zero Type is a regular file.
-type Entry struct {
-	Name     string
-	Type     byte // tar.TypeReg (default), TypeDir, TypeSymlink or TypeLink
-	Body     string
-	Linkname string
-	Mode     int64 // default 0644, 0755 for directories
-	Uid, Gid int
-}
-
-// File is a regular file entry.
-func File(name, body string) Entry { return Entry{Name: name, Body: body} }
-
-// Dir is a directory entry.
-func Dir(name string) Entry { return Entry{Name: name, Type: tar.TypeDir} }
-
-// Symlink is a symbolic link entry.
-func Symlink(name, target string) Entry {
-	return Entry{Name: name, Type: tar.TypeSymlink, Linkname: target}
-}
-
-// Hardlink is a hard link entry to an earlier entry of the same layer.
-func Hardlink(name, target string) Entry {
-	return Entry{Name: name, Type: tar.TypeLink, Linkname: target}
-}
-
-// Whiteout deletes name from lower layers (OCI .wh.<name>).
-func Whiteout(name string) Entry {
-	return File(path.Join(path.Dir(name), ".wh."+path.Base(name)), "")
-}
-
-// Opaque hides the lower layers' contents of dir (OCI .wh..wh..opq).
-func Opaque(dir string) Entry { return File(path.Join(dir, ".wh..wh..opq"), "") }
-
-// LayerTar is the uncompressed tar of entries, in order, with fixed
-// metadata and no implied parent directories.
-func LayerTar(t testing.TB, entries ...Entry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		writeEntry(t, tw, e)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func writeEntry(t testing.TB, tw *tar.Writer, e Entry) {
-	t.Helper()
-	h := &tar.Header{Typeflag: e.Type, Name: e.Name, Linkname: e.Linkname, Mode: e.Mode,
-		Uid: e.Uid, Gid: e.Gid, ModTime: BaseCreated, Format: tar.FormatPAX}
-	if h.Typeflag == 0 {
-		h.Typeflag = tar.TypeReg
-	}
-	if h.Mode == 0 {
-		h.Mode = 0o644
-		if h.Typeflag == tar.TypeDir {
-			h.Mode = 0o755
-		}
-	}
-	if h.Typeflag == tar.TypeReg {
-		h.Size = int64(len(e.Body))
-	}
-	if err := tw.WriteHeader(h); err != nil {
-		t.Fatalf("writing %s: %v", e.Name, err)
-	}
-	if _, err := io.WriteString(tw, e.Body); err != nil {
-		t.Fatalf("writing %s: %v", e.Name, err)
-	}
-}
-
 // LayerFromTar makes a gzip layer of format f from an uncompressed tar.
 func LayerFromTar(t testing.TB, f Format, tarBytes []byte) v1.Layer {
 	t.Helper()
@@ -136,7 +61,7 @@ func LayerFromTar(t testing.TB, f Format, tarBytes []byte) v1.Layer {
 // LayerOf makes a gzip layer of format f holding entries.
 func LayerOf(t testing.TB, f Format, entries ...Entry) v1.Layer {
 	t.Helper()
-	return LayerFromTar(t, f, LayerTar(t, entries...))
+	return LayerFromTar(t, f, Tar(t, entries...))
 }
 
 // WeightsLayer makes a layer of format f from the WriteWeights tarball of
@@ -225,34 +150,13 @@ func WeightsImage(t testing.TB, f Format, p v1.Platform, c Convention, spec Weig
 // a repository holding its weights would have them.
 func withCode(t testing.TB, weights []byte) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range []Entry{Dir("src/"), File("src/predict.py", Predict+"# v2\n"), File("src/extra.py", "X = 1\n")} {
-		writeEntry(t, tw, e)
-	}
-	tr := tar.NewReader(bytes.NewReader(weights))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Name == "src/" {
-			continue
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			t.Fatal(err)
+	entries := []Entry{Dir("src/"), File("src/predict.py", Predict+"# v2\n"), File("src/extra.py", "X = 1\n")}
+	for _, m := range TarMembers(t, bytes.NewReader(weights)) {
+		if m.Name != "src/" {
+			entries = append(entries, Entry{Name: m.Name, Type: m.Typeflag, Body: m.Body, Mode: m.Mode})
 		}
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return Tar(t, entries...)
 }
 
 // WeightsIndex is an index (format f) of WeightsImage for each platform,
