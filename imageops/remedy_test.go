@@ -31,7 +31,7 @@ func TestViolationKindsAndRemedies(t *testing.T) {
 			imageops.ViolationOutsideTarget, []imageops.Remedy{imageops.RemedyAllowOutsideTarget}},
 		{"mixed layouts", imageops.TarPolicy{}, []tarEntry{tarReg("model.bin", "w"), tarReg("src/weights/other.bin", "x")},
 			imageops.ViolationOutsideTarget, []imageops.Remedy{imageops.RemedyAllowOutsideTarget}},
-		{"device", imageops.TarPolicy{}, []tarEntry{model, {name: "src/weights/null", typ: tar.TypeChar}},
+		{"device", imageops.TarPolicy{}, []tarEntry{model, {Name: "src/weights/null", Type: tar.TypeChar}},
 			imageops.ViolationEntry, nil},
 		{"climbing name", imageops.TarPolicy{}, []tarEntry{model, tarReg("src/weights/../../etc/x", "x")},
 			imageops.ViolationEntry, nil},
