@@ -1,6 +1,11 @@
 package imageops
 
-import "context"
+import (
+	"context"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
 
 // ZstdRequest recompresses an image's layers to zstd (see Recompress; the
 // operation cannot be called Zstd, the Compression constant of that name).
@@ -23,23 +28,23 @@ const (
 // ZstdLayer is one distinct layer of the source (a layer several platforms
 // share is listed once).
 type ZstdLayer struct {
-	Source       string `json:"source"` // the source layer digest
-	Digest       string `json:"digest"` // the layer in the result (Source when kept)
-	DiffID       string `json:"diff_id"`
-	OldSize      int64  `json:"old_size"`
-	NewSize      int64  `json:"new_size"`
-	Recompressed bool   `json:"recompressed"`
-	Reused       bool   `json:"reused,omitempty"` // the conversion came from the layer cache
-	Reason       string `json:"reason,omitempty"` // why it was kept
+	Source       v1.Hash `json:"source"` // the source layer digest
+	Digest       v1.Hash `json:"digest"` // the layer in the result (Source when kept)
+	DiffID       v1.Hash `json:"diff_id"`
+	OldSize      int64   `json:"old_size"`
+	NewSize      int64   `json:"new_size"`
+	Recompressed bool    `json:"recompressed"`
+	Reused       bool    `json:"reused,omitempty"` // the conversion came from the layer cache
+	Reason       string  `json:"reason,omitempty"` // why it was kept
 }
 
 // ZstdResult describes a pushed recompressed image.
 type ZstdResult struct {
-	Ref       string           `json:"ref"` // repo@sha256:…
-	Digest    string           `json:"digest"`
+	Ref       name.Digest      `json:"ref"` // repo@sha256:…
+	Digest    v1.Hash          `json:"digest"`
 	Tag       string           `json:"tag,omitempty"`
 	MediaType string           `json:"media_type"`
-	Source    string           `json:"source"` // resolved source repo@sha256:…
+	Source    name.Digest      `json:"source"` // resolved source repo@sha256:…
 	Layers    []ZstdLayer      `json:"layers"`
 	Platforms []PlatformResult `json:"platforms,omitempty"`
 	Transfer  Transfer         `json:"transfer"`
@@ -91,8 +96,8 @@ func Recompress(ctx context.Context, req ZstdRequest, opts ...Option) (_ *ZstdRe
 	}
 
 	res := &ZstdResult{
-		Ref: pushed.ref.String(), Digest: pushed.ref.DigestStr(), Tag: op.tag, MediaType: string(pushed.mediaType),
-		Source: src.ref.String(), Platforms: pushed.platforms, Transfer: op.m.transfer(src.blobSizes()), Stages: op.st.list,
+		Ref: pushed.ref, Digest: pushed.digest, Tag: op.tag, MediaType: string(pushed.mediaType),
+		Source: src.ref, Platforms: pushed.platforms, Transfer: op.m.transfer(src.blobSizes()), Stages: op.st.list,
 	}
 	for _, c := range convs {
 		res.Layers = append(res.Layers, c.result())

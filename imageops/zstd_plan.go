@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -13,7 +14,7 @@ import (
 // ZstdPlan is what Recompress would do to an image, found by reading its
 // manifests and configs only.
 type ZstdPlan struct {
-	Source string      `json:"source"` // resolved repo@sha256:…
+	Source name.Digest `json:"source"` // resolved repo@sha256:…
 	Layers []ZstdLayer `json:"layers"` // each distinct layer; Reason says why one would be kept
 	// ConvertBytes is the compressed size of the layers to recompress.
 	ConvertBytes int64 `json:"convert_bytes"`
@@ -42,7 +43,7 @@ func PlanRecompress(ctx context.Context, req ZstdRequest, opts ...Option) (*Zstd
 	if err != nil {
 		return nil, fmt.Errorf("planning %s: %w", src.ref, err)
 	}
-	res := &ZstdPlan{Source: src.ref.String()}
+	res := &ZstdPlan{Source: src.ref}
 	for _, p := range plans {
 		res.NeedsWork = res.NeedsWork || p.converted
 	}
@@ -86,12 +87,12 @@ func (c *zstdConv) output() v1.Layer {
 }
 
 func (c *zstdConv) result() ZstdLayer {
-	r := ZstdLayer{Source: c.desc.Digest.String(), Digest: c.desc.Digest.String(), DiffID: c.diffID.String(),
+	r := ZstdLayer{Source: c.desc.Digest, Digest: c.desc.Digest, DiffID: c.diffID,
 		OldSize: c.desc.Size, NewSize: c.desc.Size, Reason: c.reason}
 	if out := c.output(); out != nil {
 		d, _ := out.Digest()
 		n, _ := out.Size()
-		r.Digest, r.NewSize, r.Recompressed, r.Reused = d.String(), n, true, c.reused != nil
+		r.Digest, r.NewSize, r.Recompressed, r.Reused = d, n, true, c.reused != nil
 	}
 	return r
 }

@@ -188,7 +188,7 @@ func TestZstd(t *testing.T) {
 				if tc.index {
 					wantType = types.OCIImageIndex
 				}
-				if res.MediaType != string(wantType) || res.Source != src.String() || res.Tag != "v1" {
+				if res.MediaType != string(wantType) || res.Source.String() != src.String() || res.Tag != "v1" {
 					t.Errorf("result %s from %s tag %q; want %s from %s tag v1", res.MediaType, res.Source, res.Tag, wantType, src)
 				}
 				if tc.index && len(res.Platforms) != 2 {
@@ -206,7 +206,7 @@ func TestZstd(t *testing.T) {
 				distinct := map[string]int64{}
 				for _, p := range platforms {
 					srcImg := reg.image(t, src.String(), p)
-					checkZstdImage(t, srcImg, reg.image(t, res.Ref, p), nil)
+					checkZstdImage(t, srcImg, reg.image(t, res.Ref.String(), p), nil)
 					mf, _ := srcImg.Manifest()
 					for _, l := range mf.Layers {
 						distinct[l.Digest.String()] = l.Size
@@ -217,10 +217,10 @@ func TestZstd(t *testing.T) {
 				}
 				var oldTotal, newTotal int64
 				for _, l := range res.Layers {
-					if !l.Recompressed || l.Reason != "" || l.OldSize != distinct[l.Source] || l.NewSize <= 0 {
+					if !l.Recompressed || l.Reason != "" || l.OldSize != distinct[l.Source.String()] || l.NewSize <= 0 {
 						t.Errorf("layer %+v; want recompressed with its sizes", l)
 					}
-					if n := proxy.Downloaded(l.Source); n != l.OldSize {
+					if n := proxy.Downloaded(l.Source.String()); n != l.OldSize {
 						t.Errorf("layer %s: %d bytes downloaded, want it once (%d)", l.Source, n, l.OldSize)
 					}
 					oldTotal += l.OldSize
@@ -238,7 +238,7 @@ func TestZstd(t *testing.T) {
 					t.Errorf("last recompress progress %+v; want %d of %d", p, oldTotal, oldTotal)
 				}
 				for _, p := range platforms {
-					checkUnpacked(t, reg, res.Ref, &p, files)
+					checkUnpacked(t, reg, res.Ref.String(), &p, files)
 				}
 			})
 		}
@@ -260,7 +260,7 @@ func TestZstdKeepsZstdLayers(t *testing.T) {
 					t.Fatal(err)
 				}
 				proxy.Reset()
-				second, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: first.Ref, Dest: reg.repo(proxy.Host, "zstd/twice-"+kind+":v2")}, opts...)
+				second, err := imageops.Recompress(context.Background(), imageops.ZstdRequest{Source: first.Ref.String(), Dest: reg.repo(proxy.Host, "zstd/twice-"+kind+":v2")}, opts...)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -278,7 +278,7 @@ func TestZstdKeepsZstdLayers(t *testing.T) {
 				if second.Transfer.DownloadedBytes > 16<<10 || second.Transfer.MountedBlobs == 0 {
 					t.Errorf("transfer %+v; want mounts and no layer downloaded (configs only)", second.Transfer)
 				}
-				out := reg.image(t, second.Ref, testenv.Amd64)
+				out := reg.image(t, second.Ref.String(), testenv.Amd64)
 				in := reg.image(t, src.String(), testenv.Amd64)
 				ocf, _ := out.ConfigFile()
 				icf, _ := in.ConfigFile()
@@ -313,7 +313,7 @@ func TestZstdMinSizeKeepsSmallLayers(t *testing.T) {
 		kept := map[string]string{}
 		var newSize int64
 		for _, l := range res.Layers {
-			if l.Source == weights.Digest.String() {
+			if l.Source.String() == weights.Digest.String() {
 				if !l.Recompressed {
 					t.Errorf("weights layer %+v not recompressed", l)
 				}
@@ -323,22 +323,22 @@ func TestZstdMinSizeKeepsSmallLayers(t *testing.T) {
 			if l.Recompressed || l.Reason != imageops.ReasonSmall || l.Digest != l.Source || l.NewSize != l.OldSize {
 				t.Errorf("small layer %+v; want kept below the minimum size", l)
 			}
-			kept[l.Source] = l.Reason
-			if n := proxy.Downloaded(l.Source); n != 0 {
+			kept[l.Source.String()] = l.Reason
+			if n := proxy.Downloaded(l.Source.String()); n != 0 {
 				t.Errorf("kept layer %s: %d bytes downloaded", l.Source, n)
 			}
 		}
 		if len(kept) != len(smf.Layers)-1 {
 			t.Errorf("%d layers kept; want the %d base layers", len(kept), len(smf.Layers)-1)
 		}
-		checkZstdImage(t, srcImg, reg.image(t, res.Ref, testenv.Amd64), kept)
+		checkZstdImage(t, srcImg, reg.image(t, res.Ref.String(), testenv.Amd64), kept)
 		if up := proxy.Uploaded(); up < newSize || up > newSize+16<<10 {
 			t.Errorf("%d bytes uploaded; want only the new weights layer (%d)", up, newSize)
 		}
 		if res.Transfer.MountedBlobs < len(kept) || res.Transfer.MountedBytes == 0 {
 			t.Errorf("transfer %+v; want the %d kept layers mounted, and their bytes counted", res.Transfer, len(kept))
 		}
-		checkUnpacked(t, reg, res.Ref, nil, files)
+		checkUnpacked(t, reg, res.Ref.String(), nil, files)
 	})
 }
 
@@ -404,10 +404,10 @@ func TestZstdJobsGiveTheSameImage(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Recompress with %d jobs: %v", jobs, err)
 			}
-			digests = append(digests, res.Digest)
+			digests = append(digests, res.Digest.String())
 			var ls []string
 			for _, l := range res.Layers {
-				ls = append(ls, l.Source+"→"+l.Digest)
+				ls = append(ls, l.Source.String()+"→"+l.Digest.String())
 			}
 			layers = append(layers, ls)
 		}
@@ -447,7 +447,7 @@ func TestZstdRetriesAFailedUpload(t *testing.T) {
 		if res.Digest != clean.Digest {
 			t.Errorf("retried conversion gave %s, a clean one %s", res.Digest, clean.Digest)
 		}
-		checkUnpacked(t, reg, res.Ref, nil, files)
+		checkUnpacked(t, reg, res.Ref.String(), nil, files)
 	})
 }
 
@@ -493,7 +493,7 @@ func TestZstdSourceCutShort(t *testing.T) {
 			if res.Digest != clean.Digest {
 				t.Errorf("fault %d: the result is %s, a clean conversion %s", i, res.Digest, clean.Digest)
 			}
-			checkUnpacked(t, reg, res.Ref, nil, files)
+			checkUnpacked(t, reg, res.Ref.String(), nil, files)
 		}
 	})
 }

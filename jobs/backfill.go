@@ -204,13 +204,13 @@ func (b *Backfill) one(ctx context.Context, req BackfillRequest, img string, lim
 		}
 		return fail(err)
 	}
-	item.Source = plan.Source
+	item.Source = plan.Source.String()
 	if !plan.NeedsWork {
 		item.Action, item.Reason = ActionSkipped, "already zstd"
 		return item, nil
 	}
 	item.ConvertBytes = plan.ConvertBytes
-	p := ZstdPayload{Source: plan.Source, Dest: dest, Level: req.Level, MinSize: req.MinSize, Platform: req.Platform, BatchID: req.BatchID}
+	p := ZstdPayload{Source: plan.Source.String(), Dest: dest, Level: req.Level, MinSize: req.MinSize, Platform: req.Platform, BatchID: req.BatchID}
 	if err := p.Validate(); err != nil {
 		return fail(err)
 	}

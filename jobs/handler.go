@@ -219,7 +219,7 @@ func (h *Handler) zstd(ctx context.Context, t *asynq.Task) error {
 		if err != nil {
 			return storage.Success{}, err
 		}
-		s := storage.Success{Result: res.Ref, BaseDigest: res.Source, UploadedBytes: res.Transfer.UploadedBytes,
+		s := storage.Success{Result: res.Ref.String(), BaseDigest: res.Source.String(), UploadedBytes: res.Transfer.UploadedBytes,
 			MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes, DownloadedBytes: res.Transfer.DownloadedBytes, Stages: stageMap(res.Stages)}
 		for _, l := range res.Layers {
 			s.LayerSize += l.NewSize

@@ -51,7 +51,7 @@ func TestSeedVerbs(t *testing.T) {
 			t.Fatalf("recompress: %v\n%s", err, stderr)
 		}
 		var z imageops.ZstdResult
-		if err := json.Unmarshal([]byte(stdout), &z); err != nil || !strings.HasPrefix(z.Ref, reg.User.Repo("seed")+"@sha256:") {
+		if err := json.Unmarshal([]byte(stdout), &z); err != nil || !strings.HasPrefix(z.Ref.String(), reg.User.Repo("seed")+"@sha256:") {
 			t.Fatalf("recompress result %+v, %v", z, err)
 		}
 		if _, _, err := r8im(t, nil, "zstd", added); err == nil || !strings.Contains(err.Error(), "no destination") {

@@ -88,7 +88,7 @@ shared by platforms is converted once) into a new OCI index.`,
 			if !g.json && !g.quiet {
 				printZstdLayers(cmd.ErrOrStderr(), res)
 			}
-			return g.printResult(cmd, res, res.Ref, res.Stages, res.Transfer.Notes...)
+			return g.printResult(cmd, res, res.Ref.String(), res.Stages, res.Transfer.Notes...)
 		},
 	}
 	f := cmd.Flags()
@@ -112,9 +112,9 @@ func printZstdLayers(out io.Writer, res *imageops.ZstdResult) {
 		outcome := "kept: " + l.Reason
 		if l.Recompressed {
 			converted++
-			outcome = fmt.Sprintf("zstd %s (%s)", short(l.Digest), change(l.OldSize, l.NewSize))
+			outcome = fmt.Sprintf("zstd %s (%s)", short(l.Digest.String()), change(l.OldSize, l.NewSize))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t→\t%s\t%s\n", short(l.Source), humanize.IBytes(uint64(l.OldSize)), humanize.IBytes(uint64(l.NewSize)), outcome)
+		fmt.Fprintf(tw, "%s\t%s\t→\t%s\t%s\n", short(l.Source.String()), humanize.IBytes(uint64(l.OldSize)), humanize.IBytes(uint64(l.NewSize)), outcome)
 	}
 	fmt.Fprintf(tw, "%d of %d layers recompressed\t%s\t→\t%s\t%s\n", converted, len(res.Layers),
 		humanize.IBytes(uint64(before)), humanize.IBytes(uint64(after)), change(before, after))

@@ -48,7 +48,7 @@ func TestZstdCLI(t *testing.T) {
 	}
 
 	// The result still reads as a weights image.
-	stdout, _, err = r8im(t, nil, "layers", res.Ref, "--json")
+	stdout, _, err = r8im(t, nil, "layers", res.Ref.String(), "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
