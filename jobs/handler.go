@@ -18,6 +18,7 @@ import (
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/retry"
 	"github.com/r8im/r8im/internal/untrusted"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -107,9 +108,9 @@ const (
 func (h *Handler) Mux() *asynq.ServeMux {
 	mux := asynq.NewServeMux()
 	mux.Use(h.logging)
-	mux.HandleFunc(TypeAffix, h.affix)
-	mux.HandleFunc(TypeRemix, h.remix)
-	mux.HandleFunc(TypeZstd, h.zstd)
+	mux.HandleFunc(task.TypeAffix, h.affix)
+	mux.HandleFunc(task.TypeRemix, h.remix)
+	mux.HandleFunc(task.TypeZstd, h.zstd)
 	mux.HandleFunc(TypeCallback, h.callback)
 	return mux
 }
@@ -118,7 +119,7 @@ func (h *Handler) Mux() *asynq.ServeMux {
 type job func(ctx context.Context, opts []imageops.Option) (storage.Success, error)
 
 func (h *Handler) affix(ctx context.Context, t *asynq.Task) error {
-	var p AffixPayload
+	var p task.AffixPayload
 	if err := decode(t, &p); err != nil {
 		return h.run(ctx, t, nil, err)
 	}
@@ -145,7 +146,7 @@ func (h *Handler) affix(ctx context.Context, t *asynq.Task) error {
 			UploadedBytes: res.Transfer.UploadedBytes, MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes,
 			DownloadedBytes: res.ReadBytes, Stages: stageMap(res.Stages), Layers: layers,
 		}, nil
-	}, nil, p.platformOpt())
+	}, nil, platformOpt(p.Platform))
 }
 
 // jobs is how many weights layers a task reads and uploads at once.
@@ -158,7 +159,7 @@ func (h *Handler) jobs() int {
 
 // affixRequest opens p's weights: a tree (an S3 prefix, a local directory)
 // for a layered layout, else a stream. done releases them.
-func (h *Handler) affixRequest(ctx context.Context, p AffixPayload) (imageops.AffixRequest, func(), error) {
+func (h *Handler) affixRequest(ctx context.Context, p task.AffixPayload) (imageops.AffixRequest, func(), error) {
 	req := imageops.AffixRequest{Base: p.Base, Dest: p.Dest, Target: p.Target, Level: p.Level, Created: p.Created, Layout: h.Layout}
 	if p.Layers != "" {
 		req.Layout, _ = imageops.ParseLayout(p.Layers) // validated
@@ -183,7 +184,7 @@ func (h *Handler) affixRequest(ctx context.Context, p AffixPayload) (imageops.Af
 }
 
 func (h *Handler) remix(ctx context.Context, t *asynq.Task) error {
-	var p RemixPayload
+	var p task.RemixPayload
 	if err := decode(t, &p); err != nil {
 		return h.run(ctx, t, nil, err)
 	}
@@ -202,7 +203,7 @@ func (h *Handler) remix(ctx context.Context, t *asynq.Task) error {
 }
 
 func (h *Handler) zstd(ctx context.Context, t *asynq.Task) error {
-	var p ZstdPayload
+	var p task.ZstdPayload
 	if err := decode(t, &p); err != nil {
 		return h.run(ctx, t, nil, err)
 	}
@@ -409,10 +410,10 @@ func decode(t *asynq.Task, v interface{ Validate() error }) error {
 	dec := json.NewDecoder(bytes.NewReader(t.Payload()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w (%s): not valid JSON for this task type: %v", ErrInvalidPayload, t.Type(), err)
+		return fmt.Errorf("%w (%s): not valid JSON for this task type: %v", task.ErrInvalidPayload, t.Type(), err)
 	}
 	if dec.More() {
-		return fmt.Errorf("%w (%s): not valid JSON for this task type: data after the payload object", ErrInvalidPayload, t.Type())
+		return fmt.Errorf("%w (%s): not valid JSON for this task type: data after the payload object", task.ErrInvalidPayload, t.Type())
 	}
 	return v.Validate()
 }
@@ -455,8 +456,6 @@ func (o *onceReader) close() {
 		o.first = nil
 	}
 }
-
-func (p AffixPayload) platformOpt() imageops.Option { return platformOpt(p.Platform) }
 
 // platformOpt is the task's platform: one the payload names is required of
 // a single-platform base (as `r8im --platform` requires it); without one,
