@@ -288,16 +288,16 @@ func (h *Handler) notify(ctx context.Context, id string, state storage.State) er
 // enqueueCallback queues p on queue; one already queued or delivered
 // recently is not queued again.
 func (h *Handler) enqueueCallback(ctx context.Context, p CallbackPayload, queue string) error {
-	if h.enqueuer == nil {
-		return errors.New("queueing a callback: the handler runs without a task server")
+	if h.CallbackQueue == nil {
+		return fmt.Errorf("queueing callback %s: the handler has no CallbackQueue", p.TaskID())
 	}
-	return EnqueueCallback(ctx, h.enqueuer, p, queue, h.Callbacks.MaxRetry)
+	return EnqueueCallback(ctx, h.CallbackQueue, p, queue, h.Callbacks.MaxRetry)
 }
 
 // EnqueueCallback queues callback p on queue with client; one already
 // queued or delivered in the last day is not queued again. (Batch
 // completion found by `enqueue backfill` itself uses it too.)
-func EnqueueCallback(ctx context.Context, client *asynq.Client, p CallbackPayload, queue string, maxRetry int) error {
+func EnqueueCallback(ctx context.Context, client TaskQueue, p CallbackPayload, queue string, maxRetry int) error {
 	if queue == "" {
 		queue = task.QueueOps
 	}

@@ -106,7 +106,8 @@ func (e *env) worker(t *testing.T, concurrency int, with ...func(*jobs.Handler))
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	h := &jobs.Handler{Records: e.records, Sources: sources, Options: e.opts(), Log: log, ProgressEvery: 100 * time.Millisecond}
+	h := &jobs.Handler{Records: e.records, Sources: sources, Options: e.opts(), Log: log, ProgressEvery: 100 * time.Millisecond,
+		CallbackQueue: asynq.NewClientFromRedisClient(e.rdb)}
 	for _, f := range with {
 		f(h)
 	}
