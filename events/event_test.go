@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/r8im/r8im/imageops"
-	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 )
 
 const digest = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
@@ -96,7 +96,7 @@ func TestDecodeMinimal(t *testing.T) {
 func TestPayload(t *testing.T) {
 	ev := validEvent(t)
 	p := ev.Payload()
-	want := jobs.AffixPayload{
+	want := task.AffixPayload{
 		EventID:     "run-42",
 		Base:        ev.Base,
 		Weights:     ev.Weights,

@@ -14,13 +14,13 @@ import (
 	"time"
 
 	"github.com/r8im/r8im/internal/untrusted"
-	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
 // Enqueuer is what the receiver needs of jobs.Enqueuer.
 type Enqueuer interface {
-	Enqueue(ctx context.Context, r jobs.Request) (jobs.Enqueued, error)
+	Enqueue(ctx context.Context, r task.Request) (task.Enqueued, error)
 }
 
 // RecordReader reads publish records (storage.Records).
@@ -68,7 +68,7 @@ type Conflict struct {
 // payloadToEvent names the affix payload's fields as the event does.
 var payloadToEvent = map[string]string{"dest": "destination", "created": "completed_at", "event_id": "id"}
 
-// eventFields names the fields of a jobs.ConflictError as the event does.
+// eventFields names the fields of a task.ConflictError as the event does.
 func eventFields(fields []string) []string {
 	out := make([]string, 0, len(fields))
 	for _, f := range fields {
@@ -164,10 +164,10 @@ func (rc *Receiver) post(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error()})
 		return
 	}
-	res, err := rc.Enqueuer.Enqueue(r.Context(), jobs.Request{
-		Payload: ev.Payload(), Queue: jobs.QueuePublish, EventID: ev.ID, Metadata: ev.Metadata, CallbackURL: ev.CallbackURL,
+	res, err := rc.Enqueuer.Enqueue(r.Context(), task.Request{
+		Payload: ev.Payload(), Queue: task.QueuePublish, EventID: ev.ID, Metadata: ev.Metadata, CallbackURL: ev.CallbackURL,
 	})
-	var ce *jobs.ConflictError
+	var ce *task.ConflictError
 	if errors.As(err, &ce) {
 		fields := eventFields(ce.Fields)
 		rc.log().Warn("event refused", "event_id", ev.ID, "reason", "its id is taken by another event", "differing", fields)
@@ -187,7 +187,7 @@ func (rc *Receiver) post(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	rc.log().Info("event accepted", "event_id", ev.ID, "task_id", res.ID, "already_known", res.Existing)
-	writeJSON(w, status, Accepted{EventID: ev.ID, TaskID: res.ID, State: res.State, Known: res.Existing})
+	writeJSON(w, status, Accepted{EventID: ev.ID, TaskID: res.ID, State: storage.State(res.State), Known: res.Existing})
 }
 
 // get answers GET /v1/events/{id} with the event's record, to holders of
@@ -207,7 +207,7 @@ func (rc *Receiver) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	rec, err := rc.Records.Get(r.Context(), jobs.AffixPayload{EventID: id}.TaskID())
+	rec, err := rc.Records.Get(r.Context(), task.AffixPayload{EventID: id}.TaskID())
 	switch {
 	case errors.Is(err, storage.ErrNoRecord):
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "no event " + untrusted.Text(id, 200)})

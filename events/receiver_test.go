@@ -16,6 +16,7 @@ import (
 	"github.com/r8im/r8im/events"
 	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -46,7 +47,7 @@ func TestReceiver(t *testing.T) {
 	t.Cleanup(srv.Close)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	queued := func() int {
-		info, err := insp.GetQueueInfo(jobs.QueuePublish)
+		info, err := insp.GetQueueInfo(task.QueuePublish)
 		if err != nil {
 			return 0 // no queue yet: nothing was ever enqueued
 		}

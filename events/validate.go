@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/r8im/r8im/imageops"
-	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 )
 
 // Compressions are the values of compression, "auto" when omitted.
@@ -20,7 +20,7 @@ var Compressions = []string{"auto", "gzip", "zstd", "none"}
 var Layouts = []string{"auto", "per-file", "single"}
 
 // idPattern is jobs' event id pattern: the event id becomes the task id.
-var idPattern = jobs.EventIDPattern // an event id becomes part of a task id
+var idPattern = task.EventIDPattern // an event id becomes part of a task id
 
 // Validate checks every field and the allowlists, and returns a
 // *ValidationError listing every problem, or nil. Messages never repeat a

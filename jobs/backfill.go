@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -96,14 +97,14 @@ const DefaultTagSuffix = "-zstd"
 // backfill again enqueues nothing new. Images that fail to resolve are
 // reported, not fatal; a Redis failure is.
 func (b *Backfill) Run(ctx context.Context, req BackfillRequest) (*BackfillSummary, error) {
-	if !EventIDPattern.MatchString(req.BatchID) {
-		return nil, fmt.Errorf("%w: batch id %q must be 1-128 characters of letters, digits, '.', '_', ':' or '-'", ErrInvalidPayload, req.BatchID)
+	if !task.EventIDPattern.MatchString(req.BatchID) {
+		return nil, fmt.Errorf("%w: batch id %q must be 1-128 characters of letters, digits, '.', '_', ':' or '-'", task.ErrInvalidPayload, req.BatchID)
 	}
 	if len(req.Images) == 0 {
-		return nil, fmt.Errorf("%w: no images to backfill", ErrInvalidPayload)
+		return nil, fmt.Errorf("%w: no images to backfill", task.ErrInvalidPayload)
 	}
 	if req.InPlace && req.RepoSuffix != "" {
-		return nil, fmt.Errorf("%w: --in-place and --dest-repo-suffix exclude each other", ErrInvalidPayload)
+		return nil, fmt.Errorf("%w: --in-place and --dest-repo-suffix exclude each other", task.ErrInvalidPayload)
 	}
 	if req.TagSuffix == "" {
 		req.TagSuffix = DefaultTagSuffix
@@ -171,7 +172,7 @@ func (b *Backfill) Run(ctx context.Context, req BackfillRequest) (*BackfillSumma
 	}
 	sum.Completed = completed
 	if completed && req.CallbackURL != "" {
-		err := EnqueueCallback(ctx, b.Enqueuer.client, CallbackPayload{Batch: req.BatchID}, QueueBackfill, DefaultCallbackMaxRetry)
+		err := EnqueueCallback(ctx, b.Enqueuer.client, CallbackPayload{Batch: req.BatchID}, task.QueueBackfill, DefaultCallbackMaxRetry)
 		if err != nil {
 			return sum, err
 		}
@@ -210,7 +211,7 @@ func (b *Backfill) one(ctx context.Context, req BackfillRequest, img string, lim
 		return item, nil
 	}
 	item.ConvertBytes = plan.ConvertBytes
-	p := ZstdPayload{Source: plan.Source.String(), Dest: dest, Level: req.Level, MinSize: req.MinSize, Platform: req.Platform, BatchID: req.BatchID}
+	p := task.ZstdPayload{Source: plan.Source.String(), Dest: dest, Level: req.Level, MinSize: req.MinSize, Platform: req.Platform, BatchID: req.BatchID}
 	if err := p.Validate(); err != nil {
 		return fail(err)
 	}
@@ -226,22 +227,22 @@ func (b *Backfill) one(ctx context.Context, req BackfillRequest, img string, lim
 	if err := b.Batches.Add(ctx, req.BatchID, item.TaskID); err != nil {
 		return item, err
 	}
-	enq, err := b.Enqueuer.Enqueue(ctx, Request{Payload: p, Queue: QueueBackfill, Incidental: []string{"batch_id"}})
+	enq, err := b.Enqueuer.Enqueue(ctx, task.Request{Payload: p, Queue: task.QueueBackfill, Incidental: []string{"batch_id"}})
 	if err != nil {
 		if rerr := b.Batches.Remove(context.WithoutCancel(ctx), req.BatchID, item.TaskID); rerr != nil {
 			return item, errors.Join(err, rerr)
 		}
-		if ctx.Err() != nil || !errors.Is(err, ErrInvalidPayload) {
+		if ctx.Err() != nil || !errors.Is(err, task.ErrInvalidPayload) {
 			return item, err
 		}
 		return fail(err)
 	}
-	item.Action, item.State = ActionEnqueued, enq.State
+	item.Action, item.State = ActionEnqueued, storage.State(enq.State)
 	if enq.Existing {
 		item.Action = ActionExisting
-		if enq.State == storage.StateSucceeded || enq.State == storage.StateFailed {
+		if item.State == storage.StateSucceeded || item.State == storage.StateFailed {
 			// Already over: it will not end again, so count it now.
-			if _, err := b.Batches.Finished(ctx, item.TaskID, enq.State); err != nil {
+			if _, err := b.Batches.Finished(ctx, item.TaskID, item.State); err != nil {
 				return item, err
 			}
 		}

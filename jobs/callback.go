@@ -22,6 +22,7 @@ import (
 	"github.com/r8im/r8im/internal/netguard"
 	"github.com/r8im/r8im/internal/retry"
 	"github.com/r8im/r8im/internal/untrusted"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -70,18 +71,20 @@ func (p CallbackPayload) TaskID() string {
 	return "callback:record:" + p.Record + ":" + string(p.State)
 }
 
-// Validate names every bad field.
+// Validate names the bad field.
 func (p CallbackPayload) Validate() error {
-	var ps problems
+	var bad string
 	switch {
 	case (p.Record == "") == (p.Batch == ""):
-		ps.addf("record", "exactly one of record and batch must be set")
+		bad = "record: exactly one of record and batch must be set"
 	case p.Record != "" && p.State != storage.StateSucceeded && p.State != storage.StateFailed:
-		ps.addf("state", "%q must be succeeded or failed", p.State)
-	case p.Batch != "" && !EventIDPattern.MatchString(p.Batch):
-		ps.addf("batch", "%q is not a batch id", p.Batch)
+		bad = fmt.Sprintf("state: %q must be succeeded or failed", p.State)
+	case p.Batch != "" && !task.EventIDPattern.MatchString(p.Batch):
+		bad = fmt.Sprintf("batch: %q is not a batch id", p.Batch)
+	default:
+		return nil
 	}
-	return ps.err(TypeCallback)
+	return fmt.Errorf("%w (%s): %s", task.ErrInvalidPayload, TypeCallback, bad)
 }
 
 // CallbackBody is what a callback POSTs (Standard Webhooks' shape).
@@ -285,18 +288,18 @@ func (h *Handler) notify(ctx context.Context, id string, state storage.State) er
 // enqueueCallback queues p on queue; one already queued or delivered
 // recently is not queued again.
 func (h *Handler) enqueueCallback(ctx context.Context, p CallbackPayload, queue string) error {
-	if h.enqueuer == nil {
-		return errors.New("queueing a callback: the handler runs without a task server")
+	if h.CallbackQueue == nil {
+		return fmt.Errorf("queueing callback %s: the handler has no CallbackQueue", p.TaskID())
 	}
-	return EnqueueCallback(ctx, h.enqueuer, p, queue, h.Callbacks.MaxRetry)
+	return EnqueueCallback(ctx, h.CallbackQueue, p, queue, h.Callbacks.MaxRetry)
 }
 
 // EnqueueCallback queues callback p on queue with client; one already
 // queued or delivered in the last day is not queued again. (Batch
 // completion found by `enqueue backfill` itself uses it too.)
-func EnqueueCallback(ctx context.Context, client *asynq.Client, p CallbackPayload, queue string, maxRetry int) error {
+func EnqueueCallback(ctx context.Context, client TaskQueue, p CallbackPayload, queue string, maxRetry int) error {
 	if queue == "" {
-		queue = QueueOps
+		queue = task.QueueOps
 	}
 	task, err := newTask(TypeCallback, p, p.TaskID())
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -109,8 +110,8 @@ func TestCallbackDeliveredSignedAndRetried(t *testing.T) {
 		weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
 
 		ctx := context.Background()
-		ok, err := e.enq.Enqueue(ctx, jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-ok", CallbackURL: rcv.URL + "/hook",
-			Payload: jobs.AffixPayload{EventID: "cb-ok", Base: e.base, Weights: weights, Dest: e.repo(e.proxy.Host, "cb/ok:1"), Created: created}})
+		ok, err := e.enq.Enqueue(ctx, task.Request{Queue: task.QueuePublish, EventID: "cb-ok", CallbackURL: rcv.URL + "/hook",
+			Payload: task.AffixPayload{EventID: "cb-ok", Base: e.base, Weights: weights, Dest: e.repo(e.proxy.Host, "cb/ok:1"), Created: created}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,8 +151,8 @@ func TestCallbackDeliveredSignedAndRetried(t *testing.T) {
 		}
 
 		// A publish that fails for good calls back too, once.
-		bad, err := e.enq.Enqueue(ctx, jobs.Request{Queue: jobs.QueuePublish, EventID: "cb-bad", CallbackURL: rcv.URL + "/hook",
-			Payload: jobs.AffixPayload{EventID: "cb-bad", Base: e.proxy.Host + "/" + testenv.BaseNamespace + "/no/such:base", Weights: weights, Dest: e.repo(e.proxy.Host, "cb/bad"), Created: created}})
+		bad, err := e.enq.Enqueue(ctx, task.Request{Queue: task.QueuePublish, EventID: "cb-bad", CallbackURL: rcv.URL + "/hook",
+			Payload: task.AffixPayload{EventID: "cb-bad", Base: e.proxy.Host + "/" + testenv.BaseNamespace + "/no/such:base", Weights: weights, Dest: e.repo(e.proxy.Host, "cb/bad"), Created: created}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,10 +167,10 @@ func TestCallbackDeliveredSignedAndRetried(t *testing.T) {
 		// and nothing is left to run or retry in the queue: no delivery can
 		// follow, so the count is final.
 		insp := asynq.NewInspectorFromRedisClient(e.rdb)
-		waitTaskState(t, insp, jobs.QueuePublish, jobs.CallbackPayload{Record: ok.ID, State: storage.StateSucceeded}.TaskID(), asynq.TaskStateCompleted)
-		waitTaskState(t, insp, jobs.QueuePublish, jobs.CallbackPayload{Record: bad.ID, State: storage.StateFailed}.TaskID(), asynq.TaskStateCompleted)
+		waitTaskState(t, insp, task.QueuePublish, jobs.CallbackPayload{Record: ok.ID, State: storage.StateSucceeded}.TaskID(), asynq.TaskStateCompleted)
+		waitTaskState(t, insp, task.QueuePublish, jobs.CallbackPayload{Record: bad.ID, State: storage.StateFailed}.TaskID(), asynq.TaskStateCompleted)
 		testenv.Eventually(t, 5*time.Second, "the publish queue to be idle", func() (bool, string) {
-			q, err := insp.GetQueueInfo(jobs.QueuePublish)
+			q, err := insp.GetQueueInfo(task.QueuePublish)
 			if err != nil {
 				return false, err.Error()
 			}
@@ -203,8 +204,8 @@ func TestCallbackWithoutSecretIsNotSent(t *testing.T) {
 func (e *env) publishArchivingCallback(t *testing.T, eventID, hook, repo string) (*asynq.TaskInfo, error) {
 	t.Helper()
 	weights := e.s3.PutObject(t, "cb/weights.tar", weightsTar(t))
-	res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: eventID, CallbackURL: hook,
-		Payload: jobs.AffixPayload{EventID: eventID, Base: e.base, Weights: weights, Dest: e.repo(e.proxy.Host, repo), Created: created}})
+	res, err := e.enq.Enqueue(context.Background(), task.Request{Queue: task.QueuePublish, EventID: eventID, CallbackURL: hook,
+		Payload: task.AffixPayload{EventID: eventID, Base: e.base, Weights: weights, Dest: e.repo(e.proxy.Host, repo), Created: created}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,8 +214,8 @@ func (e *env) publishArchivingCallback(t *testing.T, eventID, hook, repo string)
 	}
 	insp := asynq.NewInspectorFromRedisClient(e.rdb)
 	id := jobs.CallbackPayload{Record: res.ID, State: storage.StateSucceeded}.TaskID()
-	waitArchived(t, insp, jobs.QueuePublish, id)
-	return insp.GetTaskInfo(jobs.QueuePublish, id)
+	waitArchived(t, insp, task.QueuePublish, id)
+	return insp.GetTaskInfo(task.QueuePublish, id)
 }
 
 // weightsTar is a small weights tarball.

@@ -1,3 +1,5 @@
-// Package jobs defines r8im's asynq task types, their payloads and handlers;
-// it is the only package that knows asynq exists.
+// Package jobs runs r8im's work on asynq: the Enqueuer, the task handlers
+// and their bookkeeping middleware, callbacks, backfills and metrics. It is
+// the only package that knows asynq exists; the payloads themselves are
+// plain data in jobs/task.
 package jobs

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/r8im/r8im/config"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -36,50 +37,6 @@ func NewEnqueuer(rdb redis.UniversalClient, records RecordStore, tasks config.Ta
 	}
 }
 
-// Enqueued says what became of an enqueue.
-type Enqueued struct {
-	ID       string        `json:"id"`
-	Queue    string        `json:"queue"`
-	Existing bool          `json:"existing"` // already queued, running or done: nothing was added
-	State    storage.State `json:"state"`
-}
-
-// Request is one task to enqueue with what its record keeps.
-type Request struct {
-	Payload  Payload
-	Queue    string
-	EventID  string
-	Metadata json.RawMessage
-	// CallbackURL is kept in the record for the result callback.
-	CallbackURL string
-	// Incidental names payload fields (by their JSON names) that do not
-	// identify the work: an enqueue whose record differs only in them is
-	// a duplicate, not a conflict. A backfill re-run gives a task another
-	// batch_id; an affix whose id is derived from its other inputs may
-	// differ in created.
-	Incidental []string
-}
-
-// ErrConflict marks an enqueue whose task id is taken by other work: the
-// same event id (or task id) with other inputs, metadata or callback.
-var ErrConflict = errors.New("the id is already used for other work")
-
-// ConflictError says which fields of a request differ from what the
-// existing record holds: payload fields by their JSON names (base,
-// weights, dest, …), and metadata, callback_url or type.
-type ConflictError struct {
-	ID     string
-	Fields []string
-}
-
-func (e *ConflictError) Error() string {
-	return fmt.Sprintf("%s is already queued or done with another %s: give the new work a new id, or send exactly the same request again",
-		e.ID, strings.Join(e.Fields, ", "))
-}
-
-// Unwrap makes errors.Is(err, ErrConflict) hold.
-func (e *ConflictError) Unwrap() error { return ErrConflict }
-
 // Enqueue writes the task's record (state queued), then adds the task,
 // unless its record has succeeded or the task is already queued: a
 // duplicate is reported as Existing with the current state, not as an
@@ -88,14 +45,14 @@ func (e *ConflictError) Unwrap() error { return ErrConflict }
 // first anyway (a task queued by other means), the record's missing
 // fields are filled in. A request whose id is taken by a record with
 // other inputs, metadata or callback URL is refused with a
-// *ConflictError naming them, and nothing is queued.
-func (e *Enqueuer) Enqueue(ctx context.Context, r Request) (Enqueued, error) {
-	task, err := NewTask(r.Payload)
+// *task.ConflictError naming them, and nothing is queued.
+func (e *Enqueuer) Enqueue(ctx context.Context, r task.Request) (task.Enqueued, error) {
+	t, err := NewTask(r.Payload)
 	if err != nil {
-		return Enqueued{}, err
+		return task.Enqueued{}, err
 	}
 	id := r.Payload.TaskID()
-	out := Enqueued{ID: id, Queue: r.Queue, State: storage.StateQueued}
+	out := task.Enqueued{ID: id, Queue: r.Queue, State: string(storage.StateQueued)}
 	if _, known := config.DefaultQueues[r.Queue]; !known {
 		return out, fmt.Errorf("unknown queue %q: use publish, ops or backfill", r.Queue)
 	}
@@ -104,13 +61,13 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r Request) (Enqueued, error) {
 		return out, fmt.Errorf("metadata of %s: %w", id, err)
 	}
 	created, err := e.records.Create(ctx, storage.Record{
-		ID: id, Type: task.Type(), Queue: r.Queue, EventID: r.EventID, Inputs: task.Payload(), Metadata: meta,
+		ID: id, Type: t.Type(), Queue: r.Queue, EventID: r.EventID, Inputs: t.Payload(), Metadata: meta,
 		CallbackURL: r.CallbackURL,
 	})
 	var ce *storage.ConflictError
 	switch {
 	case errors.As(err, &ce):
-		if err := e.conflict(ctx, id, ce.Fields, task.Payload(), r.Incidental); err != nil {
+		if err := e.conflict(ctx, id, ce.Fields, t.Payload(), r.Incidental); err != nil {
 			return out, err
 		}
 	case err != nil:
@@ -118,18 +75,18 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r Request) (Enqueued, error) {
 	}
 	if !created {
 		if rec, err := e.records.Get(ctx, id); err == nil && rec.State == storage.StateSucceeded {
-			out.Existing, out.State, out.Queue = true, rec.State, rec.Queue
+			out.Existing, out.State, out.Queue = true, string(rec.State), rec.Queue
 			return out, nil
 		}
 	}
-	pol := e.policies[task.Type()]
-	_, err = e.client.EnqueueContext(ctx, task, asynq.Queue(r.Queue), asynq.Timeout(pol.Timeout),
+	pol := e.policies[t.Type()]
+	_, err = e.client.EnqueueContext(ctx, t, asynq.Queue(r.Queue), asynq.Timeout(pol.Timeout),
 		asynq.MaxRetry(pol.MaxRetry), asynq.Retention(24*time.Hour))
 	switch {
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		out.Existing = true
 		if rec, err := e.records.Get(ctx, id); err == nil {
-			out.State, out.Queue = rec.State, rec.Queue
+			out.State, out.Queue = string(rec.State), rec.Queue
 		}
 		return out, nil
 	case err != nil:
@@ -141,7 +98,7 @@ func (e *Enqueuer) Enqueue(ctx context.Context, r Request) (Enqueued, error) {
 // conflict names the fields that differ (for inputs, the payload fields
 // that do), or returns nil when only incidental payload fields do.
 func (e *Enqueuer) conflict(ctx context.Context, id string, fields []string, inputs []byte, incidental []string) error {
-	ce := &ConflictError{ID: id}
+	ce := &task.ConflictError{ID: id}
 	for _, f := range fields {
 		if f != "inputs" {
 			ce.Fields = append(ce.Fields, f)
@@ -282,8 +239,8 @@ var ErrUnknownID = errors.New("no task or record")
 // ErrUnknownID, with a message saying what ids look like.
 func (e *Enqueuer) ResolveID(ctx context.Context, id string) (string, error) {
 	candidates := []string{id}
-	if EventIDPattern.MatchString(id) {
-		candidates = append(candidates, AffixPayload{EventID: id}.TaskID())
+	if task.EventIDPattern.MatchString(id) {
+		candidates = append(candidates, task.AffixPayload{EventID: id}.TaskID())
 	}
 	for _, c := range candidates {
 		_, err := e.records.Get(ctx, c)

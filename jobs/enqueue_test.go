@@ -15,6 +15,7 @@ import (
 	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -53,10 +54,10 @@ func newEnqueuer(t *testing.T, wrap func(*storage.Records) jobs.RecordStore) (*j
 	return enq, records, rdb
 }
 
-func affixRequest(eventID, weights string) jobs.Request {
-	return jobs.Request{Queue: jobs.QueuePublish, EventID: eventID, Metadata: json.RawMessage(`{"run": "` + eventID + `"}`),
+func affixRequest(eventID, weights string) task.Request {
+	return task.Request{Queue: task.QueuePublish, EventID: eventID, Metadata: json.RawMessage(`{"run": "` + eventID + `"}`),
 		CallbackURL: "https://hooks.example.com/" + eventID,
-		Payload: jobs.AffixPayload{EventID: eventID, Base: "r8.im/acme/base:v1", Weights: weights,
+		Payload: task.AffixPayload{EventID: eventID, Base: "r8.im/acme/base:v1", Weights: weights,
 			Dest: "r8.im/acme/ft:" + eventID, Created: created}}
 }
 
@@ -72,7 +73,7 @@ func TestEnqueueKeepsTheCallbackWhenAWorkerIsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	if rec.EventID != "run-1" || rec.CallbackURL != "https://hooks.example.com/run-1" || string(rec.Metadata) != `{"run":"run-1"}` ||
-		rec.Type != jobs.TypeAffix || rec.State != storage.StateRunning {
+		rec.Type != task.TypeAffix || rec.State != storage.StateRunning {
 		t.Fatalf("record %+v: want the event id, callback URL and metadata filled in, the worker's state kept", rec)
 	}
 }
@@ -94,11 +95,11 @@ func TestEnqueueRefusesAnIDTakenByOtherWork(t *testing.T) {
 	other := affixRequest("run-2", "s3://w/other.tar")
 	other.CallbackURL = "https://hooks.example.com/elsewhere"
 	_, err := enq.Enqueue(ctx, other)
-	var ce *jobs.ConflictError
-	if !errors.As(err, &ce) || !errors.Is(err, jobs.ErrConflict) || fmt.Sprint(ce.Fields) != "[callback_url weights]" {
+	var ce *task.ConflictError
+	if !errors.As(err, &ce) || !errors.Is(err, task.ErrConflict) || fmt.Sprint(ce.Fields) != "[callback_url weights]" {
 		t.Fatalf("other inputs under the same id = %v; want a ConflictError naming callback_url and weights", err)
 	}
-	if info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(jobs.QueuePublish); err != nil || info.Size != 1 {
+	if info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(task.QueuePublish); err != nil || info.Size != 1 {
 		t.Fatalf("publish queue %+v, %v; want exactly one task", info, err)
 	}
 }
@@ -109,20 +110,20 @@ func TestEnqueueRefusesWhatTheWorkerWould(t *testing.T) {
 	enq, _, _ := newEnqueuer(t, nil)
 	for _, tc := range []struct {
 		name   string
-		change func(*jobs.AffixPayload)
+		change func(*task.AffixPayload)
 		want   string
 	}{
-		{"gzip level -1", func(p *jobs.AffixPayload) { p.Compression, p.Level = "gzip", -1 }, "gzip level -1: use 1 (fastest) to 9"},
-		{"level without compression", func(p *jobs.AffixPayload) { p.Compression, p.Level = "none", 3 }, "level 3 makes no sense"},
-		{"target with ..", func(p *jobs.AffixPayload) { p.Target = "/src/../etc" }, "target"},
+		{"gzip level -1", func(p *task.AffixPayload) { p.Compression, p.Level = "gzip", -1 }, "gzip level -1: use 1 (fastest) to 9"},
+		{"level without compression", func(p *task.AffixPayload) { p.Compression, p.Level = "none", 3 }, "level 3 makes no sense"},
+		{"target with ..", func(p *task.AffixPayload) { p.Target = "/src/../etc" }, "target"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := affixRequest("run-3-"+strings.ReplaceAll(tc.name, " ", "-"), "s3://w/run-3.tar")
-			p := r.Payload.(jobs.AffixPayload)
+			p := r.Payload.(task.AffixPayload)
 			tc.change(&p)
 			r.Payload = p
 			_, err := enq.Enqueue(context.Background(), r)
-			if !errors.Is(err, jobs.ErrInvalidPayload) || !strings.Contains(err.Error(), tc.want) {
+			if !errors.Is(err, task.ErrInvalidPayload) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Enqueue = %v; want an invalid payload error saying %q", err, tc.want)
 			}
 		})

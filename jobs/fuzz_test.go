@@ -7,11 +7,12 @@ import (
 	"testing"
 
 	"github.com/hibiken/asynq"
+	"github.com/r8im/r8im/jobs/task"
 )
 
 // FuzzDecodePayload feeds arbitrary bytes to the worker's payload decoding
 // (decode: JSON, then Validate) for every task type. It must never panic;
-// an error must be ErrInvalidPayload; a payload that passes must build its
+// an error must be task.ErrInvalidPayload; a payload that passes must build its
 // task, have a stable task id that fits a Redis key, and survive a round
 // trip through its own encoding unchanged.
 func FuzzDecodePayload(f *testing.F) {
@@ -19,37 +20,37 @@ func FuzzDecodePayload(f *testing.F) {
 		typ  string
 		body string
 	}{
-		{TypeAffix, `{"event_id":"run-1","base":"r8.im/acme/base@sha256:0000000000000000000000000000000000000000000000000000000000000000","weights":"s3://weights/run-1/w.tar","dest":"r8.im/acme/model:v1","created":"2026-11-20T08:00:00Z"}`},
-		{TypeAffix, `{"event_id":"run-2","base":"r8.im/acme/base:v1","weights":"https://files.example.com/w.tar?X-Amz-Signature=abc","dest":"localhost:5000/m","target":"/src/w","compression":"zstd","level":3,"platform":"linux/arm64/v8","created":"2026-11-20T08:00:00+02:00"}`},
-		{TypeAffix, `{"event_id":"../x","base":"acme/base:v1","weights":"ftp://x","dest":"r8.im/a@sha256:00","created":"0001-01-01T00:00:00Z"}`},
-		{TypeRemix, `{"base":"r8.im/acme/base:v1","weights":"r8.im/acme/weights@sha256:0000000000000000000000000000000000000000000000000000000000000000","dest":"r8.im/acme/remixed:v1","platform":"all"}`},
-		{TypeZstd, `{"source":"r8.im/acme/model@sha256:0000000000000000000000000000000000000000000000000000000000000000","dest":"r8.im/acme/model:z","level":19,"min_size":1048576,"batch_id":"b-1"}`},
-		{TypeZstd, `{"source":"r8.im/acme/model:v1","dest":"r8.im/acme/model:z","min_size":-1}`},
-		{TypeAffix, `[]`},
-		{TypeAffix, `{"event_id": 1}`},
-		{TypeAffix, "{\"event_id\":\"run-\u0000\"}"},
-		{TypeZstd, `null`},
+		{task.TypeAffix, `{"event_id":"run-1","base":"r8.im/acme/base@sha256:0000000000000000000000000000000000000000000000000000000000000000","weights":"s3://weights/run-1/w.tar","dest":"r8.im/acme/model:v1","created":"2026-11-20T08:00:00Z"}`},
+		{task.TypeAffix, `{"event_id":"run-2","base":"r8.im/acme/base:v1","weights":"https://files.example.com/w.tar?X-Amz-Signature=abc","dest":"localhost:5000/m","target":"/src/w","compression":"zstd","level":3,"platform":"linux/arm64/v8","created":"2026-11-20T08:00:00+02:00"}`},
+		{task.TypeAffix, `{"event_id":"../x","base":"acme/base:v1","weights":"ftp://x","dest":"r8.im/a@sha256:00","created":"0001-01-01T00:00:00Z"}`},
+		{task.TypeRemix, `{"base":"r8.im/acme/base:v1","weights":"r8.im/acme/weights@sha256:0000000000000000000000000000000000000000000000000000000000000000","dest":"r8.im/acme/remixed:v1","platform":"all"}`},
+		{task.TypeZstd, `{"source":"r8.im/acme/model@sha256:0000000000000000000000000000000000000000000000000000000000000000","dest":"r8.im/acme/model:z","level":19,"min_size":1048576,"batch_id":"b-1"}`},
+		{task.TypeZstd, `{"source":"r8.im/acme/model:v1","dest":"r8.im/acme/model:z","min_size":-1}`},
+		{task.TypeAffix, `[]`},
+		{task.TypeAffix, `{"event_id": 1}`},
+		{task.TypeAffix, "{\"event_id\":\"run-\u0000\"}"},
+		{task.TypeZstd, `null`},
 	} {
 		f.Add(seed.typ, []byte(seed.body))
 	}
 	f.Fuzz(func(t *testing.T, typ string, body []byte) {
-		var p Payload
+		var p task.Payload
 		switch strings.ToLower(typ) {
-		case TypeRemix:
-			p = &RemixPayload{}
-		case TypeZstd:
-			p = &ZstdPayload{}
+		case task.TypeRemix:
+			p = &task.RemixPayload{}
+		case task.TypeZstd:
+			p = &task.ZstdPayload{}
 		default:
-			typ, p = TypeAffix, &AffixPayload{}
+			typ, p = task.TypeAffix, &task.AffixPayload{}
 		}
 		err := decode(asynq.NewTask(typ, body), p)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidPayload) {
-				t.Fatalf("decode error %v is not ErrInvalidPayload (it would be retried)", err)
+			if !errors.Is(err, task.ErrInvalidPayload) {
+				t.Fatalf("decode error %v is not task.ErrInvalidPayload (it would be retried)", err)
 			}
 			return
 		}
-		task, err := NewTask(p)
+		tk, err := NewTask(p)
 		if err != nil {
 			t.Fatalf("a payload that validated does not build its task: %v", err)
 		}
@@ -57,9 +58,9 @@ func FuzzDecodePayload(f *testing.F) {
 		if id == "" || len(id) > 200 || strings.ContainsAny(id, " \t\r\n{}") {
 			t.Fatalf("task id %q is not a safe key", id)
 		}
-		again := newPayload(task.Type()) // the type as the task carries it, not the fuzzed spelling
-		if err := decode(task, again); err != nil {
-			t.Fatalf("the task's own encoding %s does not decode: %v", task.Payload(), err)
+		again := newPayload(tk.Type()) // the type as the task carries it, not the fuzzed spelling
+		if err := decode(tk, again); err != nil {
+			t.Fatalf("the task's own encoding %s does not decode: %v", tk.Payload(), err)
 		}
 		if again.TaskID() != id {
 			t.Fatalf("task id changed in a round trip: %q → %q", id, again.TaskID())
@@ -72,12 +73,12 @@ func FuzzDecodePayload(f *testing.F) {
 	})
 }
 
-func newPayload(typ string) Payload {
+func newPayload(typ string) task.Payload {
 	switch typ {
-	case TypeRemix:
-		return &RemixPayload{}
-	case TypeZstd:
-		return &ZstdPayload{}
+	case task.TypeRemix:
+		return &task.RemixPayload{}
+	case task.TypeZstd:
+		return &task.ZstdPayload{}
 	}
-	return &AffixPayload{}
+	return &task.AffixPayload{}
 }

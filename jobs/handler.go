@@ -4,20 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/r8im/r8im/imageops"
-	"github.com/r8im/r8im/internal/retry"
-	"github.com/r8im/r8im/internal/untrusted"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -41,8 +37,52 @@ type WeightsSource interface {
 	OpenTree(ctx context.Context, url string, readers int) (*storage.Tree, error)
 }
 
+// ConversionCache is the shared-layer cache of recompressions
+// (storage.LayerCache); LayerCache adapts it to imageops.
+type ConversionCache interface {
+	Lookup(ctx context.Context, k storage.LayerKey) (storage.LayerConversion, bool, error)
+	Lease(ctx context.Context, k storage.LayerKey) (release func(), err error)
+	Store(ctx context.Context, k storage.LayerKey, v storage.LayerConversion) error
+}
+
+// SessionStore keeps chunked upload sessions (storage.UploadSessions);
+// UploadSessions adapts it to imageops.
+type SessionStore interface {
+	Load(ctx context.Context, key string) ([]byte, error)
+	Save(ctx context.Context, key string, v []byte) error
+	Delete(ctx context.Context, key string) error
+}
+
+// DigestStore remembers the weights layers produced
+// (storage.LayerDigests); LayerDigests adapts it to imageops.
+type DigestStore interface {
+	Lookup(ctx context.Context, key string) ([]byte, bool, error)
+	Store(ctx context.Context, key string, value []byte) error
+}
+
+// BatchStore is what the handlers need of backfill batches
+// (storage.Batches).
+type BatchStore interface {
+	// Finished records a task's final state in its batches and returns
+	// those it completed.
+	Finished(ctx context.Context, taskID string, state storage.State) ([]string, error)
+	Status(ctx context.Context, id string) (*storage.BatchStatus, error)
+}
+
+// SlotStore bounds the tasks holding a scope at once (storage.Semaphore).
+type SlotStore interface {
+	TryAcquire(ctx context.Context, scope, holder string, max int, deadline time.Time) (bool, error)
+	Release(ctx context.Context, scope, holder string) error
+}
+
+// TaskQueue queues tasks: an *asynq.Client.
+type TaskQueue interface {
+	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
 // Handler processes r8im's tasks. Every handler honours ctx on all I/O, so a
-// task that times out or is cancelled really stops.
+// task that times out or is cancelled really stops. Its collaborators are
+// interfaces; NewHandler wires the Redis ones of a worker.
 type Handler struct {
 	Records RecordStore
 	Sources WeightsSource
@@ -53,16 +93,21 @@ type Handler struct {
 	// ProgressEvery is how often a running task's record is updated
 	// (default 1s).
 	ProgressEvery time.Duration
+	// Hint, when set, says how the worker's operator gets past a failure
+	// (imageops.Remedies in the worker's settings: internal/cli.WorkerHint);
+	// it is added to the recorded reason. The library's errors name no
+	// setting of their own.
+	Hint func(error) string
 	// Cache, when set, is the shared-layer cache of recompressions: a layer
 	// converted once on a registry is mounted by every later task.
-	Cache *storage.LayerCache
+	Cache ConversionCache
 	// Uploads, when set, keeps chunked upload sessions under the task id, so
 	// that a retry (after a worker was killed) resumes a big upload.
-	Uploads *storage.UploadSessions
+	Uploads SessionStore
 	// LayerDigests, when set, remembers the digests of the weights layers
 	// produced, so that publishing the same weights again reads and sends
 	// nothing the registry holds.
-	LayerDigests *storage.LayerDigests
+	LayerDigests DigestStore
 	// Layout is the weights layout of tasks that name none (default auto);
 	// Jobs how many weights layers a task reads and uploads at once
 	// (default 4).
@@ -70,18 +115,20 @@ type Handler struct {
 	Jobs   int
 	// Batches, when set, learns of every final outcome, so that a batch
 	// knows when it completes (and fires its callback).
-	Batches *storage.Batches
+	Batches BatchStore
 	// Callbacks sign and send result callbacks (TypeCallback tasks).
 	Callbacks Callbacks
+	// CallbackQueue queues the callbacks of final outcomes (an asynq
+	// client on the worker's Redis). Without it, an outcome that calls
+	// for a callback fails to queue it, and its task is retried.
+	CallbackQueue TaskQueue
 	// Slots, when set, bounds the recompression tasks pushing to one
 	// registry at once to RegistryConcurrency, across all workers.
-	Slots               *storage.Semaphore
+	Slots               SlotStore
 	RegistryConcurrency int
 	// Observe, when set, is told of every finished attempt (metrics). It
 	// must not block.
 	Observe func(Outcome)
-
-	enqueuer *asynq.Client // queues callbacks; set by NewServer
 }
 
 // Outcome is how one attempt of a task ended.
@@ -103,49 +150,56 @@ const (
 	OutcomeInterrupted = "interrupted"
 )
 
-// Mux routes the task types to their handlers, with logging.
+// Mux routes the task types to their handlers, every one with logging. The
+// publish tasks share their bookkeeping as middleware (registrySlots, then
+// bookkeeping: records, progress, metrics, retry classification, result,
+// callbacks), so that each handler only decodes its payload and does its
+// operation.
 func (h *Handler) Mux() *asynq.ServeMux {
+	publish := asynq.NewServeMux()
+	publish.Use(h.registrySlots, h.bookkeeping)
+	publish.HandleFunc(task.TypeAffix, h.affix)
+	publish.HandleFunc(task.TypeRemix, h.remix)
+	publish.HandleFunc(task.TypeZstd, h.zstd)
+
 	mux := asynq.NewServeMux()
 	mux.Use(h.logging)
-	mux.HandleFunc(TypeAffix, h.affix)
-	mux.HandleFunc(TypeRemix, h.remix)
-	mux.HandleFunc(TypeZstd, h.zstd)
+	for _, typ := range []string{task.TypeAffix, task.TypeRemix, task.TypeZstd} {
+		mux.Handle(typ, publish)
+	}
 	mux.HandleFunc(TypeCallback, h.callback)
 	return mux
 }
 
-// job is the work of one task: it returns the success to record.
-type job func(ctx context.Context, opts []imageops.Option) (storage.Success, error)
-
 func (h *Handler) affix(ctx context.Context, t *asynq.Task) error {
-	var p AffixPayload
-	if err := decode(t, &p); err != nil {
-		return h.run(ctx, t, nil, err)
+	var p task.AffixPayload
+	a, err := begin(ctx, t, &p)
+	if err != nil {
+		return err
 	}
-	return h.run(ctx, t, func(ctx context.Context, opts []imageops.Option) (storage.Success, error) {
-		req, done, err := h.affixRequest(ctx, p)
-		if err != nil {
-			return storage.Success{}, err
-		}
-		defer done()
-		if h.LayerDigests != nil {
-			opts = append(opts, imageops.WithLayerDigests(LayerDigests(h.LayerDigests)))
-		}
-		res, err := imageops.Affix(ctx, req, append(opts, imageops.WithJobs(h.jobs()))...)
-		if err != nil {
-			return storage.Success{}, err
-		}
-		layers := make([]storage.LayerRecord, len(res.Layers))
-		for i, l := range res.Layers {
-			layers[i] = storage.LayerRecord{Digest: l.Digest.String(), Size: l.Size, MediaType: l.MediaType, Files: l.Files, Source: l.Source, Cached: l.Cached, ReadBytes: l.ReadBytes}
-		}
-		return storage.Success{
-			Result: res.Ref.String(), BaseDigest: res.Base.String(), LayerDigest: res.Layer.Digest.String(), LayerDiffID: res.Layer.DiffID.String(),
-			LayerSize: res.Layer.Size, UncompressedSize: res.Layer.UncompressedSize,
-			UploadedBytes: res.Transfer.UploadedBytes, MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes,
-			DownloadedBytes: res.ReadBytes, Stages: stageMap(res.Stages), Layers: layers,
-		}, nil
-	}, nil, p.platformOpt())
+	req, done, err := h.affixRequest(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer done()
+	opts := a.options(platformOpt(p.Platform))
+	if h.LayerDigests != nil {
+		opts = append(opts, imageops.WithLayerDigests(LayerDigests(h.LayerDigests)))
+	}
+	res, err := imageops.Affix(ctx, req, append(opts, imageops.WithJobs(h.jobs()))...)
+	if err != nil {
+		return err
+	}
+	layers := make([]storage.LayerRecord, len(res.Layers))
+	for i, l := range res.Layers {
+		layers[i] = storage.LayerRecord{Digest: l.Digest.String(), Size: l.Size, MediaType: l.MediaType, Files: l.Files, Source: l.Source, Cached: l.Cached, ReadBytes: l.ReadBytes}
+	}
+	return a.publish(storage.Success{
+		Result: res.Ref.String(), BaseDigest: res.Base.String(), LayerDigest: res.Layer.Digest.String(), LayerDiffID: res.Layer.DiffID.String(),
+		LayerSize: res.Layer.Size, UncompressedSize: res.Layer.UncompressedSize,
+		UploadedBytes: res.Transfer.UploadedBytes, MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes,
+		DownloadedBytes: res.ReadBytes, Stages: stageMap(res.Stages), Layers: layers,
+	})
 }
 
 // jobs is how many weights layers a task reads and uploads at once.
@@ -158,7 +212,7 @@ func (h *Handler) jobs() int {
 
 // affixRequest opens p's weights: a tree (an S3 prefix, a local directory)
 // for a layered layout, else a stream. done releases them.
-func (h *Handler) affixRequest(ctx context.Context, p AffixPayload) (imageops.AffixRequest, func(), error) {
+func (h *Handler) affixRequest(ctx context.Context, p task.AffixPayload) (imageops.AffixRequest, func(), error) {
 	req := imageops.AffixRequest{Base: p.Base, Dest: p.Dest, Target: p.Target, Level: p.Level, Created: p.Created, Layout: h.Layout}
 	if p.Layers != "" {
 		req.Layout, _ = imageops.ParseLayout(p.Layers) // validated
@@ -183,222 +237,48 @@ func (h *Handler) affixRequest(ctx context.Context, p AffixPayload) (imageops.Af
 }
 
 func (h *Handler) remix(ctx context.Context, t *asynq.Task) error {
-	var p RemixPayload
-	if err := decode(t, &p); err != nil {
-		return h.run(ctx, t, nil, err)
+	var p task.RemixPayload
+	a, err := begin(ctx, t, &p)
+	if err != nil {
+		return err
 	}
-	return h.run(ctx, t, func(ctx context.Context, opts []imageops.Option) (storage.Success, error) {
-		res, err := imageops.Remix(ctx, imageops.RemixRequest{Base: p.Base, Weights: p.Weights, Dest: p.Dest, Created: p.Created}, opts...)
-		if err != nil {
-			return storage.Success{}, err
-		}
-		s := storage.Success{Result: res.Ref.String(), BaseDigest: res.Base.String(), UploadedBytes: res.Transfer.UploadedBytes,
-			MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes, Stages: stageMap(res.Stages)}
-		if len(res.Added) > 0 {
-			s.LayerDigest = res.Added[len(res.Added)-1].String()
-		}
-		return s, nil
-	}, nil, platformOpt(p.Platform))
+	res, err := imageops.Remix(ctx, imageops.RemixRequest{Base: p.Base, Weights: p.Weights, Dest: p.Dest, Created: p.Created}, a.options(platformOpt(p.Platform))...)
+	if err != nil {
+		return err
+	}
+	s := storage.Success{Result: res.Ref.String(), BaseDigest: res.Base.String(), UploadedBytes: res.Transfer.UploadedBytes,
+		MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes, Stages: stageMap(res.Stages)}
+	if len(res.Added) > 0 {
+		s.LayerDigest = res.Added[len(res.Added)-1].String()
+	}
+	return a.publish(s)
 }
 
+// zstd recompresses; registrySlots has taken its registry's slot.
 func (h *Handler) zstd(ctx context.Context, t *asynq.Task) error {
-	var p ZstdPayload
-	if err := decode(t, &p); err != nil {
-		return h.run(ctx, t, nil, err)
-	}
-	release, err := h.registrySlot(ctx, p.Dest)
+	var p task.ZstdPayload
+	a, err := begin(ctx, t, &p)
 	if err != nil {
 		return err
 	}
-	defer release()
-	return h.run(ctx, t, func(ctx context.Context, opts []imageops.Option) (storage.Success, error) {
-		if h.Cache != nil {
-			opts = append(opts, imageops.WithLayerCache(LayerCache(h.Cache)))
-		}
-		res, err := imageops.Recompress(ctx, imageops.ZstdRequest{Source: p.Source, Dest: p.Dest, Level: p.Level, MinSize: p.MinSize}, opts...)
-		if err != nil {
-			return storage.Success{}, err
-		}
-		s := storage.Success{Result: res.Ref.String(), BaseDigest: res.Source.String(), UploadedBytes: res.Transfer.UploadedBytes,
-			MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes, DownloadedBytes: res.Transfer.DownloadedBytes, Stages: stageMap(res.Stages)}
-		for _, l := range res.Layers {
-			s.LayerSize += l.NewSize
-			s.SavedBytes += l.OldSize - l.NewSize
-			if l.Reused {
-				s.ReusedLayers++
-			}
-		}
-		return s, nil
-	}, nil, platformOpt(p.Platform))
-}
-
-// run records the task's life around do: running, progress about once a
-// second, then success (exactly once) or the failure's reason. Permanent
-// failures end the task with asynq.SkipRetry; others are retried.
-func (h *Handler) run(ctx context.Context, t *asynq.Task, do job, err error, extra ...imageops.Option) error {
-	id, _ := asynq.GetTaskID(ctx)
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	// Records are written even when ctx has ended (timeout, shutdown):
-	// the reason must not be lost with the task's context.
-	bg := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	opts := a.options(platformOpt(p.Platform))
+	if h.Cache != nil {
+		opts = append(opts, imageops.WithLayerCache(LayerCache(h.Cache)))
 	}
-	rctx, cancel := bg()
-	// Tasks enqueued by other means than Enqueuer get their record here
-	// (Create does nothing when it exists).
-	queue, _ := asynq.GetQueueName(ctx)
-	rec := storage.Record{ID: id, Type: t.Type(), Queue: queue}
-	if json.Valid(t.Payload()) {
-		rec.Inputs = t.Payload()
-	}
-	if _, serr := h.Records.Create(rctx, rec); serr != nil {
-		cancel()
-		return fmt.Errorf("recording %s: %w", id, serr)
-	}
-	done, serr := h.Records.Start(rctx, id, retried+1)
-	if serr != nil {
-		cancel()
-		return fmt.Errorf("recording the start of %s: %w", id, serr) // Redis trouble: retry later
-	}
-	if done {
-		// A duplicate delivery of a task already published (a worker died
-		// between recording and acknowledging it): nothing to redo.
-		cancel()
-		logger(ctx, h.Log).Info("already published")
-		rctx, cancel = bg()
-		defer cancel()
-		return h.notify(rctx, id, storage.StateSucceeded)
-	}
-	cancel()
-
-	var success storage.Success
-	began := time.Now()
-	outcome := Outcome{Type: t.Type(), Queue: queue}
-	defer func() {
-		if h.Observe != nil && outcome.Status != "" {
-			outcome.Duration = time.Since(began)
-			h.Observe(outcome)
-		}
-	}()
-	if err == nil {
-		progress := h.progress(ctx, id)
-		opts := append(append(append([]imageops.Option{}, h.Options...), extra...), imageops.WithProgress(progress.report))
-		if h.Uploads != nil {
-			opts = append(opts, imageops.WithUploadSessions(UploadSessions(h.Uploads), id))
-		}
-		success, err = do(ctx, opts)
-		progress.stop()
-	}
-
-	rctx, cancel = bg()
-	defer cancel()
+	res, err := imageops.Recompress(ctx, imageops.ZstdRequest{Source: p.Source, Dest: p.Dest, Level: p.Level, MinSize: p.MinSize}, opts...)
 	if err != nil {
-		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-			// Cancelled or timed out: asynq decides (requeue on shutdown,
-			// retry on timeout); the record keeps the reason.
-			_ = h.Records.Fail(rctx, id, lastError("interrupted: "+err.Error()), false)
-			outcome.Status = OutcomeInterrupted
-			return err
-		}
-		permanent := retry.IsPermanent(err)
-		final := permanent || retried >= maxRetry
-		// The reason is read by operators and event senders: whatever a
-		// remote party wrote into it is stripped of control characters and
-		// the whole is capped.
-		if ferr := h.Records.Fail(rctx, id, lastError(err.Error()), final); ferr != nil {
-			logger(ctx, h.Log).Error("recording a failure", "error", ferr)
-		}
-		outcome.Status = OutcomeRetry
-		if final {
-			outcome.Status = OutcomeFailed
-			if nerr := h.notify(rctx, id, storage.StateFailed); nerr != nil {
-				logger(ctx, h.Log).Error("queueing the failure's callbacks", "error", nerr)
-			}
-		}
-		err = untrusted.Err(err, maxLastError) // asynq keeps it too (its last_err)
-		if permanent {
-			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
-		}
 		return err
 	}
-	first, serr := h.Records.Succeed(rctx, id, success)
-	if serr != nil {
-		// The image is pushed; retrying re-pushes the same digests and
-		// records the success then.
-		return fmt.Errorf("recording the success of %s: %w", id, serr)
-	}
-	outcome.Status, outcome.Success = OutcomeSucceeded, success
-	logger(ctx, h.Log).Info("published", "result", success.Result, "first_record", first)
-	for _, n := range success.Notes {
-		logger(ctx, h.Log).Warn("transfer note", "note", n)
-	}
-	if err := h.notify(rctx, id, storage.StateSucceeded); err != nil {
-		// Retried: the retry finds the record succeeded and only notifies.
-		return fmt.Errorf("published %s, but %w", success.Result, err)
-	}
-	return nil
-}
-
-// maxLastError caps a record's last_error, in bytes.
-const maxLastError = 4096
-
-// lastError is an error message fit for a record: escapes and control
-// characters stripped (untrusted.Text); quoted inputs longer than 256 bytes
-// shortened to their ends; and when still longer than maxLastError, its
-// middle cut, so that what was being done and the reason both remain.
-func lastError(msg string) string {
-	s := shortenQuoted(untrusted.Text(msg, 3*len(msg)+1), 256)
-	if len(s) <= maxLastError {
-		return s
-	}
-	head, tail := s[:maxLastError/2], s[len(s)-maxLastError/2:]
-	for len(head) > 0 && !utf8.ValidString(head) {
-		head = head[:len(head)-1]
-	}
-	for len(tail) > 0 && !utf8.RuneStart(tail[0]) {
-		tail = tail[1:]
-	}
-	return fmt.Sprintf("%s…[%d bytes cut]…%s", head, len(s)-len(head)-len(tail), tail)
-}
-
-// shortenQuoted shortens each double-quoted part of s (as %q writes them)
-// longer than max to its first and last max/2 bytes.
-func shortenQuoted(s string, max int) string {
-	var b strings.Builder
-	for {
-		i := strings.IndexByte(s, '"')
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
+	s := storage.Success{Result: res.Ref.String(), BaseDigest: res.Source.String(), UploadedBytes: res.Transfer.UploadedBytes,
+		MountedBytes: res.Transfer.MountedBytes, SkippedBytes: res.Transfer.SkippedBytes, RefusedMountBytes: res.Transfer.RefusedMountBytes, Notes: res.Transfer.Notes, DownloadedBytes: res.Transfer.DownloadedBytes, Stages: stageMap(res.Stages)}
+	for _, l := range res.Layers {
+		s.LayerSize += l.NewSize
+		s.SavedBytes += l.OldSize - l.NewSize
+		if l.Reused {
+			s.ReusedLayers++
 		}
-		j := i + 1
-		for j < len(s) && s[j] != '"' {
-			if s[j] == '\\' {
-				j++
-			}
-			j++
-		}
-		if j >= len(s) { // unterminated: keep as is
-			b.WriteString(s)
-			return b.String()
-		}
-		b.WriteString(s[:i+1])
-		if q := s[i+1 : j]; len(q) > max {
-			head, tail := q[:max/2], q[len(q)-max/2:]
-			for len(head) > 0 && !utf8.ValidString(head) {
-				head = head[:len(head)-1]
-			}
-			for len(tail) > 0 && !utf8.RuneStart(tail[0]) {
-				tail = tail[1:]
-			}
-			fmt.Fprintf(&b, "%s…[%d bytes]…%s", head, len(q)-len(head)-len(tail), tail)
-		} else {
-			b.WriteString(q)
-		}
-		b.WriteByte('"')
-		s = s[j+1:]
 	}
+	return a.publish(s)
 }
 
 // decode reads a payload strictly: an unknown field is refused, since a
@@ -409,10 +289,10 @@ func decode(t *asynq.Task, v interface{ Validate() error }) error {
 	dec := json.NewDecoder(bytes.NewReader(t.Payload()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w (%s): not valid JSON for this task type: %v", ErrInvalidPayload, t.Type(), err)
+		return fmt.Errorf("%w (%s): not valid JSON for this task type: %v", task.ErrInvalidPayload, t.Type(), err)
 	}
 	if dec.More() {
-		return fmt.Errorf("%w (%s): not valid JSON for this task type: data after the payload object", ErrInvalidPayload, t.Type())
+		return fmt.Errorf("%w (%s): not valid JSON for this task type: data after the payload object", task.ErrInvalidPayload, t.Type())
 	}
 	return v.Validate()
 }
@@ -455,8 +335,6 @@ func (o *onceReader) close() {
 		o.first = nil
 	}
 }
-
-func (p AffixPayload) platformOpt() imageops.Option { return platformOpt(p.Platform) }
 
 // platformOpt is the task's platform: one the payload names is required of
 // a single-platform base (as `r8im --platform` requires it); without one,

@@ -16,8 +16,10 @@ import (
 
 	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/imageops"
+	"github.com/r8im/r8im/internal/cli"
 	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -104,7 +106,8 @@ func (e *env) worker(t *testing.T, concurrency int, with ...func(*jobs.Handler))
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	h := &jobs.Handler{Records: e.records, Sources: sources, Options: e.opts(), Log: log, ProgressEvery: 100 * time.Millisecond}
+	h := &jobs.Handler{Records: e.records, Sources: sources, Options: e.opts(), Log: log, ProgressEvery: 100 * time.Millisecond,
+		CallbackQueue: asynq.NewClientFromRedisClient(e.rdb)}
 	for _, f := range with {
 		f(h)
 	}
@@ -146,9 +149,9 @@ func waitRecord(t *testing.T, records *storage.Records, id string, timeout time.
 	return rec
 }
 
-func (e *env) affix(t *testing.T, eventID, weightsURL, dest string) jobs.Enqueued {
+func (e *env) affix(t *testing.T, eventID, weightsURL, dest string) task.Enqueued {
 	t.Helper()
-	res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: eventID, Payload: jobs.AffixPayload{
+	res, err := e.enq.Enqueue(context.Background(), task.Request{Queue: task.QueuePublish, EventID: eventID, Payload: task.AffixPayload{
 		EventID: eventID, Base: e.base, Weights: weightsURL, Dest: dest, Created: created,
 	}})
 	if err != nil {
@@ -195,7 +198,7 @@ func TestAffixFromS3EndToEnd(t *testing.T) {
 
 		// The same event again: nothing new is queued.
 		again := e.affix(t, "run-61", url, e.repo(e.proxy.Host, "models/e2e:61"))
-		if !again.Existing || again.ID != res.ID || again.State != storage.StateSucceeded {
+		if !again.Existing || again.ID != res.ID || storage.State(again.State) != storage.StateSucceeded {
 			t.Fatalf("duplicate event = %+v; want the existing, succeeded task", again)
 		}
 		if n, _ := e.rdb.XLen(context.Background(), storage.PublishedStream).Result(); n != 1 {
@@ -213,7 +216,7 @@ func TestDuplicateWhileQueued(t *testing.T) {
 	if a.Existing || !b.Existing || a.ID != b.ID {
 		t.Fatalf("enqueues = %+v, %+v; want one task reported twice", a, b)
 	}
-	info, err := asynq.NewInspectorFromRedisClient(e.rdb).GetQueueInfo(jobs.QueuePublish)
+	info, err := asynq.NewInspectorFromRedisClient(e.rdb).GetQueueInfo(task.QueuePublish)
 	if err != nil || info.Size != 1 {
 		t.Fatalf("publish queue %+v, %v; want exactly one task", info, err)
 	}
@@ -230,18 +233,18 @@ func TestFailuresAreClassified(t *testing.T) {
 		t.Run("invalid payload is archived at once", func(t *testing.T) {
 			client := asynq.NewClientFromRedisClient(e.rdb)
 			defer client.Close()
-			if _, err := client.Enqueue(asynq.NewTask(jobs.TypeAffix, []byte(`{"event_id": "bad one", "base": "nope"}`), asynq.TaskID("affix:bad"), asynq.Queue(jobs.QueuePublish), asynq.MaxRetry(5))); err != nil {
+			if _, err := client.Enqueue(asynq.NewTask(task.TypeAffix, []byte(`{"event_id": "bad one", "base": "nope"}`), asynq.TaskID("affix:bad"), asynq.Queue(task.QueuePublish), asynq.MaxRetry(5))); err != nil {
 				t.Fatal(err)
 			}
 			rec := e.waitFor(t, "affix:bad", 30*time.Second)
 			if rec.State != storage.StateFailed || rec.Attempts != 1 || !strings.Contains(rec.LastError, "event_id") || !strings.Contains(rec.LastError, "weights") {
 				t.Fatalf("record %+v; want failed after 1 attempt naming every bad field", rec)
 			}
-			waitArchived(t, insp, jobs.QueuePublish, "affix:bad")
+			waitArchived(t, insp, task.QueuePublish, "affix:bad")
 		})
 
 		t.Run("missing base fails with a reason", func(t *testing.T) {
-			res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, Payload: jobs.AffixPayload{
+			res, err := e.enq.Enqueue(context.Background(), task.Request{Queue: task.QueuePublish, Payload: task.AffixPayload{
 				EventID: "run-nobase", Base: e.reg.Host + "/" + testenv.BaseNamespace + "/missing:v1", Weights: url, Dest: e.repo(e.reg.Host, "models/x"), Created: created,
 			}})
 			if err != nil {
@@ -252,7 +255,7 @@ func TestFailuresAreClassified(t *testing.T) {
 				t.Fatalf("record %+v; want failed at once, saying the base is not found", rec)
 			}
 			// Once the cause is fixed, an operator's retry publishes it.
-			waitArchived(t, insp, jobs.QueuePublish, res.ID)
+			waitArchived(t, insp, task.QueuePublish, res.ID)
 			e.reg.Push(t, testenv.BaseNamespace+"/missing:v1", testenv.BaseImage(t, testenv.OCI, testenv.Amd64)) // as the admin
 			if err := e.enq.Retry(context.Background(), res.ID); err != nil {
 				t.Fatalf("Retry: %v", err)
@@ -358,4 +361,20 @@ func TestCancelStopsTheUpload(t *testing.T) {
 			t.Fatalf("a cancelled task's record: %+v", rec)
 		}
 	})
+}
+
+// TestFailureRecordsTheWorkersHint: a push the registry refuses is recorded
+// with the library's reason and the hint the worker adds (Handler.Hint:
+// its own settings, never a CLI flag).
+func TestFailureRecordsTheWorkersHint(t *testing.T) {
+	e := newEnv(t, testenv.Registries(t)[1].Start(t)) // token auth: the user may not push under base/
+	tarPath, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Seed: 63})
+	url := e.s3.PutObject(t, "runs/63/weights.tar", tarPath)
+	e.worker(t, 1, func(h *jobs.Handler) { h.Hint = cli.WorkerHint })
+	res := e.affix(t, "run-refused", url, e.reg.Host+"/"+testenv.BaseNamespace+"/stolen:v1")
+	rec := e.waitFor(t, res.ID, time.Minute)
+	if rec.State != storage.StateFailed || !strings.Contains(rec.LastError, "unauthorized") ||
+		!strings.Contains(rec.LastError, "; hint: give the worker credentials") || strings.Contains(rec.LastError, "--token") {
+		t.Fatalf("record %+v; want failed, unauthorized, with the worker's hint and no CLI flag", rec)
+	}
 }

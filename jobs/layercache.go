@@ -7,12 +7,12 @@ import (
 	"github.com/r8im/r8im/storage"
 )
 
-// LayerCache adapts the Redis layer cache (storage.LayerCache) to what
+// LayerCache adapts the shared-layer cache (storage.LayerCache) to what
 // imageops.Recompress uses (imageops.WithLayerCache); storage and imageops
 // do not know each other.
-func LayerCache(c *storage.LayerCache) imageops.LayerCache { return layerCache{c} }
+func LayerCache(c ConversionCache) imageops.LayerCache { return layerCache{c} }
 
-type layerCache struct{ c *storage.LayerCache }
+type layerCache struct{ c ConversionCache }
 
 func key(k imageops.ConversionKey) storage.LayerKey {
 	return storage.LayerKey{Registry: k.Registry, Source: k.Source, Level: k.Level}

@@ -17,6 +17,7 @@ import (
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -76,15 +77,15 @@ func TestMetricsObserveOutcomes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Observe(jobs.Outcome{Type: jobs.TypeAffix, Queue: "publish", Status: jobs.OutcomeSucceeded, Duration: 3 * time.Second, Success: storage.Success{
+	m.Observe(jobs.Outcome{Type: task.TypeAffix, Queue: "publish", Status: jobs.OutcomeSucceeded, Duration: 3 * time.Second, Success: storage.Success{
 		DownloadedBytes: 1000, UploadedBytes: 900, MountedBytes: 5000, SkippedBytes: 700, RefusedMountBytes: 300, Stages: map[string]float64{"resolve": 0.5, "upload": 2, "push": 0.25},
 		Layers: []storage.LayerRecord{{Source: "uploaded", Size: 600}, {Source: "mounted", Size: 5000}, {Source: "uploaded", Size: 200}},
 	}})
-	m.Observe(jobs.Outcome{Type: jobs.TypeZstd, Queue: "backfill", Status: jobs.OutcomeSucceeded, Duration: time.Second, Success: storage.Success{
+	m.Observe(jobs.Outcome{Type: task.TypeZstd, Queue: "backfill", Status: jobs.OutcomeSucceeded, Duration: time.Second, Success: storage.Success{
 		DownloadedBytes: 70, UploadedBytes: 40, ReusedLayers: 2, Stages: map[string]float64{"recompress": 0.75},
 	}})
-	m.Observe(jobs.Outcome{Type: jobs.TypeAffix, Queue: "publish", Status: jobs.OutcomeRetry, Duration: 500 * time.Millisecond})
-	m.Observe(jobs.Outcome{Type: jobs.TypeAffix, Queue: "publish", Status: jobs.OutcomeFailed, Duration: 250 * time.Millisecond,
+	m.Observe(jobs.Outcome{Type: task.TypeAffix, Queue: "publish", Status: jobs.OutcomeRetry, Duration: 500 * time.Millisecond})
+	m.Observe(jobs.Outcome{Type: task.TypeAffix, Queue: "publish", Status: jobs.OutcomeFailed, Duration: 250 * time.Millisecond,
 		Success: storage.Success{UploadedBytes: 123}}) // figures of a failure are not counted
 
 	got := gather(t, reg)
@@ -161,11 +162,11 @@ func TestMetricsAfterRealTasks(t *testing.T) {
 
 		enq := jobs.NewEnqueuer(rdb, records, config.NewEnqueue().Tasks)
 		t.Cleanup(func() { enq.Close() })
-		for _, p := range []jobs.AffixPayload{
+		for _, p := range []task.AffixPayload{
 			{EventID: "m-ok", Base: base, Weights: "file://" + tarPath, Dest: regEnv.User.Repo("models/metrics:ok"), Created: created},
 			{EventID: "m-nobase", Base: regsrv.Host + "/" + testenv.BaseNamespace + "/missing:v1", Weights: "file://" + tarPath, Dest: regEnv.User.Repo("models/metrics:no"), Created: created},
 		} {
-			if _, err := enq.Enqueue(ctx, jobs.Request{Queue: jobs.QueuePublish, EventID: p.EventID, Payload: p}); err != nil {
+			if _, err := enq.Enqueue(ctx, task.Request{Queue: task.QueuePublish, EventID: p.EventID, Payload: p}); err != nil {
 				t.Fatalf("enqueueing %s: %v", p.EventID, err)
 			}
 		}

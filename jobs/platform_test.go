@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/r8im/r8im/internal/testenv"
-	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -20,7 +20,7 @@ func TestAffixRefusesAnotherPlatform(t *testing.T) {
 	tarPath, _ := testenv.WeightsTar(t, testenv.WeightsSpec{Seed: 65})
 	url := e.s3.PutObject(t, "runs/65/weights.tar", tarPath)
 	e.worker(t, 1)
-	res, err := e.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: "run-arm", Payload: jobs.AffixPayload{
+	res, err := e.enq.Enqueue(context.Background(), task.Request{Queue: task.QueuePublish, EventID: "run-arm", Payload: task.AffixPayload{
 		EventID: "run-arm", Base: e.base, Weights: url, Dest: e.repo(e.proxy.Host, "models/arm"),
 		Created: created, Platform: "linux/arm64",
 	}})

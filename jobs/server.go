@@ -37,7 +37,6 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h *Handler) *Server 
 	if log == nil {
 		log = slog.Default()
 	}
-	h.enqueuer = asynq.NewClientFromRedisClient(rdb)
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		RetryDelayFunc: retryDelay(cfg.RetryDelay),
 		// A task that found its registry busy was not failing: it is retried

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/hibiken/asynq"
+	"github.com/r8im/r8im/jobs/task"
 )
 
 // ErrRegistryBusy means every slot of a registry stayed taken while a task
@@ -18,6 +19,26 @@ var ErrRegistryBusy = errors.New("registry busy: every recompression slot is tak
 // slotWait is how long a task waits for a registry slot before giving its
 // worker back (it is then retried without counting as a failure).
 var slotWait = 30 * time.Second
+
+// registrySlots holds a recompression until its destination registry has
+// a free slot, before its record is started: a task that waited too long
+// returns ErrRegistryBusy, which asynq retries soon without counting it a
+// failure, and which leaves the record as it was. Other task types, and
+// payloads that do not decode (the handler reports them), pass through.
+func (h *Handler) registrySlots(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		var p task.ZstdPayload
+		if t.Type() != task.TypeZstd || decode(t, &p) != nil {
+			return next.ProcessTask(ctx, t)
+		}
+		release, err := h.registrySlot(ctx, p.Dest)
+		if err != nil {
+			return err
+		}
+		defer release()
+		return next.ProcessTask(ctx, t)
+	})
+}
 
 // registrySlot takes one of the destination registry's slots for the
 // task, waiting up to slotWait, and returns its release.

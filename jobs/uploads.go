@@ -9,11 +9,11 @@ import (
 	"github.com/r8im/r8im/storage"
 )
 
-// UploadSessions adapts the Redis session store (storage.UploadSessions) to
+// UploadSessions adapts the session store (storage.UploadSessions) to
 // what imageops resumes uploads from (imageops.WithUploadSessions).
-func UploadSessions(s *storage.UploadSessions) imageops.UploadSessions { return uploadSessions{s} }
+func UploadSessions(s SessionStore) imageops.UploadSessions { return uploadSessions{s} }
 
-type uploadSessions struct{ s *storage.UploadSessions }
+type uploadSessions struct{ s SessionStore }
 
 func (u uploadSessions) LoadSession(ctx context.Context, key string) (*imageops.UploadSession, error) {
 	b, err := u.s.Load(ctx, key)
@@ -39,11 +39,11 @@ func (u uploadSessions) DeleteSession(ctx context.Context, key string) error {
 	return u.s.Delete(ctx, key)
 }
 
-// LayerDigests adapts the Redis layer-digest cache (storage.LayerDigests)
+// LayerDigests adapts the layer-digest cache (storage.LayerDigests)
 // to what Affix reuses weights layers from (imageops.WithLayerDigests).
-func LayerDigests(c *storage.LayerDigests) imageops.LayerDigests { return layerDigests{c} }
+func LayerDigests(c DigestStore) imageops.LayerDigests { return layerDigests{c} }
 
-type layerDigests struct{ c *storage.LayerDigests }
+type layerDigests struct{ c DigestStore }
 
 func (l layerDigests) LookupLayer(ctx context.Context, key string) (imageops.CachedLayer, bool, error) {
 	b, ok, err := l.c.Lookup(ctx, key)

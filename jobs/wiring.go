@@ -3,6 +3,7 @@ package jobs
 import (
 	"log/slog"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/r8im/r8im/config"
@@ -12,8 +13,9 @@ import (
 
 // NewHandler is the handler a worker process runs, everything in Redis rdb
 // and set from cfg: records, the shared-layer cache, batches, callback
-// signing, the per-registry bound and the tarball limits. opts give
-// registry access. Callers may set Observe and ProgressEvery after.
+// signing and queueing, the per-registry bound and the tarball limits.
+// opts give registry access. Callers may set Observe and ProgressEvery
+// after.
 //
 // cfg.Network applies to registries (CA file, manifest cap, idle timeout)
 // and callbacks (and the private networks they may reach); cfg.Validate
@@ -47,6 +49,7 @@ func NewHandler(rdb redis.UniversalClient, cfg *config.Worker, sources WeightsSo
 		Jobs:                cfg.UploadJobs,
 		Batches:             storage.NewBatches(records, cfg.RecordTTL),
 		Callbacks:           Callbacks{Keys: cfg.Callbacks.SecretKeys(), MaxRetry: cfg.Callbacks.MaxRetry, Client: callbacks},
+		CallbackQueue:       asynq.NewClientFromRedisClient(rdb),
 		Slots:               storage.NewSemaphore(rdb),
 		RegistryConcurrency: cfg.Callbacks.RegistryConcurrency,
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/cli"
-	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 )
 
 // submitFlags are the flags every submitting command shares.
@@ -19,18 +19,18 @@ type submitFlags struct {
 }
 
 func (s *submitFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&s.queue, "queue", jobs.QueueOps, "queue: publish, ops or backfill")
+	cmd.Flags().StringVar(&s.queue, "queue", task.QueueOps, "queue: publish, ops or backfill")
 	cmd.Flags().BoolVar(&s.wait, "wait", false, "follow the task until it ends; print the image, exit non-zero if it failed")
 }
 
 // submit enqueues, prints the outcome, and follows the task with --wait.
-func (a *app) submit(cmd *cobra.Command, s submitFlags, p jobs.Payload, eventID string, incidental ...string) error {
+func (a *app) submit(cmd *cobra.Command, s submitFlags, p task.Payload, eventID string, incidental ...string) error {
 	e, records, closeAll, err := a.enqueuer(cmd.Context())
 	if err != nil {
 		return err
 	}
 	defer closeAll()
-	res, err := e.Enqueue(cmd.Context(), jobs.Request{Payload: p, Queue: s.queue, EventID: eventID, Incidental: incidental})
+	res, err := e.Enqueue(cmd.Context(), task.Request{Payload: p, Queue: s.queue, EventID: eventID, Incidental: incidental})
 	if err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ func (a *app) submit(cmd *cobra.Command, s submitFlags, p jobs.Payload, eventID 
 
 func (a *app) affixCmd() *cobra.Command {
 	var (
-		p           jobs.AffixPayload
+		p           task.AffixPayload
 		s           submitFlags
 		created     string
 		compression string
@@ -93,7 +93,7 @@ derived from the inputs, so running the same command twice queues it once.`,
 			}
 			p.Created = t
 			if p.EventID == "" {
-				p.EventID = "op-" + jobs.InputsID(p.Base, p.Weights, p.Dest, p.Target, p.Compression, fmt.Sprint(p.Level), p.Platform, p.Layers)
+				p.EventID = "op-" + task.InputsID(p.Base, p.Weights, p.Dest, p.Target, p.Compression, fmt.Sprint(p.Level), p.Platform, p.Layers)
 			}
 			// A time not given differs from run to run: the same command
 			// twice is one task, which keeps its first time.
@@ -123,7 +123,7 @@ derived from the inputs, so running the same command twice queues it once.`,
 
 func (a *app) remixCmd() *cobra.Command {
 	var (
-		p       jobs.RemixPayload
+		p       task.RemixPayload
 		s       submitFlags
 		created string
 	)
@@ -156,7 +156,7 @@ func (a *app) remixCmd() *cobra.Command {
 
 func (a *app) zstdCmd() *cobra.Command {
 	var (
-		p       jobs.ZstdPayload
+		p       task.ZstdPayload
 		s       submitFlags
 		minSize string
 	)
@@ -181,7 +181,7 @@ worker recompresses exactly this image) and queues the recompression.`,
 				return err
 			}
 			if s.queue == "" {
-				s.queue = jobs.QueueOps
+				s.queue = task.QueueOps
 			}
 			return a.submit(cmd, s, p, "")
 		},

@@ -94,6 +94,7 @@ func serve(ctx context.Context, cfg *config.Worker, log *slog.Logger, started fu
 	}
 	h := jobs.NewHandler(rdb, cfg, sources, opts, log)
 	h.Observe = metrics.Observe
+	h.Hint = cli.WorkerHint
 	srv := jobs.NewServer(rdb, jobs.ServerConfig{
 		Concurrency: cfg.Concurrency, Queues: cfg.Queues, ShutdownTimeout: cfg.ShutdownTimeout, Log: log,
 	}, h)

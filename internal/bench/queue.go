@@ -16,6 +16,7 @@ import (
 
 	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -52,17 +53,17 @@ func (b *bench) queue(ctx context.Context) error {
 	batch := 0
 	enqueueAll := func(workers int) (float64, error) {
 		batch++
-		if err := insp.PauseQueue(jobs.QueueBackfill); err != nil {
+		if err := insp.PauseQueue(task.QueueBackfill); err != nil {
 			return 0, err
 		}
 		start := time.Now()
 		var g errgroup.Group
 		g.SetLimit(workers)
 		for i := 0; i < n; i++ {
-			p := jobs.ZstdPayload{Source: fmt.Sprintf("%s/models/m%d@sha256:%s", b.svc.regHost, i%100, fakeDigest(batch, i)),
+			p := task.ZstdPayload{Source: fmt.Sprintf("%s/models/m%d@sha256:%s", b.svc.regHost, i%100, fakeDigest(batch, i)),
 				Dest: fmt.Sprintf("%s/models/m%d", b.svc.regHost, i%100), BatchID: fmt.Sprintf("bench-%d", batch)}
 			g.Go(func() error {
-				res, err := enq.Enqueue(ctx, jobs.Request{Payload: p, Queue: jobs.QueueBackfill})
+				res, err := enq.Enqueue(ctx, task.Request{Payload: p, Queue: task.QueueBackfill})
 				if err == nil && res.Existing {
 					err = fmt.Errorf("task %s already existed", res.ID)
 				}
@@ -77,7 +78,7 @@ func (b *bench) queue(ctx context.Context) error {
 	drainAll := func() (float64, error) {
 		before := processed.Load()
 		start := time.Now()
-		if err := insp.UnpauseQueue(jobs.QueueBackfill); err != nil {
+		if err := insp.UnpauseQueue(task.QueueBackfill); err != nil {
 			return 0, err
 		}
 		deadline := time.Now().Add(10 * time.Minute)

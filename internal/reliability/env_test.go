@@ -25,6 +25,7 @@ import (
 	"github.com/r8im/r8im/config"
 	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -121,7 +122,7 @@ func (s *stack) repo(name string) string { return s.proxy.Host + "/" + s.user.Us
 // affix enqueues an affix of weightsURL onto the base as event id.
 func (s *stack) affix(t testing.TB, id, weightsURL, dest string) string {
 	t.Helper()
-	res, err := s.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: id, Payload: jobs.AffixPayload{
+	res, err := s.enq.Enqueue(context.Background(), task.Request{Queue: task.QueuePublish, EventID: id, Payload: task.AffixPayload{
 		EventID: id, Base: s.base, Weights: weightsURL, Dest: dest, Created: created,
 	}})
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/r8im/r8im/internal/testenv"
-	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -53,7 +53,7 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 		killedAt := time.Now()
 		uploadedByA := s.proxy.Uploaded()
 
-		info, err := s.insp.GetTaskInfo(jobs.QueuePublish, id)
+		info, err := s.insp.GetTaskInfo(task.QueuePublish, id)
 		if err != nil || info.State != asynq.TaskStateActive {
 			t.Fatalf("right after the kill the task is %+v, %v; want still active (leased to the dead worker)", info, err)
 		}
@@ -73,7 +73,7 @@ func TestWorkerKilledMidUpload(t *testing.T) {
 			t.Fatalf("records %+v, %v; want exactly one", recs, err)
 		}
 		poll(t, 10*time.Second, func() bool { // asynq completes the task just after the record
-			info, err = s.insp.GetTaskInfo(jobs.QueuePublish, id)
+			info, err = s.insp.GetTaskInfo(task.QueuePublish, id)
 			return err == nil && info.State == asynq.TaskStateCompleted
 		}, func() string { return fmt.Sprintf("task %+v, %v; want completed", info, err) })
 		if !strings.Contains(info.LastErr, "lease expired") {
@@ -115,7 +115,7 @@ func TestGracefulStopRequeues(t *testing.T) {
 			t.Errorf("worker a's log does not say it pushed the task back to its queue")
 		}
 
-		info, err := s.insp.GetTaskInfo(jobs.QueuePublish, id)
+		info, err := s.insp.GetTaskInfo(task.QueuePublish, id)
 		if err != nil || info.State != asynq.TaskStatePending || info.Retried != 0 {
 			t.Fatalf("after SIGTERM the task is %+v, %v; want pending again with 0 retries", info, err)
 		}
@@ -132,7 +132,7 @@ func TestGracefulStopRequeues(t *testing.T) {
 		// The record is written before the handler returns; asynq marks the
 		// task completed right after.
 		poll(t, 10*time.Second, func() bool {
-			info, err = s.insp.GetTaskInfo(jobs.QueuePublish, id)
+			info, err = s.insp.GetTaskInfo(task.QueuePublish, id)
 			return err == nil && info.State == asynq.TaskStateCompleted
 		}, func() string { return fmt.Sprintf("task %+v, %v; want completed", info, err) })
 		if info.Retried != 0 {
@@ -340,7 +340,7 @@ func TestS3ObjectChangedMidDownload(t *testing.T) {
 			t.Fatal("an image was pushed from a changed object")
 		}
 		poll(t, 10*time.Second, func() bool {
-			info, err := s.insp.GetTaskInfo(jobs.QueuePublish, id)
+			info, err := s.insp.GetTaskInfo(task.QueuePublish, id)
 			return err == nil && info.State == asynq.TaskStateArchived
 		}, func() string { return "the task was not archived (a permanent failure is not retried)" })
 		if ids := s.streamIDs(t); len(ids) != 0 {

@@ -30,6 +30,7 @@ import (
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -304,7 +305,7 @@ func TestHostilePayloads(t *testing.T) {
 		}
 		body = bytes.ReplaceAll(body, []byte(`"BASE"`), []byte(`"r8.im/acme/base:v1"`))
 		body = bytes.ReplaceAll(body, []byte(`"DEST"`), []byte(`"r8.im/acme/model:v1"`))
-		if _, err := client.Enqueue(asynq.NewTask(c.Type, body), asynq.TaskID("hostile:"+c.Name), asynq.Queue(jobs.QueuePublish), asynq.MaxRetry(0)); err != nil {
+		if _, err := client.Enqueue(asynq.NewTask(c.Type, body), asynq.TaskID("hostile:"+c.Name), asynq.Queue(task.QueuePublish), asynq.MaxRetry(0)); err != nil {
 			t.Fatalf("%s: enqueueing: %v", c.Name, err)
 		}
 	}

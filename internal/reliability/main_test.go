@@ -66,6 +66,7 @@ func workerMain() int {
 		retry = v
 	}
 	h := jobs.NewHandler(rdb, cfg, sources, opts, log) // as cmd/worker builds it
+	h.Hint = cli.WorkerHint
 	h.ProgressEvery = 100 * time.Millisecond
 	srv := jobs.NewServer(rdb, jobs.ServerConfig{
 		Concurrency: cfg.Concurrency, Queues: cfg.Queues, ShutdownTimeout: cfg.ShutdownTimeout, Log: log,

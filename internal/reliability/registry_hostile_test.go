@@ -17,6 +17,7 @@ import (
 	"github.com/r8im/r8im/imageops"
 	"github.com/r8im/r8im/internal/testenv"
 	"github.com/r8im/r8im/jobs"
+	"github.com/r8im/r8im/jobs/task"
 	"github.com/r8im/r8im/storage"
 )
 
@@ -70,7 +71,7 @@ func TestHostileRegistriesFailTasks(t *testing.T) {
 	for _, c := range hostileCases {
 		regs[c.Name] = testenv.NewHostileRegistry(t, c.Name)
 		id := "hostile-" + string(c.Name)
-		res, err := enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: id, Payload: jobs.AffixPayload{
+		res, err := enq.Enqueue(context.Background(), task.Request{Queue: task.QueuePublish, EventID: id, Payload: task.AffixPayload{
 			EventID: id, Base: regs[c.Name].Host + "/base/hostile:v1", Weights: weights, Dest: s.proxy.Host + "/models/hostile", Created: created,
 		}})
 		if err != nil {
@@ -206,7 +207,7 @@ func TestHostileRegistryBytesRead(t *testing.T) {
 		t.Run(string(tc.mode), func(t *testing.T) {
 			reg := testenv.NewHostileRegistry(t, tc.mode)
 			id := "bytes-" + string(tc.mode)
-			res, err := s.enq.Enqueue(context.Background(), jobs.Request{Queue: jobs.QueuePublish, EventID: id, Payload: jobs.AffixPayload{
+			res, err := s.enq.Enqueue(context.Background(), task.Request{Queue: task.QueuePublish, EventID: id, Payload: task.AffixPayload{
 				EventID: id, Base: reg.Host + "/base/hostile:v1", Weights: weights, Dest: s.proxy.Host + "/models/bytes", Created: created,
 			}})
 			if err != nil {
@@ -270,14 +271,14 @@ func TestHostileWeightsHosts(t *testing.T) {
 		want             []string // empty: succeeds
 		untouched        *testenv.WeightsHost
 	}{
-		{"https with R8IM_CA_FILE", good.URL + "/w.tar", jobs.QueuePublish, nil, nil},
-		{"https to http", toHTTP.URL + "/w.tar", jobs.QueuePublish, []string{"redirect refused", "from https to plain http"}, target},
-		{"to another host", offHost.URL + "/w.tar", jobs.QueuePublish, []string{"redirect refused", "same scheme and host"}, target},
-		{"a name resolving to loopback", "http://localhost:" + port + "/w.tar", jobs.QueueOps, []string{"loopback", "R8IM_ALLOW_PRIVATE_NETWORKS"}, inside},
+		{"https with R8IM_CA_FILE", good.URL + "/w.tar", task.QueuePublish, nil, nil},
+		{"https to http", toHTTP.URL + "/w.tar", task.QueuePublish, []string{"redirect refused", "from https to plain http"}, target},
+		{"to another host", offHost.URL + "/w.tar", task.QueuePublish, []string{"redirect refused", "same scheme and host"}, target},
+		{"a name resolving to loopback", "http://localhost:" + port + "/w.tar", task.QueueOps, []string{"loopback", "R8IM_ALLOW_PRIVATE_NETWORKS"}, inside},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := "weights-" + strings.ReplaceAll(tc.name, " ", "-")
-			res, err := s.enq.Enqueue(context.Background(), jobs.Request{Queue: tc.queue, EventID: id, Payload: jobs.AffixPayload{
+			res, err := s.enq.Enqueue(context.Background(), task.Request{Queue: tc.queue, EventID: id, Payload: task.AffixPayload{
 				EventID: id, Base: s.base, Weights: tc.url, Dest: s.proxy.Host + "/models/weights", Created: created,
 			}})
 			if err != nil {

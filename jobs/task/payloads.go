@@ -1,4 +1,4 @@
-package jobs
+package task
 
 import (
 	"fmt"
@@ -54,7 +54,8 @@ type ZstdPayload struct {
 	BatchID  string `json:"batch_id,omitempty"`
 }
 
-// ErrInvalidPayload marks a payload that can never be processed.
+// ErrInvalidPayload marks a payload that can never be processed (a
+// permanent failure: retry.IsPermanent holds).
 var ErrInvalidPayload = retry.New("invalid task payload")
 
 // problems collects every bad field of a payload.
