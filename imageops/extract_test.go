@@ -96,12 +96,8 @@ func TestExtractConventions(t *testing.T) {
 							if want := dig.Context().Digest(imgDigest.String()).String(); res.Ref.String() != want {
 								t.Errorf("ref %s, want %s", res.Ref, want)
 							}
-							var wantLayers []v1.Hash
-							for _, l := range read {
-								wantLayers = append(wantLayers, l)
-							}
-							if !slices.Equal(res.Layers, wantLayers) {
-								t.Errorf("layers read %v, want %v", res.Layers, wantLayers)
+							if !slices.Equal(res.Layers, read) {
+								t.Errorf("layers read %v, want %v", res.Layers, read)
 							}
 							if res.Files != len(files) || res.Bytes != wantBytes {
 								t.Errorf("files %d bytes %d, want %d and %d", res.Files, res.Bytes, len(files), wantBytes)
