@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -167,17 +168,15 @@ func TestServe(t *testing.T) {
 	body := []byte(`{"id": "run-9", "base": "r8.im/acme/base:v1", "weights": "s3://weights/9.tar",
 		"destination": {"repo": "r8.im/acme/ft"}, "completed_at": "2026-11-24T10:00:00Z"}`)
 	var resp *http.Response
-	for i := 0; i < 50; i++ { // until it listens
+	testenv.Eventually(t, 10*time.Second, "the receiver to listen", func() (bool, string) {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/events/training-completed", bytes.NewReader(body))
 		req.Header.Set(events.SignatureHeader, events.Sign([]byte(secret), time.Now(), body))
 		var err error
-		if resp, err = http.DefaultClient.Do(req); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if resp == nil || resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("signed event: %v", resp)
+		resp, err = http.DefaultClient.Do(req)
+		return err == nil, fmt.Sprint(err)
+	})
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("signed event: %v", resp.Status)
 	}
 	resp.Body.Close()
 	cancel()
