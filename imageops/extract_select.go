@@ -33,11 +33,7 @@ type weightsSelection struct {
 // platform) and picks its weights layers; m meters the manifest and config
 // reads.
 func selectWeights(ctx context.Context, o *options, ref, target string, m *meter) (*weightsSelection, error) {
-	r, err := o.parseRef(ref, "image")
-	if err != nil {
-		return nil, err
-	}
-	src, err := o.resolve(ctx, r, o.remoteOptions(ctx, m), "image")
+	src, err := o.resolveName(ctx, ref, "image", m)
 	if err != nil {
 		return nil, err
 	}

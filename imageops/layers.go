@@ -23,11 +23,7 @@ type LayersResult struct {
 // manifests and configs only, never a layer blob.
 func Layers(ctx context.Context, ref string, opts ...Option) ([]LayersResult, error) {
 	o := makeOptions(opts)
-	r, err := o.parseRef(ref, "image")
-	if err != nil {
-		return nil, err
-	}
-	src, err := o.resolve(ctx, r, o.remoteOptions(ctx, nil), "image")
+	src, err := o.resolveName(ctx, ref, "image", nil)
 	if err != nil {
 		return nil, err
 	}

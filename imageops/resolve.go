@@ -27,6 +27,16 @@ type platformImage struct {
 	image    v1.Image
 }
 
+// resolveName parses the reference s and resolves it (resolve), its
+// registry reads metered by m (nil: unmetered).
+func (o *options) resolveName(ctx context.Context, s, what string, m *meter) (*source, error) {
+	r, err := o.parseRef(s, what)
+	if err != nil {
+		return nil, err
+	}
+	return o.resolve(ctx, r, o.remoteOptions(ctx, m), what)
+}
+
 // resolve fetches ref's manifest (never a layer) and selects the image(s)
 // per the platform option: one platform of an index, or all of them.
 func (o *options) resolve(ctx context.Context, ref name.Reference, ropts []remote.Option, what string) (*source, error) {
@@ -171,15 +181,15 @@ func (s *source) blobSizes() map[string]int64 {
 
 // Resolve returns the digest reference (host/repo@sha256:…) that ref names
 // now, reading only the manifest's headers.
-func Resolve(ctx context.Context, ref string, opts ...Option) (string, error) {
+func Resolve(ctx context.Context, ref string, opts ...Option) (name.Digest, error) {
 	o := makeOptions(opts)
 	r, err := o.parseRef(ref, "image")
 	if err != nil {
-		return "", err
+		return name.Digest{}, err
 	}
 	desc, err := remote.Head(r, o.remoteOptions(ctx, nil)...)
 	if err != nil {
-		return "", registryErr(err, "resolving "+ref)
+		return name.Digest{}, registryErr(err, "resolving "+ref)
 	}
-	return r.Context().Digest(desc.Digest.String()).String(), nil
+	return r.Context().Digest(desc.Digest.String()), nil
 }

@@ -31,11 +31,7 @@ func PlanRecompress(ctx context.Context, req ZstdRequest, opts ...Option) (*Zstd
 		return nil, err
 	}
 	o := makeOptions(opts)
-	ref, err := o.parseRef(req.Source, "source")
-	if err != nil {
-		return nil, err
-	}
-	src, err := o.resolve(ctx, ref, o.remoteOptions(ctx, nil), "source")
+	src, err := o.resolveName(ctx, req.Source, "source", nil)
 	if err != nil {
 		return nil, err
 	}

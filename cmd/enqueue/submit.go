@@ -177,9 +177,11 @@ worker recompresses exactly this image) and queues the recompression.`,
 			if err != nil {
 				return err
 			}
-			if p.Source, err = imageops.Resolve(cmd.Context(), args[0], opts...); err != nil {
+			src, err := imageops.Resolve(cmd.Context(), args[0], opts...)
+			if err != nil {
 				return err
 			}
+			p.Source = src.String()
 			if s.queue == "" {
 				s.queue = task.QueueOps
 			}
