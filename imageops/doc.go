@@ -30,7 +30,8 @@
 //   - Push writes a v1.Image to a name.Reference the way the operations do:
 //     blobs in chunks a body-capping CDN front accepts, resumable across
 //     attempts (WithUploadSessions), mounted within a registry, and checked
-//     after; WithRemoteOptions passes remote.Options through.
+//     after; WithRemoteOptions passes remote.Options through. PushIndex
+//     does the same for an index of images, written as given.
 //
 // Results carry name.Digest and v1.Hash values, and marshal to JSON as
 // strings.

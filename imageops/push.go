@@ -30,18 +30,9 @@ import (
 //	d, err := imageops.Push(ctx, img, name.MustParseReference("r8.im/acme/model:v2"))
 func Push(ctx context.Context, img v1.Image, ref name.Reference, opts ...Option) (_ name.Digest, err error) {
 	o := makeOptions(opts)
-	tag := ""
-	switch r := ref.(type) {
-	case name.Tag:
-		tag = r.TagStr()
-	case name.Digest:
-		d, err := img.Digest()
-		if err != nil {
-			return name.Digest{}, fmt.Errorf("computing the image digest: %w", err)
-		}
-		if d.String() != r.DigestStr() {
-			return name.Digest{}, invalidf("%s names a digest, and the image's is %s: push it by tag, or by its own digest", ref, d)
-		}
+	tag, err := pushTag(ref, img)
+	if err != nil {
+		return name.Digest{}, err
 	}
 	op := o.begin(ctx, ref.Context(), tag)
 	op.uploadAll = true
@@ -51,6 +42,85 @@ func Push(ctx context.Context, img v1.Image, ref name.Reference, opts ...Option)
 		return name.Digest{}, err
 	}
 	return p.ref, nil
+}
+
+// PushIndex is Push for an index of images (one per platform, as
+// mutate.AppendManifests builds): the layers of every image it lists go up
+// as Push's do, then the index is written as it is — its manifests,
+// platforms, annotations and order kept — and read back and checked. An
+// index that lists another index is refused.
+func PushIndex(ctx context.Context, idx v1.ImageIndex, ref name.Reference, opts ...Option) (_ name.Digest, err error) {
+	o := makeOptions(opts)
+	tag, err := pushTag(ref, idx)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	images, err := indexImages(idx)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	op := o.begin(ctx, ref.Context(), tag)
+	op.uploadAll = true
+	defer func() { err = op.finish(err) }()
+	op.st.start("push")
+	for _, pi := range images {
+		op.m.addSizes(pi.image)
+	}
+	if err := op.uploadLayers(images, true); err != nil {
+		return name.Digest{}, err
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		return name.Digest{}, fmt.Errorf("computing the index digest: %w", err)
+	}
+	if err := remote.WriteIndex(ref, idx, op.ropts...); err != nil {
+		return name.Digest{}, registryErr(err, "pushing "+ref.String())
+	}
+	pushed := ref.Context().Digest(d.String())
+	op.st.start("verify")
+	if err := verifyPushed(ctx, o, pushed, op.ropts); err != nil {
+		return name.Digest{}, err
+	}
+	op.st.stop()
+	return pushed, nil
+}
+
+// pushTag is the tag a push to ref writes: "" for a digest reference, which
+// must be what is pushed.
+func pushTag(ref name.Reference, what interface{ Digest() (v1.Hash, error) }) (string, error) {
+	switch r := ref.(type) {
+	case name.Tag:
+		return r.TagStr(), nil
+	case name.Digest:
+		d, err := what.Digest()
+		if err != nil {
+			return "", fmt.Errorf("computing the digest to push: %w", err)
+		}
+		if d.String() != r.DigestStr() {
+			return "", invalidf("%s names a digest, and what is pushed has %s: push it by tag, or by its own digest", ref, d)
+		}
+	}
+	return "", nil
+}
+
+// indexImages lists the images of idx with their platforms.
+func indexImages(idx v1.ImageIndex) ([]platformImage, error) {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("reading the index: %w", err)
+	}
+	var out []platformImage
+	for _, desc := range im.Manifests {
+		if desc.MediaType.IsIndex() {
+			return nil, invalidf("the index lists another index (%s); push that one on its own", desc.Digest)
+		}
+		img, err := idx.Image(desc.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("reading the index's image %s: %w", desc.Digest, err)
+		}
+		out = append(out, platformImage{platform: desc.Platform, image: img})
+	}
+	return out, nil
 }
 
 type pushed struct {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/r8im/r8im/imageops"
@@ -16,7 +18,8 @@ import (
 // TestPushUnderABodyCap: an image composed by a caller (WeightsLayers +
 // AppendWeights over a base they read) goes through a front that refuses
 // bodies over the cap with Push, where go-containerregistry's remote.Write
-// is refused; the caller's remote options reach go-containerregistry.
+// is refused; the caller's remote options reach go-containerregistry. An
+// index of such images goes through with PushIndex, written as given.
 func TestPushUnderABodyCap(t *testing.T) {
 	const limit = testChunk + 64<<10
 	forEachRegistry(t, func(t *testing.T, s chunkedSetup) {
@@ -68,6 +71,46 @@ func TestPushUnderABodyCap(t *testing.T) {
 		desc, err := remote.Head(ref, s.reg.User.RemoteOptions()...)
 		if err != nil || desc.Digest != want {
 			t.Errorf("the tag names %v (%v); want %s", desc, err, want)
+		}
+
+		// An index of it and a single-layer variant, one annotated: written
+		// as it is (same digest), its new layers chunked under the cap.
+		single, err := imageops.WeightsLayers(ctx, tree, imageops.WeightsOptions{Layout: imageops.LayoutSingle, Compression: imageops.Uncompressed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		img2, err := imageops.AppendWeights(base, "", created, single...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx := mutate.AppendManifests(empty.Index,
+			mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+			mutate.IndexAddendum{Add: img2, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}, Annotations: map[string]string{"org.example.variant": "single"}}})
+		wantIdx, err := idx.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := s.proxy.Stats().TooLarge
+		iref, err := name.ParseReference(s.proxy.Host + "/" + testenv.TestUser + "/composed:index")
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotIdx, err := imageops.PushIndex(ctx, idx, iref, imageops.WithTransport(s.reg.Transport()), imageops.WithKeychain(s.reg.User.Keychain()), imageops.WithChunkSize(testChunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gotIdx.DigestStr() != wantIdx.String() {
+			t.Errorf("PushIndex = %s; want the index as given, %s", gotIdx, wantIdx)
+		}
+		if st := s.proxy.Stats(); st.LargestBody > limit || st.TooLarge != before {
+			t.Errorf("the front saw a %d-byte body (cap %d), refused %d more", st.LargestBody, limit, st.TooLarge-before)
+		}
+		if desc, err := remote.Head(iref, s.reg.User.RemoteOptions()...); err != nil || desc.Digest != wantIdx {
+			t.Errorf("the index tag names %v (%v); want %s", desc, err, wantIdx)
+		}
+		nested := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: idx})
+		if _, err := imageops.PushIndex(ctx, nested, iref, imageops.WithTransport(s.reg.Transport()), imageops.WithKeychain(s.reg.User.Keychain())); !errors.Is(err, imageops.ErrInvalid) {
+			t.Errorf("PushIndex of an index of an index = %v; want ErrInvalid", err)
 		}
 
 		plain, err := name.ParseReference(s.proxy.Host + "/" + testenv.TestUser + "/composed-plain:v1")
