@@ -28,7 +28,7 @@ import (
 //	layers, err := imageops.WeightsLayers(ctx, imageops.DirTree(dir), imageops.WeightsOptions{})
 //	img, err := imageops.AppendWeights(base, imageops.DefaultTarget, time.Now(), layers...)
 //	d, err := imageops.Push(ctx, img, name.MustParseReference("r8.im/acme/model:v2"))
-func Push(ctx context.Context, img v1.Image, ref name.Reference, opts ...Option) (_ name.Digest, err error) {
+func Push(ctx context.Context, img v1.Image, ref name.Reference, opts ...Option) (name.Digest, error) {
 	o := makeOptions(opts)
 	tag, err := pushTag(ref, img)
 	if err != nil {
@@ -36,10 +36,9 @@ func Push(ctx context.Context, img v1.Image, ref name.Reference, opts ...Option)
 	}
 	op := o.begin(ctx, ref.Context(), tag)
 	op.uploadAll = true
-	defer func() { err = op.finish(err) }()
 	p, err := op.publish(&source{}, []platformImage{{image: img}}, false)
 	if err != nil {
-		return name.Digest{}, err
+		return name.Digest{}, op.finish(err)
 	}
 	return p.ref, nil
 }
@@ -49,7 +48,7 @@ func Push(ctx context.Context, img v1.Image, ref name.Reference, opts ...Option)
 // as Push's do, then the index is written as it is — its manifests,
 // platforms, annotations and order kept — and read back and checked. An
 // index that lists another index is refused.
-func PushIndex(ctx context.Context, idx v1.ImageIndex, ref name.Reference, opts ...Option) (_ name.Digest, err error) {
+func PushIndex(ctx context.Context, idx v1.ImageIndex, ref name.Reference, opts ...Option) (name.Digest, error) {
 	o := makeOptions(opts)
 	tag, err := pushTag(ref, idx)
 	if err != nil {
@@ -61,7 +60,13 @@ func PushIndex(ctx context.Context, idx v1.ImageIndex, ref name.Reference, opts 
 	}
 	op := o.begin(ctx, ref.Context(), tag)
 	op.uploadAll = true
-	defer func() { err = op.finish(err) }()
+	d, err := op.pushIndex(idx, images, ref)
+	return d, op.finish(err)
+}
+
+// pushIndex uploads the layers of images (idx's), writes idx to ref and
+// checks it.
+func (op *operation) pushIndex(idx v1.ImageIndex, images []platformImage, ref name.Reference) (name.Digest, error) {
 	op.st.start("push")
 	for _, pi := range images {
 		op.m.addSizes(pi.image)
@@ -78,7 +83,7 @@ func PushIndex(ctx context.Context, idx v1.ImageIndex, ref name.Reference, opts 
 	}
 	pushed := ref.Context().Digest(d.String())
 	op.st.start("verify")
-	if err := verifyPushed(ctx, o, pushed, op.ropts); err != nil {
+	if err := verifyPushed(op.ctx, op.o, pushed, op.ropts); err != nil {
 		return name.Digest{}, err
 	}
 	op.st.stop()
