@@ -93,7 +93,7 @@ func (c *zstdCore) layer(h v1.Hash) (v1.Layer, error) {
 // zstdImage is partial.CompressedToImage's image, handing out the layers
 // themselves where partial would wrap them (partial.CompressedToLayer):
 // remote.Write mounts a kept layer only as a *remote.MountableLayer, and
-// copyForeign looks for one. Its config layer is the source's, so the
+// uploadLayers looks for one. Its config layer is the source's, so the
 // config blob is mounted too.
 type zstdImage struct {
 	v1.Image
