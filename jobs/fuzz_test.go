@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hibiken/asynq"
+
 	"github.com/r8im/r8im/jobs/task"
 )
 

@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/r8im/r8im/internal/retry"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/r8im/r8im/internal/retry"
 )
 
 // ServerConfig is what the worker's configuration decides for the server.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/hibiken/asynq"
+
 	"github.com/r8im/r8im/jobs/task"
 )
 
