@@ -78,7 +78,7 @@ func (c *zstdConv) decode(w io.Writer, from func() (io.ReadCloser, error), prog 
 		return fmt.Errorf("fetching layer %s: %w", d, err)
 	}
 	defer rc.Close()
-	sr := &zstdSourceReader{r: &zstdCountingReader{r: rc, add: prog.add}}
+	sr := &zstdSourceReader{r: &countReader{r: rc, add: prog.add}}
 	br := bufio.NewReaderSize(sr, inputBufferSize)
 	dec, kind, err := zstdLayerDecoder(br)
 	if err != nil {
@@ -162,19 +162,6 @@ func (e *zstdSinkWriter) Write(p []byte) (int, error) {
 	n, err := e.w.Write(p)
 	if err != nil {
 		e.err = err
-	}
-	return n, err
-}
-
-type zstdCountingReader struct {
-	r   io.Reader
-	add func(int64)
-}
-
-func (c *zstdCountingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if n > 0 {
-		c.add(int64(n))
 	}
 	return n, err
 }
